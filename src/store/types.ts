@@ -1,0 +1,92 @@
+/**
+ * The stream store's public contract, used by the HTTP layer (and later by
+ * replication). Implemented by `StreamStore` in store/stream-store.ts.
+ */
+
+/** One stored entry. `payload` is the JSON text of the entry's data, as UTF-8 bytes. */
+export interface StoredEntry {
+  readonly seq: number;
+  /** Append time, ms since the epoch. */
+  readonly t: number;
+  readonly epoch: number;
+  readonly payload: Buffer;
+}
+
+export interface AppendMeta {
+  readonly id: number;
+  readonly t: number;
+}
+
+export interface AppendRequest {
+  readonly bucket: string;
+  readonly stream: string;
+  /** JSON texts, already validated by the caller. At least one. */
+  readonly payloads: readonly Buffer[];
+  /** Conditional append: the stream's last seqnum must be this (0: the stream must be empty). */
+  readonly expectSeq?: number;
+}
+
+export interface ReadOptions {
+  /** How many entries at most (0 gives none). */
+  readonly limit: number;
+  /** First seqnum wanted; absent: the last `limit` entries. */
+  readonly from?: number;
+}
+
+export interface ReadResult {
+  readonly entries: readonly StoredEntry[];
+  /** Oldest seqnum still kept (last + 1 when nothing is kept). */
+  readonly first: number;
+  /** Last seqnum ever assigned (0 when the stream was never written). */
+  readonly last: number;
+  /** True when `from` was below `first`: the range started at the oldest kept entry instead. */
+  readonly truncated: boolean;
+}
+
+export interface EvictionPolicy {
+  readonly max_count?: number;
+  readonly max_bytes?: number;
+  readonly max_age_secs?: number;
+}
+
+export type StreamListener = (entries: readonly StoredEntry[]) => void;
+
+export interface StoreStats {
+  appends: number;
+  appendBytes: number;
+  reads: number;
+  readsFromTail: number;
+  readsFromDisk: number;
+  logFlushes: number;
+  checkpoints: number;
+  evictedChunks: number;
+  evictedBytes: number;
+  openStreams: number;
+  openFiles: number;
+}
+
+export interface Store {
+  /** Appends all payloads to one stream atomically with contiguous seqnums; resolves once durable. */
+  append(request: AppendRequest): Promise<AppendMeta[]>;
+  /**
+   * Appends to several streams of one partition in one atomic write (PATCH: a
+   * stream and its `-$patch` log). Every `expectSeq` is checked first; if one
+   * fails nothing is written (409 conflict).
+   */
+  appendAtomic(requests: readonly AppendRequest[]): Promise<AppendMeta[][]>;
+  read(bucket: string, stream: string, options: ReadOptions): Promise<ReadResult>;
+  /** Last assigned seqnum, 0 for a stream never written. */
+  lastSeq(bucket: string, stream: string): Promise<number>;
+  /** Removes the stream's files; its seqnums still never restart. */
+  deleteStream(bucket: string, stream: string): Promise<void>;
+  listBuckets(): Promise<string[]>;
+  listStreams(bucket: string): Promise<string[]>;
+  /** Called with each durable batch of new entries, in seqnum order. Returns an unsubscribe function. */
+  subscribe(bucket: string, stream: string, listener: StreamListener): () => void;
+  getPolicy(bucket: string, stream?: string): EvictionPolicy | undefined;
+  setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void>;
+  deletePolicy(bucket: string, stream: string | undefined): Promise<void>;
+  stats(): StoreStats;
+  /** Flushes, checkpoints and closes every file. */
+  close(): Promise<void>;
+}

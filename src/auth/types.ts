@@ -1,0 +1,53 @@
+/**
+ * The auth service's contract, used by the HTTP layer. Implemented in
+ * src/auth/ (users, groups, grants, sessions) on the lmdb metadata store,
+ * with the pure decision in src/core/acl.ts.
+ */
+
+export const Permission = {
+  get: 'get',
+  put: 'put',
+  delete: 'delete',
+  grant: 'grant',
+  list: 'list',
+  adminusers: 'adminusers',
+  viewstats: 'viewstats',
+} as const;
+export type Permission = (typeof Permission)[keyof typeof Permission];
+
+/** Permissions that apply to a bucket or a stream (the others are global). */
+export const resourcePermissions: readonly Permission[] = ['get', 'put', 'delete', 'grant', 'list'];
+
+export const Group = { authenticated: 'g-authenticated', admin: 'g-admin' } as const;
+
+export interface AccessListing {
+  users: { username: string; permissions: Permission[] }[];
+  groups: { groupname: string; permissions: Permission[] }[];
+}
+
+export interface GrantChange {
+  /** Exactly one of username / group. */
+  readonly username?: string;
+  readonly group?: string;
+  readonly permission: Permission;
+  readonly action: 'grant' | 'revoke';
+}
+
+export interface Auth {
+  /** Checks the password (bcrypt) and returns a signed JWT `{u, exp}`; throws `unauthorized`. */
+  login(username: string, password: string): Promise<string>;
+  /** Verifies a JWT with the configured algorithm only; returns the username; throws `unauthorized`. */
+  verifyToken(token: string): string;
+  /** The username requests without credentials act as. */
+  readonly anonymousUsername: string;
+  /** Throws `no-perm` unless `username` may do `permission` on the bucket (or the stream, or globally when bucket is absent). */
+  check(username: string, permission: Permission, bucket?: string, stream?: string): void;
+  can(username: string, permission: Permission, bucket?: string, stream?: string): boolean;
+  userExists(username: string): boolean;
+  createUser(actor: string, username: string, password: string): Promise<void>;
+  changePassword(actor: string, username: string, password: string): Promise<void>;
+  deleteUser(actor: string, username: string): Promise<void>;
+  listUsers(actor: string): { username: string }[];
+  changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void>;
+  listAccess(actor: string, bucket: string, stream: string | undefined): AccessListing;
+}

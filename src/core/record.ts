@@ -1,0 +1,248 @@
+/**
+ * Chunk record layout (all integers little-endian):
+ *
+ *   offset  size  field
+ *   0       4     u32 length      payload length in bytes
+ *   4       4     u32 crc32       CRC-32 (zlib polynomial) over bytes 8 .. end of payload
+ *   8       8     u64 seqnum
+ *   16      8     u64 timestamp   ms since the Unix epoch
+ *   24      4     u32 epoch       replication epoch the entry was written in
+ *   28      len   payload         the entry's JSON text, UTF-8
+ *
+ * A record is `recordHeaderBytes + length` bytes long. A chunk file is records
+ * back to back, nothing else: its name gives the first seqnum, and seqnums
+ * inside increase by one. Recovery keeps records up to the first one that is
+ * short, fails its checksum or breaks the seqnum sequence, and truncates there.
+ *
+ * Commit-log frame layout (node-wide write-ahead log, store/commit-log.ts):
+ *
+ *   0       4     u32 bodyLength
+ *   4       4     u32 crc32 over the body
+ *   8       ..    body:
+ *                 u16 sectionCount
+ *                 per section:
+ *                   u8  op            1 = append records, 2 = delete stream
+ *                   u16 partition
+ *                   u16 bucketLength, bucket (UTF-8)
+ *                   u16 streamLength, stream (UTF-8)
+ *                   op 1: u32 recordsBytes, then chunk records as above
+ *                   op 2: u64 lastSeq (the stream's last seqnum, kept as a tombstone)
+ *
+ * A frame is the unit of atomicity: a PATCH writes its stream and the
+ * `-$patch` log in one frame, so recovery replays both or neither.
+ */
+import { crc32 } from 'node:zlib';
+import { assert } from './errors.js';
+
+export const recordHeaderBytes = 28;
+export const frameHeaderBytes = 8;
+
+export interface DecodedRecord {
+  readonly seq: number;
+  readonly t: number;
+  readonly epoch: number;
+  /** A view into the source buffer. */
+  readonly payload: Buffer;
+  /** Total bytes of the record, header included. */
+  readonly bytes: number;
+}
+
+export function recordBytes(payloadBytes: number): number {
+  return recordHeaderBytes + payloadBytes;
+}
+
+/** Encodes one record into `target` at `offset`; returns the offset after it. */
+export function encodeRecordInto(target: Buffer, offset: number, seq: number, t: number, epoch: number, payload: Buffer): number {
+  assert(Number.isSafeInteger(seq) && seq >= 1, 'seqnum is a positive safe integer');
+  assert(Number.isSafeInteger(t) && t >= 0, 'timestamp is a non-negative safe integer');
+  assert(Number.isInteger(epoch) && epoch >= 0 && epoch <= 0xffffffff, 'epoch fits u32');
+  const end = offset + recordHeaderBytes + payload.length;
+  assert(end <= target.length, 'record fits its buffer');
+  target.writeUInt32LE(payload.length, offset);
+  target.writeBigUInt64LE(BigInt(seq), offset + 8);
+  target.writeBigUInt64LE(BigInt(t), offset + 16);
+  target.writeUInt32LE(epoch, offset + 24);
+  payload.copy(target, offset + recordHeaderBytes);
+  target.writeUInt32LE(crc32(target.subarray(offset + 8, end)), offset + 4);
+  return end;
+}
+
+export function encodeRecord(seq: number, t: number, epoch: number, payload: Buffer): Buffer {
+  const buffer = Buffer.allocUnsafe(recordHeaderBytes + payload.length);
+  encodeRecordInto(buffer, 0, seq, t, epoch, payload);
+  return buffer;
+}
+
+export const DecodeStatus = {
+  ok: 'ok',
+  /** Fewer bytes than the header or the payload needs: a torn write at the end. */
+  short: 'short',
+  /** The checksum does not match: corruption. */
+  corrupt: 'corrupt',
+} as const;
+export type DecodeStatus = (typeof DecodeStatus)[keyof typeof DecodeStatus];
+
+export type DecodeResult = { status: 'ok'; record: DecodedRecord } | { status: 'short' | 'corrupt' };
+
+/** Decodes the record at `offset`, checking its checksum. */
+export function decodeRecord(source: Buffer, offset: number, payloadBytesMax = 0xffffffff): DecodeResult {
+  if (source.length - offset < recordHeaderBytes) return { status: 'short' };
+  const length = source.readUInt32LE(offset);
+  if (length > payloadBytesMax) return { status: 'corrupt' };
+  const end = offset + recordHeaderBytes + length;
+  if (end > source.length) return { status: 'short' };
+  const expected = source.readUInt32LE(offset + 4);
+  if (crc32(source.subarray(offset + 8, end)) !== expected) return { status: 'corrupt' };
+  return { status: 'ok', record: readFields(source, offset, length) };
+}
+
+/** Reads a record's fields without checking the checksum (index building over verified data). */
+export function peekRecord(source: Buffer, offset: number): DecodedRecord | undefined {
+  if (source.length - offset < recordHeaderBytes) return undefined;
+  const length = source.readUInt32LE(offset);
+  if (offset + recordHeaderBytes + length > source.length) return undefined;
+  return readFields(source, offset, length);
+}
+
+function readFields(source: Buffer, offset: number, length: number): DecodedRecord {
+  return {
+    seq: Number(source.readBigUInt64LE(offset + 8)),
+    t: Number(source.readBigUInt64LE(offset + 16)),
+    epoch: source.readUInt32LE(offset + 24),
+    payload: source.subarray(offset + recordHeaderBytes, offset + recordHeaderBytes + length),
+    bytes: recordHeaderBytes + length,
+  };
+}
+
+export interface ScanResult {
+  readonly records: DecodedRecord[];
+  /** Byte offset just after the last good record. */
+  readonly goodBytes: number;
+  /** Why the scan stopped before the end of the buffer, if it did. */
+  readonly stop: 'end' | 'short' | 'corrupt' | 'sequence';
+}
+
+/**
+ * Scans records from `offset`, expecting seqnums `expectedSeq`, `expectedSeq + 1`, ...
+ * (pass 0 to accept any first seqnum), and stops at the first record that is
+ * short, corrupt or out of sequence.
+ */
+export function scanToLastGood(source: Buffer, offset: number, expectedSeq: number, keepRecords = true): ScanResult {
+  const records: DecodedRecord[] = [];
+  let position = offset;
+  let next = expectedSeq;
+  while (position < source.length) {
+    const result = decodeRecord(source, position);
+    if (result.status !== 'ok') return { records, goodBytes: position, stop: result.status };
+    if (next !== 0 && result.record.seq !== next) return { records, goodBytes: position, stop: 'sequence' };
+    if (keepRecords) records.push(result.record);
+    next = result.record.seq + 1;
+    position += result.record.bytes;
+  }
+  return { records, goodBytes: position, stop: 'end' };
+}
+
+// ---------------------------------------------------------------------------
+// Commit-log frames
+
+export const FrameOp = { append: 1, delete: 2 } as const;
+export type FrameOp = (typeof FrameOp)[keyof typeof FrameOp];
+
+export type FrameSection =
+  | { op: typeof FrameOp.append; partition: number; bucket: string; stream: string; records: Buffer }
+  | { op: typeof FrameOp.delete; partition: number; bucket: string; stream: string; lastSeq: number };
+
+function sectionBytes(section: FrameSection): number {
+  const names = 1 + 2 + 2 + Buffer.byteLength(section.bucket) + 2 + Buffer.byteLength(section.stream);
+  return names + (section.op === FrameOp.append ? 4 + section.records.length : 8);
+}
+
+/** Encodes one frame (header and body). Appended records are copied in as they are. */
+export function encodeFrame(sections: readonly FrameSection[]): Buffer {
+  assert(sections.length > 0 && sections.length <= 0xffff, 'a frame holds 1..65535 sections');
+  let bodyBytes = 2;
+  for (const section of sections) bodyBytes += sectionBytes(section);
+  const frame = Buffer.allocUnsafe(frameHeaderBytes + bodyBytes);
+  frame.writeUInt32LE(bodyBytes, 0);
+  let offset = frameHeaderBytes;
+  frame.writeUInt16LE(sections.length, offset);
+  offset += 2;
+  for (const section of sections) {
+    frame.writeUInt8(section.op, offset);
+    frame.writeUInt16LE(section.partition, offset + 1);
+    offset = writeName(frame, offset + 3, section.bucket);
+    offset = writeName(frame, offset, section.stream);
+    if (section.op === FrameOp.append) {
+      frame.writeUInt32LE(section.records.length, offset);
+      section.records.copy(frame, offset + 4);
+      offset += 4 + section.records.length;
+    } else {
+      frame.writeBigUInt64LE(BigInt(section.lastSeq), offset);
+      offset += 8;
+    }
+  }
+  assert(offset === frame.length, 'frame encoded to its computed size');
+  frame.writeUInt32LE(crc32(frame.subarray(frameHeaderBytes)), 4);
+  return frame;
+}
+
+function writeName(target: Buffer, offset: number, name: string): number {
+  const length = target.write(name, offset + 2, 'utf8');
+  target.writeUInt16LE(length, offset);
+  return offset + 2 + length;
+}
+
+export type FrameDecodeResult =
+  | { status: 'ok'; sections: FrameSection[]; bytes: number }
+  | { status: 'short' | 'corrupt' };
+
+/** Decodes the frame at `offset`, checking its checksum and its structure. */
+export function decodeFrame(source: Buffer, offset: number, frameBytesMax: number): FrameDecodeResult {
+  if (source.length - offset < frameHeaderBytes) return { status: 'short' };
+  const bodyBytes = source.readUInt32LE(offset);
+  if (bodyBytes < 2 || bodyBytes > frameBytesMax) return { status: 'corrupt' };
+  const end = offset + frameHeaderBytes + bodyBytes;
+  if (end > source.length) return { status: 'short' };
+  if (crc32(source.subarray(offset + frameHeaderBytes, end)) !== source.readUInt32LE(offset + 4)) return { status: 'corrupt' };
+  const sections = decodeSections(source, offset + frameHeaderBytes, end);
+  if (sections === undefined) return { status: 'corrupt' };
+  return { status: 'ok', sections, bytes: frameHeaderBytes + bodyBytes };
+}
+
+function decodeSections(source: Buffer, start: number, end: number): FrameSection[] | undefined {
+  const count = source.readUInt16LE(start);
+  const sections: FrameSection[] = [];
+  let offset = start + 2;
+  for (let index = 0; index < count; index++) {
+    if (offset + 3 > end) return undefined;
+    const op = source.readUInt8(offset);
+    const partition = source.readUInt16LE(offset + 1);
+    const bucket = readName(source, offset + 3, end);
+    if (bucket === undefined) return undefined;
+    const stream = readName(source, bucket.next, end);
+    if (stream === undefined) return undefined;
+    offset = stream.next;
+    if (op === FrameOp.append) {
+      if (offset + 4 > end) return undefined;
+      const length = source.readUInt32LE(offset);
+      if (offset + 4 + length > end) return undefined;
+      const records = source.subarray(offset + 4, offset + 4 + length);
+      sections.push({ op, partition, bucket: bucket.name, stream: stream.name, records });
+      offset += 4 + length;
+    } else if (op === FrameOp.delete) {
+      if (offset + 8 > end) return undefined;
+      sections.push({ op, partition, bucket: bucket.name, stream: stream.name, lastSeq: Number(source.readBigUInt64LE(offset)) });
+      offset += 8;
+    } else {
+      return undefined;
+    }
+  }
+  return offset === end ? sections : undefined;
+}
+
+function readName(source: Buffer, offset: number, end: number): { name: string; next: number } | undefined {
+  if (offset + 2 > end) return undefined;
+  const length = source.readUInt16LE(offset);
+  if (offset + 2 + length > end) return undefined;
+  return { name: source.toString('utf8', offset + 2, offset + 2 + length), next: offset + 2 + length };
+}

@@ -1015,19 +1015,29 @@ function findChunk(chunks: readonly Chunk[], seq: number): number {
   return found;
 }
 
+/** fsyncs the folders that gained files (and their parents), so new chunk files survive an OS crash. */
 async function syncDirectories(directories: string[]): Promise<void> {
+  const targets = new Set<string>();
   for (const directory of directories) {
-    for (const target of [directory, path.dirname(directory), path.dirname(path.dirname(directory))]) {
+    targets.add(directory);
+    targets.add(path.dirname(directory));
+    targets.add(path.dirname(path.dirname(directory)));
+  }
+  const list = [...targets];
+  let next = 0;
+  const worker = async () => {
+    while (next < list.length) {
+      const target = list[next++]!;
+      let handle: fs.promises.FileHandle | undefined;
       try {
-        const fd = fs.openSync(target, 'r');
-        try {
-          fs.fsyncSync(fd);
-        } finally {
-          fs.closeSync(fd);
-        }
+        handle = await fs.promises.open(target, 'r');
+        await handle.sync();
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      } finally {
+        await handle?.close();
       }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, list.length) }, worker));
 }

@@ -27,3 +27,19 @@ export const idempotencyKeysMax = 100_000;
 export const idempotencyWindowMs = 10 * 60 * 1000;
 /** Longest idempotency key, in bytes. */
 export const idempotencyKeyBytesMax = 256;
+/** Longest password, in UTF-8 bytes: bcrypt ignores every byte after the 72nd. */
+export const passwordBytesMax = 72;
+/** Longest session token (JWT) accepted for verification, in bytes. */
+export const sessionTokenBytesMax = 4096;
+/** Bytes a listen connection (WebSocket or SSE) may have waiting to be sent; past it the consumer is cut off as slow. */
+export const listenBufferedBytesMax = 8 * 1024 * 1024;
+/** Above this many bytes waiting to be sent, a listen replay waits for the socket before reading its next page. */
+export const listenReplayHighWaterBytes = 1024 * 1024;
+/** Live bytes one subscription buffers while it replays; past it the buffer is dropped and re-read from the store. */
+export const listenPendingBytesMax = 4 * 1024 * 1024;
+/** SSE comment heartbeat and WebSocket ping period; a WebSocket missing two pongs is dropped. */
+export const listenHeartbeatMs = 15_000;
+/** Largest WebSocket command a listen client may send. */
+export const listenCommandBytesMax = 64 * 1024;
+/** How long a slow SSE consumer gets to take its closing message before its socket is destroyed. */
+export const listenCloseGraceMs = 5_000;

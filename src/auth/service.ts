@@ -1,0 +1,274 @@
+import type { Logger } from 'pino';
+import {
+  AclGroup,
+  decide,
+  isAdmin,
+  isGlobalPermission,
+  PrincipalKind,
+  relevantGrantKeys,
+  scopeOf,
+  subjectOf,
+  type AccessRequest,
+  type Subject,
+} from '../core/acl.js';
+import type { Clock } from '../core/clock.js';
+import { IorioError } from '../core/errors.js';
+import { checkName } from '../core/names.js';
+import type { MetaStore } from '../store/meta.js';
+import { describeResource, parseGrantChange } from './access.js';
+import type { GrantTable } from './grants.js';
+import { checkPassword, type Passwords } from './passwords.js';
+import type { Sessions } from './sessions.js';
+import type { AccessListing, Auth, GrantChange, Permission } from './types.js';
+import type { UserRecord, UserTable } from './users.js';
+
+/** What every user owns in its own bucket `_user_<username>`. */
+export const userBucketPermissions: readonly Permission[] = ['delete', 'get', 'grant', 'list', 'put'];
+export const userBucketPrefix = '_user_';
+
+export function userBucketOf(username: string): string {
+  return userBucketPrefix + username;
+}
+
+export interface AuthServiceOptions {
+  readonly meta: MetaStore;
+  readonly users: UserTable;
+  readonly grants: GrantTable;
+  readonly passwords: Passwords;
+  readonly sessions: Sessions;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly adminUsername: string;
+  readonly anonymousUsername: string;
+  readonly userHasBucket: boolean;
+}
+
+/**
+ * The auth service on lmdb: every check reads the current user and grants
+ * (synchronous lmdb reads, no cache to go stale); every change is one lmdb
+ * transaction that re-reads what it depends on and decides before writing
+ * (lmdb does not roll back a transaction whose callback throws).
+ */
+export class AuthService implements Auth {
+  readonly anonymousUsername: string;
+  private readonly options: AuthServiceOptions;
+  private readonly logger: Logger;
+
+  constructor(options: AuthServiceOptions) {
+    this.options = options;
+    this.anonymousUsername = options.anonymousUsername;
+    this.logger = options.logger;
+  }
+
+  // -------------------------------------------------------------------------
+  // Sessions
+
+  async login(username: string, password: string): Promise<string> {
+    const { users, passwords, sessions, clock } = this.options;
+    const user = username === this.anonymousUsername ? undefined : users.get(username);
+    const matches = await passwords.verify(typeof password === 'string' ? password : '', user?.passwordHash);
+    if (user === undefined || !matches) {
+      this.logger.info({ username: typeof username === 'string' ? username.slice(0, 128) : undefined }, 'login refused');
+      throw new IorioError('unauthorized', 'wrong username or password');
+    }
+    if (passwords.needsRehash(user.passwordHash)) await this.rehash(user, password);
+    return sessions.sign(user.username, clock.now());
+  }
+
+  verifyToken(token: string): string {
+    const claims = this.options.sessions.verify(token, this.options.clock.now());
+    const user = this.options.users.get(claims.username);
+    if (user === undefined || user.username === this.anonymousUsername) {
+      throw new IorioError('unauthorized', 'the session user does not exist');
+    }
+    // A token issued before the user was (re)created belongs to an older user of the same name.
+    if (claims.issuedAtSec < Math.floor(user.createdMs / 1000)) throw new IorioError('unauthorized', 'invalid session token');
+    return user.username;
+  }
+
+  // -------------------------------------------------------------------------
+  // Permission checks
+
+  check(username: string, permission: Permission, bucket?: string, stream?: string): void {
+    if (!this.can(username, permission, bucket, stream)) {
+      throw new IorioError('no-perm', `${username} may not ${permission} ${describeResource(bucket, stream)}`);
+    }
+  }
+
+  can(username: string, permission: Permission, bucket?: string, stream?: string): boolean {
+    if (bucket !== undefined) checkName('bucket', bucket);
+    if (stream !== undefined) checkName('stream', stream);
+    if (stream !== undefined && bucket === undefined) throw new IorioError('invalid-param', 'a stream needs its bucket');
+    const subject = this.subject(username);
+    if (subject === undefined) return false;
+    const request: AccessRequest = { permission, bucket, stream };
+    return decide(subject, request, this.options.grants.fetch(relevantGrantKeys(subject, request))).allowed;
+  }
+
+  userExists(username: string): boolean {
+    return this.options.users.exists(username);
+  }
+
+  // -------------------------------------------------------------------------
+  // Users
+
+  async createUser(actor: string, username: string, password: string): Promise<void> {
+    this.check(actor, 'adminusers');
+    this.checkNewUsername(username);
+    checkPassword(password);
+    if (this.options.users.exists(username)) throw conflictUser(username);
+    const passwordHash = await this.options.passwords.hash(password);
+    const user: UserRecord = { username, passwordHash, groups: [], createdMs: this.options.clock.now() };
+    const created = await this.options.meta.root.transaction(() => this.insertUserSync(user));
+    if (!created) throw conflictUser(username);
+    this.logger.info({ actor, username }, 'user created');
+  }
+
+  async changePassword(actor: string, username: string, password: string): Promise<void> {
+    checkName('user', username);
+    const target = this.authorizeUserChange(actor, username, 'change the password of');
+    if (target.username === this.anonymousUsername) {
+      throw new IorioError('invalid-param', `${username} is the anonymous user and has no password`);
+    }
+    checkPassword(password);
+    const passwordHash = await this.options.passwords.hash(password);
+    const changed = await this.options.meta.root.transaction(() => {
+      const current = this.options.users.get(username);
+      if (current === undefined) return false;
+      this.options.users.putSync({ ...current, passwordHash });
+      return true;
+    });
+    if (!changed) throw unknownUser(username);
+    this.logger.info({ actor, username }, 'password changed');
+  }
+
+  async deleteUser(actor: string, username: string): Promise<void> {
+    checkName('user', username);
+    this.authorizeUserChange(actor, username, 'delete', { selfAllowed: false });
+    if (username === this.options.adminUsername) {
+      throw new IorioError('invalid-param', `${username} is the configured admin user (auth.admin.username) and cannot be deleted`);
+    }
+    if (username === this.anonymousUsername) {
+      throw new IorioError('invalid-param', `${username} is the anonymous user (auth.anonymous.username) and cannot be deleted`);
+    }
+    const removedGrants = await this.options.meta.root.transaction(() => {
+      if (!this.options.users.removeSync(username)) return undefined;
+      return this.options.grants.removePrincipalSync(PrincipalKind.user, username);
+    });
+    if (removedGrants === undefined) throw unknownUser(username);
+    this.logger.info({ actor, username, removedGrants }, 'user deleted');
+  }
+
+  listUsers(actor: string): { username: string }[] {
+    this.check(actor, 'adminusers');
+    return this.options.users.list().map((user) => ({ username: user.username }));
+  }
+
+  // -------------------------------------------------------------------------
+  // Grants
+
+  async changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void> {
+    checkName('bucket', bucket);
+    if (stream !== undefined) checkName('stream', stream);
+    const parsed = parseGrantChange(change);
+    this.authorizeGrant(actor, parsed.permission, bucket, stream);
+    const key = { scope: scopeOf(parsed.permission, bucket, stream), kind: parsed.kind, principal: parsed.principal };
+    const applied = await this.options.meta.root.transaction(() => {
+      if (parsed.kind === PrincipalKind.user && !this.options.users.exists(parsed.principal)) return false;
+      this.options.grants.changeSync(key, [parsed.permission], parsed.action);
+      return true;
+    });
+    if (!applied) throw unknownUser(parsed.principal);
+    this.logger.info({ actor, ...parsed, bucket: key.scope.bucket, stream: key.scope.stream }, 'access changed');
+  }
+
+  listAccess(actor: string, bucket: string, stream: string | undefined): AccessListing {
+    checkName('bucket', bucket);
+    if (stream !== undefined) checkName('stream', stream);
+    this.check(actor, 'grant', bucket, stream);
+    const listing: AccessListing = { users: [], groups: [] };
+    for (const grant of this.options.grants.listScope({ bucket, stream: stream ?? '' })) {
+      const permissions = [...grant.permissions].sort() as Permission[];
+      if (grant.kind === PrincipalKind.user) listing.users.push({ username: grant.principal, permissions });
+      else listing.groups.push({ groupname: grant.principal, permissions });
+    }
+    return listing;
+  }
+
+  // -------------------------------------------------------------------------
+  // Helpers
+
+  /** The subject a stored user acts as, or undefined for an unknown user. */
+  private subject(username: string): Subject | undefined {
+    const user = this.options.users.get(username);
+    return user === undefined ? undefined : subjectOf(user, this.anonymousUsername);
+  }
+
+  private isAdminUser(username: string): boolean {
+    const subject = this.subject(username);
+    return subject !== undefined && isAdmin(subject);
+  }
+
+  /**
+   * Who may act on a user: one holding `adminusers`, or (when selfAllowed)
+   * the user itself; acting on a g-admin member other than oneself takes a
+   * g-admin member, so `adminusers` alone cannot take over an admin account.
+   * Returns the target; `not-found` only to actors who may know.
+   */
+  private authorizeUserChange(actor: string, username: string, verb: string, { selfAllowed = true } = {}): UserRecord {
+    const isSelf = selfAllowed && actor === username && actor !== this.anonymousUsername;
+    if (!isSelf && !this.can(actor, 'adminusers')) throw new IorioError('no-perm', `${actor} may not ${verb} ${username}`);
+    const target = this.options.users.get(username);
+    if (target === undefined) throw unknownUser(username);
+    if (!isSelf && target.groups.includes(AclGroup.admin) && !this.isAdminUser(actor)) {
+      throw new IorioError('no-perm', `only a g-admin member may ${verb} ${username}, a g-admin member`);
+    }
+    return target;
+  }
+
+  /**
+   * Changing grants takes `grant` on the bucket (or the stream, or its
+   * bucket); global permissions (adminusers, viewstats) are changed by
+   * g-admin members only, whatever the bucket named.
+   */
+  private authorizeGrant(actor: string, permission: Permission, bucket: string, stream: string | undefined): void {
+    if (!isGlobalPermission(permission)) return this.check(actor, 'grant', bucket, stream);
+    if (!this.isAdminUser(actor)) {
+      throw new IorioError('no-perm', `${permission} is a global permission: only a g-admin member may grant or revoke it`);
+    }
+  }
+
+  private checkNewUsername(username: string): void {
+    checkName('user', username);
+    if (this.options.userHasBucket) checkName('bucket', userBucketOf(username));
+  }
+
+  /** Inside a transaction: stores a new user and its bucket ownership; false when the name is taken. */
+  insertUserSync(user: UserRecord): boolean {
+    if (this.options.users.exists(user.username)) return false;
+    this.options.users.putSync(user);
+    if (this.options.userHasBucket && user.username !== this.anonymousUsername) {
+      const scope = { bucket: userBucketOf(user.username), stream: '' };
+      this.options.grants.changeSync({ scope, kind: PrincipalKind.user, principal: user.username }, userBucketPermissions, 'grant');
+    }
+    return true;
+  }
+
+  private async rehash(user: UserRecord, password: string): Promise<void> {
+    const passwordHash = await this.options.passwords.hash(password);
+    await this.options.meta.root.transaction(() => {
+      const current = this.options.users.get(user.username);
+      // Only if the password did not change meanwhile.
+      if (current !== undefined && current.passwordHash === user.passwordHash) this.options.users.putSync({ ...current, passwordHash });
+    });
+    this.logger.info({ username: user.username, rounds: this.options.passwords.rounds }, 'password rehashed at the configured cost');
+  }
+}
+
+function unknownUser(username: string): IorioError {
+  return new IorioError('not-found', `no user ${username}`);
+}
+
+function conflictUser(username: string): IorioError {
+  return new IorioError('conflict', `user ${username} already exists`);
+}

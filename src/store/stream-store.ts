@@ -111,6 +111,8 @@ interface StreamState {
   /** First seqnum of the active chunk and its validated length (none: no chunk). */
   readonly activeFirst: number | null;
   readonly activeBytes: number;
+  /** Seqnum of the last record within activeBytes. */
+  readonly activeLast: number;
   readonly lastMs: number;
   /** Seqnum at which the stream was last deleted (0: never). */
   readonly deletedAt: number;
@@ -149,6 +151,8 @@ class StreamHandle {
   deletedAt = 0;
   chunks: Chunk[] = [];
   activeCount = 0;
+  /** Seqnum of the last record in the active chunk. */
+  activeLast = 0;
   activeFirstMs: number | undefined;
   writeBuffer: Buffer[] = [];
   writeBufferBytes = 0;
@@ -356,6 +360,8 @@ export class StreamStore implements Store {
     // they closed; validate from the checkpointed position onward.
     const validateFrom = this.validationStart(files, state);
     const chunks: Chunk[] = [];
+    let repaired = false;
+    let chunkLast = last;
     for (let index = 0; index < files.length; index++) {
       const file = files[index]!;
       if (index < validateFrom.index) {
@@ -368,16 +374,19 @@ export class StreamStore implements Store {
       const result = file.bytes === offset ? undefined : validateChunk(handle.chunkPath(file.firstSeq), offset, expected);
       if (result === undefined) {
         chunks.push({ firstSeq: file.firstSeq, bytes: file.bytes, lastMs: state?.lastMs, index: undefined });
-        last = Math.max(last, expected - 1);
+        chunkLast = expected - 1;
+        last = Math.max(last, chunkLast);
         continue;
       }
       if (result.goodBytes > 0) {
         chunks.push({ firstSeq: file.firstSeq, bytes: result.goodBytes, lastMs: result.lastMs, index: undefined });
-        last = Math.max(last, result.lastSeq);
+        chunkLast = result.lastSeq;
+        last = Math.max(last, chunkLast);
         if (result.lastMs !== undefined) handle.lastMs = Math.max(handle.lastMs, result.lastMs);
       }
       if (result.stop !== 'end') {
         this.dropBadTail(handle, files.slice(index), result.goodBytes, result.stop);
+        repaired = true;
         break;
       }
     }
@@ -386,15 +395,27 @@ export class StreamStore implements Store {
     handle.durableLast = last;
     this.refreshPolicy(handle);
     const active = handle.active;
-    handle.activeCount = active ? Math.max(0, last - active.firstSeq + 1) : 0;
+    handle.activeLast = active ? chunkLast : last;
+    if (active && chunkLast < last) {
+      // Checkpointed records are gone (the disk lost fsync'd data). Their
+      // seqnums are not handed out again: a reader may have seen them.
+      this.logger.error({ bucket: handle.bucket, stream: handle.stream, lostFrom: chunkLast + 1, lostTo: last }, 'chunk: checkpointed entries are missing');
+    }
+    handle.activeCount = active ? Math.max(0, handle.activeLast - active.firstSeq + 1) : 0;
     handle.activeFirstMs = undefined;
+    if (repaired) {
+      // The next checkpoint records the repaired state, so later opens need not check again.
+      handle.dirty = true;
+      this.dirtyHandles.add(handle);
+      if (active) this.dirtyChunkFiles.add(handle.chunkPath(active.firstSeq));
+    }
   }
 
   /** Where a stream's chunks need checking after a restart: the checkpointed active chunk's end, or everything. */
   private validationStart(files: readonly { firstSeq: number; bytes: number }[], state: StreamState | undefined): { index: number; offset: number; expected: number } {
     if (state === undefined || state.activeFirst === null) return { index: 0, offset: 0, expected: 0 };
     const index = files.findIndex((file) => file.firstSeq === state.activeFirst);
-    if (index >= 0) return { index, offset: state.activeBytes, expected: state.last + 1 };
+    if (index >= 0) return { index, offset: state.activeBytes, expected: (state.activeLast ?? state.last) + 1 };
     // The checkpointed active chunk is gone (evicted since): check every later chunk.
     const later = files.findIndex((file) => file.firstSeq > state.activeFirst!);
     return { index: later < 0 ? files.length : later, offset: 0, expected: 0 };
@@ -537,6 +558,13 @@ export class StreamStore implements Store {
         this.rollChunk(handle, record.seq);
       }
       let active = handle.active;
+      if (active !== undefined && active.bytes === 0 && active.firstSeq !== record.seq) {
+        // An empty chunk named for a seqnum that will not come (lost data was skipped): replace it.
+        handle.chunks.pop();
+        this.pool.close(handle.chunkPath(active.firstSeq));
+        fs.rmSync(handle.chunkPath(active.firstSeq), { force: true });
+        active = undefined;
+      }
       if (active === undefined) {
         active = { firstSeq: record.seq, bytes: 0, lastMs: undefined, index: new SparseIndex() };
         handle.chunks.push(active);
@@ -549,6 +577,7 @@ export class StreamStore implements Store {
       active.bytes += record.bytes;
       active.lastMs = record.t;
       handle.activeCount++;
+      handle.activeLast = record.seq;
       handle.activeFirstMs ??= record.t;
       handle.durableLast = record.seq;
       this.pushTail(handle, toEntry(record));
@@ -564,6 +593,8 @@ export class StreamStore implements Store {
   private shouldRoll(handle: StreamHandle, record: DecodedRecord): boolean {
     const active = handle.active;
     if (active === undefined || active.bytes === 0) return false;
+    // A chunk's seqnums are contiguous; after lost entries a new chunk starts.
+    if (record.seq !== handle.activeLast + 1) return true;
     const capacity = handle.capacity!;
     if (active.bytes + record.bytes > capacity.bytes) return true;
     if (handle.activeCount >= capacity.count) return true;
@@ -911,6 +942,7 @@ export class StreamStore implements Store {
           last: handle.durableLast,
           activeFirst: active?.firstSeq ?? null,
           activeBytes: active?.bytes ?? 0,
+          activeLast: active ? handle.activeLast : handle.durableLast,
           lastMs: handle.lastMs,
           deletedAt: handle.deletedAt,
         },

@@ -1,0 +1,193 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { recordHeaderBytes } from '../../src/core/record.js';
+import { json, openTestStore, tempDir } from '../helpers/store.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function newDir(): string {
+  const dir = tempDir();
+  dirs.push(dir);
+  return dir;
+}
+
+function walk(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const full = path.join(dir, entry.name);
+    return entry.isDirectory() ? walk(full) : [full];
+  });
+}
+
+const chunksOf = (dir: string) => walk(path.join(dir, 'vnodes')).filter((file) => file.endsWith('.chunk')).sort();
+
+/** A deterministic PRNG (mulberry32) so a failing cut point reproduces. */
+function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('chunk recovery', () => {
+  test('a chunk cut at any byte reopens with every complete record and nothing else', async () => {
+    const dir = newDir();
+    let opened = await openTestStore(dir);
+    const payloads = Array.from({ length: 40 }, (_, index) => json({ index, pad: 'q'.repeat((index * 7) % 45) }));
+    for (const payload of payloads) await opened.store.append({ bucket: 'b', stream: 's', payloads: [payload] });
+    await opened.close();
+    const [chunk] = chunksOf(dir);
+    const original = fs.readFileSync(chunk!);
+    const ends: number[] = [];
+    let end = 0;
+    for (const payload of payloads) ends.push((end += recordHeaderBytes + payload.length));
+    expect(end).toBe(original.length);
+
+    const random = prng(20261121);
+    const cuts = new Set<number>([0, original.length]);
+    for (let cut = 0; cut < ends[2]!; cut++) cuts.add(cut);
+    for (const boundary of ends) for (const delta of [-1, 0, 1]) cuts.add(Math.min(original.length, Math.max(0, boundary + delta)));
+    while (cuts.size < 250) cuts.add(Math.floor(random() * original.length));
+    // Cut short first, then longer: every file is a prefix of the same original.
+    for (const cut of [...cuts].sort((a, b) => a - b)) {
+      fs.writeFileSync(chunk!, original.subarray(0, cut));
+      opened = await openTestStore(dir);
+      const complete = ends.filter((recordEnd) => recordEnd <= cut).length;
+      const result = await opened.store.read('b', 's', { limit: 1000, from: 1 });
+      expect(result.entries.length, `cut at ${cut}`).toBe(complete);
+      expect(result.entries.map((entry) => entry.payload.toString())).toEqual(payloads.slice(0, complete).map(String));
+      const size = fs.existsSync(chunk!) ? fs.statSync(chunk!).size : 0;
+      expect(size, `cut at ${cut} truncated to the last good record`).toBe(complete === 0 ? 0 : ends[complete - 1]);
+      await opened.close();
+    }
+  }, 120_000);
+
+  test('after a crash, a corrupt record in a chunk tail is cut there and the rest comes back from the log', async () => {
+    const dir = newDir();
+    const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'channel.max_items': 1 });
+    const payload = (index: number) => json({ index: String(index).padStart(3, '0') });
+    await opened.store.append({ bucket: 'b', stream: 's', payloads: [payload(1)] });
+    await opened.store.checkpoint();
+    for (let index = 2; index <= 20; index++) await opened.store.append({ bucket: 'b', stream: 's', payloads: [payload(index)] });
+    await opened.store.read('b', 's', { limit: 1, from: 1 }); // flushes the chunk's write buffer
+    const crashed = newDir();
+    fs.cpSync(dir, crashed, { recursive: true });
+    await opened.close();
+    const [chunk] = chunksOf(crashed);
+    const data = fs.readFileSync(chunk!);
+    const recordBytes = recordHeaderBytes + payload(1).length;
+    expect(data.length).toBe(20 * recordBytes);
+    data[11 * recordBytes + recordHeaderBytes + 3]! ^= 0x20; // the 12th record's payload
+    fs.writeFileSync(chunk!, data);
+    const reopened = await openTestStore(crashed);
+    const result = await reopened.store.read('b', 's', { limit: 100, from: 1 });
+    expect(result.entries.map((entry) => entry.payload.toString())).toEqual(Array.from({ length: 20 }, (_, index) => payload(index + 1).toString()));
+    expect((await reopened.store.append({ bucket: 'b', stream: 's', payloads: [json('next')] }))[0]!.id).toBe(21);
+    await reopened.close();
+  });
+
+  test('a checkpointed entry lost from disk is not served and its seqnum is never handed out again', async () => {
+    const dir = newDir();
+    let opened = await openTestStore(dir);
+    for (let index = 1; index <= 10; index++) await opened.store.append({ bucket: 'b', stream: 's', payloads: [json(index)] });
+    await opened.close();
+    const [chunk] = chunksOf(dir);
+    fs.truncateSync(chunk!, fs.statSync(chunk!).size - 5);
+    opened = await openTestStore(dir);
+    expect((await opened.store.read('b', 's', { limit: 100, from: 1 })).entries.map((entry) => entry.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect((await opened.store.append({ bucket: 'b', stream: 's', payloads: [json(11)] }))[0]!.id).toBe(11);
+    await opened.close();
+    opened = await openTestStore(dir);
+    expect((await opened.store.read('b', 's', { limit: 2, from: 11 })).entries.map((entry) => entry.seq)).toEqual([11]);
+    expect((await opened.store.append({ bucket: 'b', stream: 's', payloads: [json(12)] }))[0]!.id).toBe(12);
+    await opened.close();
+  });
+
+  test('a corrupt record in a closed chunk is reported on read, not served', async () => {
+    const dir = newDir();
+    let opened = await openTestStore(dir, { 'storage.chunk.size': '4KB', 'channel.max_items': 1 });
+    for (let index = 1; index <= 200; index++) await opened.store.append({ bucket: 'b', stream: 's', payloads: [json({ index, pad: 'r'.repeat(40) })] });
+    await opened.close();
+    const [oldest] = chunksOf(dir);
+    const data = fs.readFileSync(oldest!);
+    data[recordHeaderBytes + 2]! ^= 0x01;
+    fs.writeFileSync(oldest!, data);
+    opened = await openTestStore(dir, { 'storage.chunk.size': '4KB', 'channel.max_items': 1 });
+    const error = await opened.store.read('b', 's', { limit: 5, from: 1 }).catch((caught) => caught);
+    expect(error.code).toBe('internal-error');
+    expect((await opened.store.read('b', 's', { limit: 5, from: 150 })).entries).toHaveLength(5);
+    await opened.close();
+  });
+});
+
+describe('commit-log replay', () => {
+  async function crashCopy(source: string): Promise<string> {
+    const target = newDir();
+    fs.cpSync(source, target, { recursive: true });
+    return target;
+  }
+
+  async function writeWithoutCheckpoint(dir: string) {
+    const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'storage.sync': 'always' });
+    const acked: { stream: string; id: number; text: string }[] = [];
+    await Promise.all(
+      Array.from({ length: 30 }, async (_, stream) => {
+        for (let index = 0; index < 20; index++) {
+          const text = JSON.stringify({ stream, index });
+          const [meta] = await opened.store.append({ bucket: 'b', stream: `s${stream}`, payloads: [Buffer.from(text)] });
+          acked.push({ stream: `s${stream}`, id: meta!.id, text });
+        }
+      }),
+    );
+    return { opened, acked };
+  }
+
+  async function expectAll(dir: string, acked: { stream: string; id: number; text: string }[]) {
+    const opened = await openTestStore(dir);
+    for (const stream of new Set(acked.map((entry) => entry.stream))) {
+      const result = await opened.store.read('b', stream, { limit: 1000, from: 1 });
+      const expected = acked.filter((entry) => entry.stream === stream).sort((a, b) => a.id - b.id);
+      expect(result.entries.map((entry) => [entry.seq, entry.payload.toString()])).toEqual(expected.map((entry) => [entry.id, entry.text]));
+      const [next] = await opened.store.append({ bucket: 'b', stream, payloads: [json('after')] });
+      expect(next!.id).toBe(expected.length + 1);
+    }
+    await opened.close();
+  }
+
+  test('a crash before any checkpoint loses nothing acknowledged', async () => {
+    const dir = newDir();
+    const { opened, acked } = await writeWithoutCheckpoint(dir);
+    const copy = await crashCopy(dir);
+    await opened.close();
+    await expectAll(copy, acked);
+  });
+
+  test('chunk data the OS never wrote is rebuilt from the commit log', async () => {
+    const dir = newDir();
+    const { opened, acked } = await writeWithoutCheckpoint(dir);
+    const copy = await crashCopy(dir);
+    await opened.close();
+    for (const chunk of chunksOf(copy)) fs.rmSync(chunk);
+    await expectAll(copy, acked);
+  });
+
+  test('a torn frame at the end of the log is dropped, the rest replayed', async () => {
+    const dir = newDir();
+    const { opened, acked } = await writeWithoutCheckpoint(dir);
+    const copy = await crashCopy(dir);
+    await opened.close();
+    const segments = walk(path.join(copy, 'commitlog')).sort();
+    const last = segments[segments.length - 1]!;
+    fs.appendFileSync(last, Buffer.from([0x40, 0, 0, 0, 1, 2, 3, 4, 5, 6]));
+    for (const chunk of chunksOf(copy)) fs.truncateSync(chunk, Math.floor(fs.statSync(chunk).size / 2));
+    await expectAll(copy, acked);
+  });
+});

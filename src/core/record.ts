@@ -59,8 +59,8 @@ export function encodeRecordInto(target: Buffer, offset: number, seq: number, t:
   const end = offset + recordHeaderBytes + payload.length;
   assert(end <= target.length, 'record fits its buffer');
   target.writeUInt32LE(payload.length, offset);
-  target.writeBigUInt64LE(BigInt(seq), offset + 8);
-  target.writeBigUInt64LE(BigInt(t), offset + 16);
+  writeU64(target, offset + 8, seq);
+  writeU64(target, offset + 16, t);
   target.writeUInt32LE(epoch, offset + 24);
   payload.copy(target, offset + recordHeaderBytes);
   target.writeUInt32LE(crc32(target.subarray(offset + 8, end)), offset + 4);
@@ -104,10 +104,20 @@ export function peekRecord(source: Buffer, offset: number): DecodedRecord | unde
   return readFields(source, offset, length);
 }
 
+/** u64 little-endian as two u32 halves: exact for safe integers, and no BigInt on the hot path. */
+function writeU64(target: Buffer, offset: number, value: number): void {
+  target.writeUInt32LE(value % 0x100000000, offset);
+  target.writeUInt32LE(Math.floor(value / 0x100000000), offset + 4);
+}
+
+function readU64(source: Buffer, offset: number): number {
+  return source.readUInt32LE(offset) + source.readUInt32LE(offset + 4) * 0x100000000;
+}
+
 function readFields(source: Buffer, offset: number, length: number): DecodedRecord {
   return {
-    seq: Number(source.readBigUInt64LE(offset + 8)),
-    t: Number(source.readBigUInt64LE(offset + 16)),
+    seq: readU64(source, offset + 8),
+    t: readU64(source, offset + 16),
     epoch: source.readUInt32LE(offset + 24),
     payload: source.subarray(offset + recordHeaderBytes, offset + recordHeaderBytes + length),
     bytes: recordHeaderBytes + length,

@@ -463,84 +463,101 @@ export class StreamStore implements Store {
   // Appends
 
   append(request: AppendRequest): Promise<AppendMeta[]> {
-    return this.appendAtomic([request]).then((results) => results[0]!);
-  }
-
-  appendAtomic(requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
     try {
-      return this.startAppend(requests);
+      const handle = this.writableHandle(request);
+      const batch = this.encodeBatch(handle, request.payloads, this.clock.now());
+      const section: FrameSection = { op: FrameOp.append, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, records: batch.records };
+      return new Promise((resolve, reject) => {
+        this.log.append([section], (error) => {
+          handle.inflight--;
+          if (error) return reject(logFailure(error));
+          this.applyDurable(handle, batch.records, batch.decoded);
+          resolve(batch.metas);
+          this.afterWrite();
+        });
+      });
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  private startAppend(requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
+  appendAtomic(requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
+    try {
+      return this.startAtomicAppend(requests);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private checkWritable(): void {
     if (this.closed) throw new IorioError('unavailable', 'the store is closing');
     if (this.log.failed) throw new IorioError('unavailable', 'the commit log failed; the node must be restarted');
+  }
+
+  private writableHandle(request: AppendRequest): StreamHandle {
+    this.checkWritable();
+    const handle = this.handle(request.bucket, request.stream, true)!;
+    checkAppend(request, handle);
+    return handle;
+  }
+
+  private startAtomicAppend(requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
+    this.checkWritable();
     assert(requests.length > 0, 'an append names at least one stream');
     const handles = requests.map((request) => this.handle(request.bucket, request.stream, true)!);
     assert(handles.every((handle) => handle.partition === handles[0]!.partition), 'an atomic append stays in one partition');
     for (let index = 0; index < requests.length; index++) checkAppend(requests[index]!, handles[index]!);
     const now = this.clock.now();
-    const sections: FrameSection[] = [];
-    const batches: { handle: StreamHandle; records: Buffer; metas: AppendMeta[] }[] = [];
-    for (let index = 0; index < requests.length; index++) {
-      const handle = handles[index]!;
-      const { records, metas } = this.encodeBatch(handle, requests[index]!.payloads, now);
-      sections.push({ op: FrameOp.append, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, records });
-      batches.push({ handle, records, metas });
-    }
+    const batches = requests.map((request, index) => ({ handle: handles[index]!, ...this.encodeBatch(handles[index]!, request.payloads, now) }));
+    const sections: FrameSection[] = batches.map(({ handle, records }) => ({
+      op: FrameOp.append,
+      partition: handle.partition,
+      bucket: handle.bucket,
+      stream: handle.stream,
+      records,
+    }));
     return new Promise((resolve, reject) => {
       this.log.append(sections, (error) => {
         for (const batch of batches) batch.handle.inflight--;
-        if (error) {
-          reject(new IorioError('unavailable', `the commit log failed: ${error.message}`));
-          return;
-        }
-        for (const batch of batches) this.applyDurable(batch.handle, batch.records);
+        if (error) return reject(logFailure(error));
+        for (const batch of batches) this.applyDurable(batch.handle, batch.records, batch.decoded);
         resolve(batches.map((batch) => batch.metas));
         this.afterWrite();
       });
     });
   }
 
-  private encodeBatch(handle: StreamHandle, payloads: readonly Buffer[], now: number): { records: Buffer; metas: AppendMeta[] } {
+  private encodeBatch(handle: StreamHandle, payloads: readonly Buffer[], now: number): { records: Buffer; metas: AppendMeta[]; decoded: DecodedRecord[] } {
     let bytes = 0;
     for (const payload of payloads) bytes += recordHeaderBytes + payload.length;
     const records = Buffer.allocUnsafe(bytes);
     const t = Math.max(now, handle.lastMs);
     const metas: AppendMeta[] = [];
+    const decoded: DecodedRecord[] = [];
     let offset = 0;
     for (const payload of payloads) {
       const seq = ++handle.last;
+      const start = offset;
       offset = encodeRecordInto(records, offset, seq, t, 0, payload);
       metas.push({ id: seq, t });
+      decoded.push({ seq, t, epoch: 0, payload: records.subarray(start + recordHeaderBytes, offset), bytes: offset - start });
     }
     handle.lastMs = t;
     handle.inflight++;
     this.counters.appends += payloads.length;
     this.counters.appendBytes += bytes;
-    return { records, metas };
+    return { records, metas, decoded };
   }
 
-  /** Applies a durable batch of records (encoded back to back) to its stream. */
-  private applyDurable(handle: StreamHandle, records: Buffer): void {
-    const decoded: DecodedRecord[] = [];
-    let offset = 0;
-    while (offset < records.length) {
-      const record = peekRecord(records, offset)!;
-      decoded.push(record);
-      offset += record.bytes;
-    }
+  /** Applies a durable batch of records (encoded back to back in `records`) to its stream. */
+  private applyDurable(handle: StreamHandle, records: Buffer, decoded: DecodedRecord[]): void {
     this.applyRecords(handle, decoded, records, 0);
-    if (handle.listeners.size > 0) {
-      const entries = handle.tail.length >= decoded.length ? handle.tail.slice(-decoded.length) : decoded.map(toEntry);
-      for (const listener of handle.listeners) {
-        try {
-          listener(entries);
-        } catch (error) {
-          this.logger.error({ err: error }, 'stream listener threw');
-        }
+    if (handle.listeners.size === 0) return;
+    for (const listener of handle.listeners) {
+      try {
+        listener(decoded);
+      } catch (error) {
+        this.logger.error({ err: error }, 'stream listener threw');
       }
     }
   }
@@ -580,7 +597,7 @@ export class StreamStore implements Store {
       handle.activeLast = record.seq;
       handle.activeFirstMs ??= record.t;
       handle.durableLast = record.seq;
-      this.pushTail(handle, toEntry(record));
+      this.pushTail(handle, record);
       runBytes += record.bytes;
     }
     this.bufferWrite(handle, source.subarray(runStart, runStart + runBytes));
@@ -1020,6 +1037,10 @@ function checkAppend(request: AppendRequest, handle: StreamHandle): void {
       got: handle.last,
     });
   }
+}
+
+function logFailure(error: Error): IorioError {
+  return new IorioError('unavailable', `the commit log failed: ${error.message}`);
 }
 
 function stateExists(state: StreamState): boolean {

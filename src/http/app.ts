@@ -1,0 +1,143 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
+import { Registry } from 'prom-client';
+import { IorioError } from '../core/errors.js';
+import { authenticate } from './auth-hook.js';
+import { registerBodyParsers } from './body.js';
+import type { RouteContext } from './context.js';
+import type { HttpDeps } from './deps.js';
+import { frameworkErrorHandler, registerErrorHandling } from './errors.js';
+import { IdempotencyWindow } from './idempotency.js';
+import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
+import { registerAuthRoutes } from './routes-auth.js';
+import { registerNodeRoutes } from './routes-node.js';
+import { registerStreamRoutes } from './routes-streams.js';
+import { registerListen } from './listen/index.js';
+
+/** Longest URL parameter fastify routes (a name is at most 128 bytes, up to 3 characters each when percent-encoded). */
+const urlParamCharsMax = 1024;
+
+/** Headers a browser client sends and reads (CORS). */
+const corsAllowedHeaders = ['content-type', 'x-session', 'authorization', 'x-iorio-expect-seqnum', 'idempotency-key'];
+const corsExposedHeaders = ['location', 'x-iorio-first-seqnum', 'content-disposition', 'retry-after'];
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The counters /stats and `$sys/metrics` report. */
+    iorioCounters: HttpCounters;
+  }
+}
+
+/**
+ * Builds the node's HTTP API (DESIGN §4) on fastify, not listening: the
+ * caller (src/node.ts, tests) listens. One error handler, the auth hook,
+ * body parsers, CORS and rate limits when configured, every route, and the
+ * listen routes (src/http/listen/).
+ */
+export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
+  const deps: HttpDeps = { ...given, metrics: given.metrics ?? new Registry() };
+  const { config } = deps;
+  const logger = deps.logger.child({ component: 'http' });
+  const app = Fastify({
+    // pino's own Logger type and fastify's view of it differ only in generics.
+    loggerInstance: logger as unknown as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config['http.body.max'],
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: urlParamCharsMax },
+    frameworkErrors: frameworkErrorHandler,
+    // Requests arriving while the node stops get our own 503 (below).
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    requestIdHeader: false,
+  });
+
+  const registry = deps.metrics!;
+  const counters = createHttpCounters();
+  app.decorate('iorioCounters', counters);
+  const context: RouteContext = {
+    deps,
+    counters,
+    registry,
+    requestDuration: registerNodeMetrics(registry, counters, deps.store, config.nodename),
+    idempotency: new IdempotencyWindow(deps.clock),
+    startedMs: deps.clock.now(),
+  };
+
+  registerErrorHandling(app, logger);
+  registerBodyParsers(app);
+  // CORS first, so that even a 401 carries the headers a browser needs to read it.
+  if (config['http.cors.enabled']) await registerCors(app, config['http.cors.origins']);
+  registerLifecycleHooks(app, context);
+  if (config['http.ratelimit.enabled']) await registerRateLimit(app, deps);
+
+  registerAuthRoutes(app, context);
+  registerStreamRoutes(app, context);
+  registerNodeRoutes(app, context);
+  await registerListen(app, deps);
+  return app;
+}
+
+function registerLifecycleHooks(app: FastifyInstance, context: RouteContext): void {
+  const { auth } = context.deps;
+  let isStopping = false;
+  app.addHook('preClose', async () => {
+    isStopping = true;
+  });
+  app.decorateRequest('username', '');
+  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void) => {
+    context.counters.requests += 1;
+    if (isStopping) {
+      done(new IorioError('unavailable', 'the node is stopping'));
+      return;
+    }
+    try {
+      authenticate(auth, request);
+      done();
+    } catch (error) {
+      done(error as Error);
+    }
+  });
+  // A keep-alive connection whose request was in flight when the node began
+  // to stop is closed after its answer, so that close() need not wait for the client.
+  app.addHook('onSend', (_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: null, payload: unknown) => void) => {
+    if (isStopping) reply.header('connection', 'close');
+    done(null, payload);
+  });
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    const status = reply.statusCode;
+    countResponse(context.counters, status);
+    if (status === 409) context.counters.conflicts += 1;
+    else if (status === 429) context.counters.rateLimited += 1;
+    context.requestDuration.observe({ method: request.method }, reply.elapsedTime / 1000);
+    done();
+  });
+}
+
+async function registerCors(app: FastifyInstance, origins: string): Promise<void> {
+  await app.register(cors, {
+    origin: origins === '*' ? '*' : origins.split(',').map((origin) => origin.trim()),
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    allowedHeaders: corsAllowedHeaders,
+    exposedHeaders: corsExposedHeaders,
+    maxAge: 600,
+  });
+}
+
+/**
+ * Per user: the authenticated username is the key; anonymous requests are
+ * keyed by client address, so one anonymous client cannot starve the others.
+ */
+async function registerRateLimit(app: FastifyInstance, deps: HttpDeps): Promise<void> {
+  const { config, auth } = deps;
+  await app.register(rateLimit, {
+    global: true,
+    max: config['http.ratelimit.max'],
+    timeWindow: config['http.ratelimit.window'],
+    cache: 10_000,
+    keyGenerator: (request: FastifyRequest) =>
+      request.username === '' || request.username === auth.anonymousUsername ? `ip:${request.ip}` : `user:${request.username}`,
+    errorResponseBuilder: (_request, context) =>
+      new IorioError('rate-limited', `more than ${context.max} requests in ${config['http.ratelimit.window']} ms: retry in ${context.after}`),
+  });
+}

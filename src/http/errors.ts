@@ -1,0 +1,90 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { IorioError, errorCatalogue, isIorioError, type ErrorCode } from '../core/errors.js';
+
+/**
+ * The one place where errors become responses: `{type, reason, ...details}`
+ * with the status of the error catalogue. IorioErrors carry their own code;
+ * fastify's own errors (body parsing, limits, bad URLs) are translated;
+ * anything else is a bug: 500 internal-error, logged with its stack.
+ */
+
+/** fastify error codes a client can cause, and what Iorio calls them. */
+const fastifyErrorCodes: Readonly<Record<string, ErrorCode>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'invalid-body',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'too-large',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid-body',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid-body',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid-body',
+  FST_ERR_BAD_URL: 'invalid-param',
+  FST_ERR_INVALID_URL: 'invalid-param',
+};
+
+const reasons: Readonly<Partial<Record<string, string>>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE:
+    'unsupported content type: send application/json (application/x-ndjson for a batch, application/json-patch+json for PATCH)',
+  FST_ERR_BAD_URL: 'the URL is malformed',
+  FST_ERR_INVALID_URL: 'the URL is malformed',
+};
+
+/** Which catalogue code a 4xx status with no code of ours maps to. */
+const codeOfStatus: Readonly<Record<number, ErrorCode>> = {
+  400: 'invalid-param',
+  401: 'unauthorized',
+  403: 'no-perm',
+  404: 'not-found',
+  409: 'conflict',
+  413: 'too-large',
+  415: 'invalid-body',
+  429: 'rate-limited',
+  503: 'unavailable',
+};
+
+/** The IorioError a thrown value stands for; undefined for a bug. Pure. */
+export function toIorioError(error: unknown): IorioError | undefined {
+  if (isIorioError(error)) return error;
+  const fastifyError = error as Partial<FastifyError> | null;
+  if (fastifyError === null || typeof fastifyError !== 'object') return undefined;
+  const code = fastifyError.code === undefined ? undefined : fastifyErrorCodes[fastifyError.code];
+  if (code !== undefined) {
+    return new IorioError(code, reasons[fastifyError.code ?? ''] ?? lowerFirst(fastifyError.message ?? errorCatalogue[code].message));
+  }
+  const status = fastifyError.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new IorioError(codeOfStatus[status] ?? 'invalid-param', lowerFirst(fastifyError.message ?? 'bad request'));
+  }
+  return undefined;
+}
+
+export function sendError(reply: FastifyReply, error: IorioError): FastifyReply {
+  return reply.code(error.status).type('application/json; charset=utf-8').send(error.toBody());
+}
+
+export function registerErrorHandling(app: FastifyInstance, logger: Logger): void {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const known = toIorioError(error);
+    if (known !== undefined) {
+      if (known.status >= 500) logger.warn({ err: error, method: request.method, url: request.routeOptions.url }, 'request failed');
+      return sendError(reply, known);
+    }
+    logger.error({ err: error, method: request.method, url: request.routeOptions.url }, 'internal error');
+    return sendError(reply, new IorioError('internal-error'));
+  });
+  app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split('?')[0] ?? '';
+    return sendError(reply, new IorioError('not-found', `no route for ${request.method} ${clip(path)}`));
+  });
+}
+
+/** fastify's `frameworkErrors` option: errors raised before routing (malformed URLs). */
+export function frameworkErrorHandler(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  sendError(reply, toIorioError(error) ?? new IorioError('invalid-param', 'the request is malformed'));
+}
+
+function lowerFirst(text: string): string {
+  return text.length === 0 ? text : text[0]!.toLowerCase() + text.slice(1);
+}
+
+function clip(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
+}

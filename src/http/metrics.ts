@@ -1,0 +1,137 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Store } from '../store/types.js';
+
+/**
+ * The node's counters. The hot path only increments plain numbers; the
+ * Prometheus registry reads them when scraped (collect callbacks), and
+ * /stats and the `$sys/metrics` stream take snapshots of them.
+ */
+export interface HttpCounters {
+  requests: number;
+  responses: { '1xx': number; '2xx': number; '3xx': number; '4xx': number; '5xx': number };
+  /** POST appends (single or batch) that were acknowledged. */
+  appends: number;
+  appendedEntries: number;
+  /** Appends answered from the idempotency window instead of written again. */
+  idempotentReplays: number;
+  conflicts: number;
+  patches: number;
+  reads: number;
+  readEntries: number;
+  rateLimited: number;
+}
+
+export function createHttpCounters(): HttpCounters {
+  return {
+    requests: 0,
+    responses: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 },
+    appends: 0,
+    appendedEntries: 0,
+    idempotentReplays: 0,
+    conflicts: 0,
+    patches: 0,
+    reads: 0,
+    readEntries: 0,
+    rateLimited: 0,
+  };
+}
+
+export function countResponse(counters: HttpCounters, statusCode: number): void {
+  const statusClass = `${Math.min(5, Math.max(1, Math.floor(statusCode / 100)))}xx` as keyof HttpCounters['responses'];
+  counters.responses[statusClass] += 1;
+}
+
+export interface NodeStats {
+  node: string;
+  t: number;
+  uptime_ms: number;
+  http: HttpCounters;
+  store: ReturnType<Store['stats']>;
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
+}
+
+export function statsSnapshot(input: {
+  node: string;
+  now: number;
+  startedMs: number;
+  counters: HttpCounters;
+  store: Store;
+}): NodeStats {
+  const memory = process.memoryUsage();
+  return {
+    node: input.node,
+    t: input.now,
+    uptime_ms: input.now - input.startedMs,
+    http: { ...input.counters, responses: { ...input.counters.responses } },
+    store: { ...input.store.stats() },
+    memory: { rss: memory.rss, heapUsed: memory.heapUsed, heapTotal: memory.heapTotal, external: memory.external },
+  };
+}
+
+/** Adds the node's metrics to its own registry (never prom-client's global one). */
+export function registerNodeMetrics(registry: Registry, counters: HttpCounters, store: Store, node: string): Histogram<'method'> {
+  const registers = [registry];
+  new Gauge({ name: 'iorio_node_info', help: 'Always 1; labels describe the node.', labelNames: ['node'], registers }).set({ node }, 1);
+
+  const counterOf = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  const gaugeOf = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+
+  new Counter({
+    name: 'iorio_http_responses_total',
+    help: 'HTTP responses sent, by status class.',
+    labelNames: ['status_class'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [statusClass, count] of Object.entries(counters.responses)) this.inc({ status_class: statusClass }, count);
+    },
+  });
+  counterOf('iorio_http_requests_total', 'HTTP requests received.', () => counters.requests);
+  counterOf('iorio_http_appends_total', 'Acknowledged POST appends (single or batch).', () => counters.appends);
+  counterOf('iorio_http_appended_entries_total', 'Entries written by POST appends.', () => counters.appendedEntries);
+  counterOf('iorio_http_idempotent_replays_total', 'Appends answered from the idempotency window.', () => counters.idempotentReplays);
+  counterOf('iorio_http_conflicts_total', 'Conditional appends and patches refused with 409.', () => counters.conflicts);
+  counterOf('iorio_http_patches_total', 'Acknowledged PATCH requests.', () => counters.patches);
+  counterOf('iorio_http_reads_total', 'GET stream requests answered.', () => counters.reads);
+  counterOf('iorio_http_read_entries_total', 'Entries returned by GET stream requests.', () => counters.readEntries);
+  counterOf('iorio_http_rate_limited_total', 'Requests refused with 429.', () => counters.rateLimited);
+
+  counterOf('iorio_store_appends_total', 'Entries appended to the store.', () => store.stats().appends);
+  counterOf('iorio_store_append_bytes_total', 'Payload bytes appended to the store.', () => store.stats().appendBytes);
+  counterOf('iorio_store_reads_total', 'Store reads.', () => store.stats().reads);
+  counterOf('iorio_store_reads_from_tail_total', 'Store reads served from the in-memory tail.', () => store.stats().readsFromTail);
+  counterOf('iorio_store_reads_from_disk_total', 'Store reads that touched chunk files.', () => store.stats().readsFromDisk);
+  counterOf('iorio_store_log_flushes_total', 'Commit-log flushes (fsyncs with sync=always).', () => store.stats().logFlushes);
+  counterOf('iorio_store_checkpoints_total', 'Checkpoints taken.', () => store.stats().checkpoints);
+  counterOf('iorio_store_evicted_chunks_total', 'Chunks deleted by eviction.', () => store.stats().evictedChunks);
+  counterOf('iorio_store_evicted_bytes_total', 'Bytes deleted by eviction.', () => store.stats().evictedBytes);
+  gaugeOf('iorio_store_open_streams', 'Streams with an open tail.', () => store.stats().openStreams);
+  gaugeOf('iorio_store_open_files', 'Chunk files held open.', () => store.stats().openFiles);
+  gaugeOf('iorio_process_resident_memory_bytes', 'Resident set size.', () => process.memoryUsage().rss);
+  gaugeOf('iorio_process_heap_used_bytes', 'V8 heap in use.', () => process.memoryUsage().heapUsed);
+
+  return new Histogram({
+    name: 'iorio_http_request_duration_seconds',
+    help: 'Time from request received to response sent.',
+    labelNames: ['method'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+}

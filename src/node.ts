@@ -1,0 +1,171 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { openAuth } from './auth/index.js';
+import type { Auth } from './auth/types.js';
+import type { Config } from './config.js';
+import type { Clock } from './core/clock.js';
+import { buildApp } from './http/app.js';
+import { statsSnapshot } from './http/metrics.js';
+import { createLogger } from './log.js';
+import { openMeta, type MetaStore } from './store/meta.js';
+import { openStreamStore } from './store/stream-store.js';
+import type { Store } from './store/types.js';
+
+/** Where a node appends its own metrics every `metrics.interval`. */
+export const metricsBucket = '$sys';
+export const metricsStream = 'metrics';
+
+/** The real clock; tests and the simulator pass their own. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  monotonic: () => performance.now(),
+};
+
+export interface IorioNode {
+  readonly config: Config;
+  /** e.g. `http://127.0.0.1:34567` (the real port when http.port = 0). */
+  readonly httpUrl: string;
+  /** Set when https.enabled. */
+  readonly httpsUrl: string | undefined;
+  readonly store: Store;
+  readonly auth: Auth;
+  readonly app: FastifyInstance;
+  /**
+   * Graceful: stops accepting, lets in-flight requests finish, closes
+   * listeners, then flushes and closes the store and the metadata store.
+   * Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+export interface StartNodeOptions {
+  logger?: Logger;
+  clock?: Clock;
+}
+
+/** The composition root: builds every part of a node from its config, then listens. */
+export async function startNode(config: Config, options: StartNodeOptions = {}): Promise<IorioNode> {
+  const rootLogger = options.logger ?? createLogger(config);
+  const logger = rootLogger.child({ component: 'node' });
+  const clock = options.clock ?? systemClock;
+  const dataDir = config['paths.data'];
+  await mkdir(dataDir, { recursive: true });
+  const parts: NodeParts = { meta: openMeta(join(dataDir, 'meta')) };
+  try {
+    const store = await openStreamStore({ dataDir, meta: parts.meta, config, clock, logger: rootLogger });
+    parts.store = store;
+    const auth = await openAuth({ meta: parts.meta, config, clock, logger: rootLogger });
+    const app = await buildApp({ config, logger: rootLogger, clock, store, auth, metrics: new Registry() });
+    parts.app = app;
+    await app.listen({ host: config['http.host'], port: config['http.port'] });
+    const httpUrl = urlOf('http', app.server.address() as AddressInfo);
+    parts.https = config['https.enabled'] ? await listenHttps(app, config) : undefined;
+    parts.metricsTimer = startMetricsTimer({ config, clock, logger, store, app });
+    logger.info({ httpUrl, httpsUrl: parts.https?.url, dataDir, nodename: config.nodename }, 'node started');
+    let stopping: Promise<void> | undefined;
+    return {
+      config,
+      httpUrl,
+      httpsUrl: parts.https?.url,
+      store,
+      auth,
+      app,
+      stop() {
+        stopping ??= stopParts(logger, parts);
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await stopParts(logger, parts).catch((closeError: unknown) => logger.error({ err: closeError }, 'cleanup after a failed start failed'));
+    throw error;
+  }
+}
+
+interface NodeParts {
+  meta: MetaStore;
+  store?: Store;
+  app?: FastifyInstance;
+  https?: { server: HttpsServer; url: string } | undefined;
+  metricsTimer?: { stop(): Promise<void> };
+}
+
+/**
+ * Stops what was started, in reverse order: the metrics timer; the HTTP and
+ * HTTPS listeners together (fastify stops accepting, closes idle keep-alive
+ * connections and waits for in-flight requests); then the store (flush,
+ * checkpoint, close) and the metadata store.
+ */
+async function stopParts(logger: Logger, parts: NodeParts): Promise<void> {
+  logger.info('node stopping');
+  await parts.metricsTimer?.stop();
+  await Promise.all([parts.app?.close(), parts.https === undefined ? undefined : closeServer(parts.https.server)]);
+  await parts.store?.close();
+  await parts.meta.close();
+  logger.info('node stopped');
+}
+
+function urlOf(scheme: 'http' | 'https', address: AddressInfo): string {
+  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+}
+
+/** HTTPS beside HTTP: a second listener feeding the same fastify app (requests and WebSocket upgrades). */
+async function listenHttps(app: FastifyInstance, config: Config): Promise<{ server: HttpsServer; url: string }> {
+  const [cert, key] = await Promise.all([readFile(config['https.cert']), readFile(config['https.key'])]);
+  const server = createHttpsServer({ cert, key }, (request, response) => app.routing(request, response));
+  server.on('upgrade', (request, socket, head) => app.server.emit('upgrade', request, socket, head));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config['https.port'], config['http.host'], () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return { server, url: urlOf('https', server.address() as AddressInfo) };
+}
+
+function closeServer(server: HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+/** Appends a snapshot of the node's counters to `$sys/metrics` every `metrics.interval`; one at a time. */
+function startMetricsTimer(input: {
+  config: Config;
+  clock: Clock;
+  logger: Logger;
+  store: Store;
+  app: FastifyInstance;
+}): { stop(): Promise<void> } {
+  const { config, clock, logger, store, app } = input;
+  if (!config['metrics.enabled']) return { stop: async () => undefined };
+  const startedMs = clock.now();
+  let pending: Promise<void> | undefined;
+  const appendSnapshot = async () => {
+    const snapshot = statsSnapshot({ node: config.nodename, now: clock.now(), startedMs, counters: app.iorioCounters, store });
+    await store.append({ bucket: metricsBucket, stream: metricsStream, payloads: [Buffer.from(JSON.stringify(snapshot), 'utf8')] });
+  };
+  const timer = setInterval(() => {
+    if (pending !== undefined) return;
+    pending = appendSnapshot()
+      .catch((error: unknown) => logger.warn({ err: error }, 'appending node metrics failed'))
+      .finally(() => {
+        pending = undefined;
+      });
+  }, config['metrics.interval']);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await pending;
+    },
+  };
+}
+

@@ -112,6 +112,7 @@ export class CommitLog {
   flushes = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
+  private rotationWaiters: { resolve(segment: number): void; reject(error: Error): void }[] = [];
 
   private constructor(options: CommitLogOptions, segmentId: number) {
     this.options = options;
@@ -211,6 +212,7 @@ export class CommitLog {
   private finishFlush(waiters: DurableCallback[]): void {
     this.flushing = false;
     for (const waiter of waiters) waiter();
+    this.rotateNow();
     if (this.pending.length > 0) this.flush();
     else this.notifyIdle();
   }
@@ -269,16 +271,34 @@ export class CommitLog {
    * new segment, syncs the old one, and returns the new segment's id. Frames
    * appended after this call land in the new segment.
    */
-  async rotate(): Promise<number> {
-    await this.drain();
+  rotate(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.rotationWaiters.push({ resolve, reject });
+      // Between flushes every logged frame is durable; rotate right there
+      // (under steady load the log is never idle, so waiting for idle would starve).
+      if (!this.flushing) this.rotateNow();
+    });
+  }
+
+  private rotateNow(): void {
+    const waiters = this.rotationWaiters;
+    if (waiters.length === 0) return;
+    this.rotationWaiters = [];
     const old = this.fd;
     this.segmentId++;
     this.fd = this.openSegment(this.segmentId);
     this.bytesSinceRotation = 0;
     this.unsyncedFds.delete(old);
-    await new Promise<void>((resolve, reject) => fs.fdatasync(old, (error) => (error ? reject(error) : resolve())));
-    fs.closeSync(old);
-    return this.segmentId;
+    const id = this.segmentId;
+    fs.fdatasync(old, (error) => {
+      fs.close(old, () => undefined);
+      if (error) {
+        this.fail(error, []);
+        for (const waiter of waiters) waiter.reject(error);
+      } else {
+        for (const waiter of waiters) waiter.resolve(id);
+      }
+    });
   }
 
   /** Deletes every segment before `segmentId`. */

@@ -155,6 +155,28 @@ describe('durability and restarts', () => {
     expect(directoryBytes(path.join(dir, 'commitlog'))).toBeLessThan(64 * 1024);
   });
 
+  test('a checkpoint completes while appends never pause', async () => {
+    const { store, dir } = await open({ 'storage.checkpoint.log_size': '1GB', 'storage.checkpoint.interval': '24h' });
+    const segmentsBefore = fs.readdirSync(path.join(dir, 'commitlog'));
+    let done = false;
+    const checkpoint = store.checkpoint().then(() => (done = true));
+    const flushesAtStart = store.stats().logFlushes;
+    const outstanding: Promise<unknown>[] = [];
+    let turn = 0;
+    // Open loop: a new append arrives every turn of the event loop, so the log
+    // is never idle. The checkpoint must not wait for an idle moment; it gets
+    // 200 log flushes to finish.
+    while (!done && store.stats().logFlushes - flushesAtStart < 200) {
+      outstanding.push(store.append({ bucket: 'b', stream: `s${turn % 5}`, payloads: [json({ turn })] }));
+      await new Promise((resolve) => setImmediate(resolve));
+      turn++;
+    }
+    await Promise.all(outstanding);
+    expect(done).toBe(true);
+    await checkpoint;
+    expect(fs.readdirSync(path.join(dir, 'commitlog')).some((name) => segmentsBefore.includes(name))).toBe(false);
+  });
+
   test('deleting a stream removes its files; its seqnums never restart', async () => {
     let current = await open();
     await current.store.append({ bucket: 'b', stream: 's', payloads: [json(1), json(2)] });

@@ -41,5 +41,5 @@ export const listenPendingBytesMax = 4 * 1024 * 1024;
 export const listenHeartbeatMs = 15_000;
 /** Largest WebSocket command a listen client may send. */
 export const listenCommandBytesMax = 64 * 1024;
-/** How long a slow SSE consumer gets to take its closing message before its socket is destroyed. */
+/** How long a listen client being closed (slow consumer, shutdown) gets to take its last message before its socket is destroyed. */
 export const listenCloseGraceMs = 5_000;

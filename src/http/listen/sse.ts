@@ -1,0 +1,130 @@
+import type { FastifyReply } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import { listenBufferedBytesMax, listenCloseGraceMs, listenPendingBytesMax, listenReplayHighWaterBytes, readLimitMax } from '../../core/limits.js';
+import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
+import { streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
+import type { StreamSpec } from './params.js';
+import { Gate, Subscription, type SubscriptionSink } from './subscription.js';
+
+const heartbeatComment = ': ping\n\n';
+
+/**
+ * One Server-Sent Events listener (`Accept: text/event-stream`): each event
+ * array is one `data: [...]` event, a truncation notice one `data: {...}`
+ * event, and a `: ping` comment every listenHeartbeatMs keeps proxies from
+ * closing an idle stream. A consumer too slow to keep its buffer under
+ * listenBufferedBytesMax gets `event: close` with the reason, then the
+ * connection ends; it resumes with s=bucket:stream:<last id + 1>.
+ */
+export class SseListener implements ListenConnection, SubscriptionSink {
+  readonly kind = ConnectionKind.sse;
+  private readonly subscriptions: Subscription[] = [];
+  private readonly replayGate = new Gate();
+  private readonly drainWaiters = new Set<() => void>();
+  private readonly raw: ServerResponse;
+  private closed = false;
+
+  constructor(
+    private readonly context: ListenContext,
+    private readonly reply: FastifyReply,
+    private readonly username: string,
+  ) {
+    this.raw = reply.raw;
+  }
+
+  open(specs: readonly StreamSpec[]): void {
+    this.reply.hijack();
+    // Headers set by hooks (CORS, rate limits) would be lost with the hijack: carry them over.
+    const carried: Record<string, string | number | readonly string[]> = {};
+    for (const [name, value] of Object.entries(this.reply.getHeaders())) if (value !== undefined) carried[name] = value;
+    this.raw.writeHead(200, {
+      ...carried,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    this.raw.flushHeaders();
+    this.raw.on('close', () => this.cleanup());
+    this.raw.on('drain', () => this.releaseDrainWaiters());
+    if (!this.context.connections.add(this)) {
+      this.endWith('server shutting down');
+      return;
+    }
+    for (const spec of specs) {
+      const subscription = new Subscription(streamRef(spec.bucket, spec.stream), this.context.deps.store, this.context.hub, this, {
+        from: spec.from,
+        pageLimit: readLimitMax,
+        gate: this.replayGate,
+        pendingBytesMax: listenPendingBytesMax,
+      });
+      this.subscriptions.push(subscription);
+      void subscription.start();
+    }
+  }
+
+  heartbeat(): void {
+    if (this.closed || this.raw.writableLength > listenReplayHighWaterBytes) return;
+    this.raw.write(heartbeatComment);
+  }
+
+  shutdown(): void {
+    this.endWith('server shutting down');
+  }
+
+  replay(_subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
+    if (!this.checkBuffered()) return;
+    const written = this.raw.write('data: ' + batch.arrayFrom(from) + '\n\n');
+    if (written || this.raw.writableLength <= listenReplayHighWaterBytes) return;
+    return new Promise<void>((resolve) => this.drainWaiters.add(resolve));
+  }
+
+  live(_subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (!this.checkBuffered()) return;
+    this.raw.write(batch.sseBytesFrom(from));
+  }
+
+  truncated(_subscription: Subscription, notice: TruncatedNotice): void {
+    if (this.closed) return;
+    this.raw.write('data: ' + JSON.stringify(notice) + '\n\n');
+  }
+
+  failed(subscription: Subscription, error: unknown): void {
+    const { bucket, stream } = subscription.ref;
+    this.context.logger.warn({ err: error, bucket, stream }, 'listen: sse replay failed');
+    this.endWith(`replay of ${bucket}/${stream} failed`);
+  }
+
+  private checkBuffered(): boolean {
+    if (this.closed) return false;
+    if (this.raw.writableLength <= listenBufferedBytesMax) return true;
+    this.context.logger.info({ username: this.username, bufferedBytes: this.raw.writableLength }, 'listen: closing slow sse consumer');
+    this.endWith('slow consumer');
+    return false;
+  }
+
+  /** Tells the client why, ends the stream, and destroys the socket if the client does not take it in time. */
+  private endWith(reason: string): void {
+    if (this.closed) return;
+    this.cleanup();
+    this.raw.end('event: close\ndata: ' + JSON.stringify({ type: 'closed', reason }) + '\n\n');
+    const raw = this.raw;
+    const timer = setTimeout(() => raw.destroy(), listenCloseGraceMs);
+    timer.unref();
+    raw.once('finish', () => clearTimeout(timer));
+  }
+
+  private releaseDrainWaiters(): void {
+    for (const resolve of this.drainWaiters) resolve();
+    this.drainWaiters.clear();
+  }
+
+  private cleanup(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of this.subscriptions) subscription.close();
+    this.subscriptions.length = 0;
+    this.releaseDrainWaiters();
+    this.context.connections.remove(this);
+  }
+}

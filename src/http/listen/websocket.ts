@@ -1,0 +1,227 @@
+import type { RawData, WebSocket } from 'ws';
+import { isIorioError } from '../../core/errors.js';
+import { listenBufferedBytesMax, listenCloseGraceMs, listenPendingBytesMax, listenReplayHighWaterBytes, listenStreamsMax, readLimitMax } from '../../core/limits.js';
+import { nameProblem } from '../../core/names.js';
+import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
+import { streamKey, streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
+import { seqnumProblem, toSeqnum, type StreamSpec } from './params.js';
+import { Gate, Subscription, type SubscriptionSink } from './subscription.js';
+
+/** WebSocket close codes used by listen (RFC 6455 §7.4.1). */
+export const CloseCode = { goingAway: 1001, internalError: 1011, tryAgainLater: 1013 } as const;
+
+const ReplyType = { subscribe: 'subscribe', unsubscribe: 'unsubscribe', ping: 'ping' } as const;
+type ReplyType = (typeof ReplyType)[keyof typeof ReplyType];
+
+/** A command's `id`, echoed in its reply (any JSON value; null when absent). */
+type CommandId = unknown;
+
+/**
+ * One WebSocket listener. Streams named in `s` are subscribed at open; the
+ * client then sends commands:
+ *   {"cmd":"subscribe","bucket","stream","from"?,"id"}  {"cmd":"unsubscribe","bucket","stream","id"}  {"cmd":"ping","id"}
+ * and gets `{"ok":true,"id","type"}` or `{"ok":false,"id","reason"}` back,
+ * always before the events of the subscription it acknowledges. Events come
+ * as JSON arrays, truncation notices as one JSON object.
+ */
+export class WebSocketListener implements ListenConnection, SubscriptionSink {
+  readonly kind = ConnectionKind.websocket;
+  private readonly subscriptions = new Map<string, Subscription>();
+  /** One replay page at a time per connection bounds what a connection can hold. */
+  private readonly replayGate = new Gate();
+  private readonly writeWaiters = new Set<() => void>();
+  private missedPongs = 0;
+  private closed = false;
+
+  constructor(
+    private readonly context: ListenContext,
+    private readonly socket: WebSocket,
+    private readonly username: string,
+  ) {}
+
+  /** Wires the socket's events (synchronously, so no early command is lost) and subscribes the `s` streams. */
+  open(initial: readonly StreamSpec[]): void {
+    this.socket.on('message', (data: RawData) => this.onMessage(data));
+    this.socket.on('pong', () => {
+      this.missedPongs = 0;
+    });
+    this.socket.on('close', () => this.cleanup());
+    if (!this.context.connections.add(this)) {
+      this.end(CloseCode.goingAway, 'server shutting down');
+      return;
+    }
+    for (const spec of initial) this.subscribe(spec);
+  }
+
+  heartbeat(): void {
+    if (this.closed) return;
+    if (this.missedPongs >= 2) {
+      this.context.logger.debug({ username: this.username }, 'listen: websocket missed two pongs, dropping it');
+      this.socket.terminate();
+      return;
+    }
+    this.missedPongs += 1;
+    this.socket.ping();
+  }
+
+  shutdown(): void {
+    this.end(CloseCode.goingAway, 'server shutting down');
+  }
+
+  replay(_subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
+    if (!this.checkBuffered()) return;
+    const text = batch.arrayFrom(from);
+    if (this.socket.bufferedAmount + text.length <= listenReplayHighWaterBytes) {
+      this.socket.send(text);
+      return;
+    }
+    // Wait until this page is written out before reading the next one.
+    return new Promise<void>((resolve) => {
+      this.writeWaiters.add(resolve);
+      this.socket.send(text, () => {
+        this.writeWaiters.delete(resolve);
+        resolve();
+      });
+    });
+  }
+
+  live(_subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (!this.checkBuffered()) return;
+    this.socket.send(batch.arrayBytesFrom(from), { binary: false });
+  }
+
+  truncated(_subscription: Subscription, notice: TruncatedNotice): void {
+    if (this.closed) return;
+    this.socket.send(JSON.stringify(notice));
+  }
+
+  failed(subscription: Subscription, error: unknown): void {
+    const { bucket, stream } = subscription.ref;
+    this.context.logger.warn({ err: error, bucket, stream }, 'listen: websocket replay failed');
+    const retriable = isIorioError(error) ? error.retriable : false;
+    this.end(retriable ? CloseCode.tryAgainLater : CloseCode.internalError, `replay of ${bucket}/${stream} failed`.slice(0, 120));
+  }
+
+  private onMessage(data: RawData): void {
+    if (this.closed) return;
+    let command: unknown;
+    try {
+      command = JSON.parse(rawText(data));
+    } catch {
+      this.reply({ ok: false, id: null, reason: 'bad JSON' });
+      return;
+    }
+    if (typeof command !== 'object' || command === null || Array.isArray(command)) {
+      this.reply({ ok: false, id: null, reason: 'a command must be a JSON object' });
+      return;
+    }
+    const fields = command as Record<string, unknown>;
+    const id = fields['id'] ?? null;
+    switch (fields['cmd']) {
+      case 'ping':
+        return this.acknowledge(id, ReplyType.ping);
+      case 'subscribe':
+        return this.onSubscribe(id, fields);
+      case 'unsubscribe':
+        return this.onUnsubscribe(id, fields);
+      default:
+        return this.reply({ ok: false, id, reason: `unknown cmd ${JSON.stringify(fields['cmd'] ?? null).slice(0, 140)}` });
+    }
+  }
+
+  private onSubscribe(id: CommandId, fields: Record<string, unknown>): void {
+    const problem = this.streamProblem(fields);
+    if (problem !== undefined) return this.reply({ ok: false, id, reason: problem });
+    const bucket = fields['bucket'] as string;
+    const stream = fields['stream'] as string;
+    const rawFrom = fields['from'];
+    if (rawFrom !== undefined && rawFrom !== null) {
+      const fromProblem = seqnumProblem(rawFrom);
+      if (fromProblem !== undefined) return this.reply({ ok: false, id, reason: `invalid from: ${fromProblem}` });
+    }
+    if (!this.context.deps.auth.can(this.username, 'get', bucket, stream)) {
+      return this.reply({ ok: false, id, reason: `no permission to get ${bucket}/${stream}` });
+    }
+    if (!this.subscriptions.has(streamKey(bucket, stream)) && this.subscriptions.size >= listenStreamsMax) {
+      return this.reply({ ok: false, id, reason: `at most ${listenStreamsMax} streams per connection` });
+    }
+    this.acknowledge(id, ReplyType.subscribe);
+    this.subscribe({ bucket, stream, from: rawFrom === undefined || rawFrom === null ? undefined : toSeqnum(rawFrom) });
+  }
+
+  private onUnsubscribe(id: CommandId, fields: Record<string, unknown>): void {
+    const problem = this.streamProblem(fields);
+    if (problem !== undefined) return this.reply({ ok: false, id, reason: problem });
+    const key = streamKey(fields['bucket'] as string, fields['stream'] as string);
+    this.subscriptions.get(key)?.close();
+    this.subscriptions.delete(key);
+    this.acknowledge(id, ReplyType.unsubscribe);
+  }
+
+  private streamProblem(fields: Record<string, unknown>): string | undefined {
+    const bucketProblem = nameProblem(fields['bucket']);
+    if (bucketProblem !== undefined) return `invalid bucket name: ${bucketProblem}`;
+    const streamProblem = nameProblem(fields['stream']);
+    if (streamProblem !== undefined) return `invalid stream name: ${streamProblem}`;
+    return undefined;
+  }
+
+  /** (Re)subscribes: a stream already subscribed restarts from the new `from`. */
+  private subscribe(spec: StreamSpec): void {
+    const ref = streamRef(spec.bucket, spec.stream);
+    this.subscriptions.get(ref.key)?.close();
+    const subscription = new Subscription(ref, this.context.deps.store, this.context.hub, this, {
+      from: spec.from,
+      pageLimit: readLimitMax,
+      gate: this.replayGate,
+      pendingBytesMax: listenPendingBytesMax,
+    });
+    this.subscriptions.set(ref.key, subscription);
+    void subscription.start();
+  }
+
+  private acknowledge(id: CommandId, type: ReplyType): void {
+    this.reply({ ok: true, id, type });
+  }
+
+  private reply(body: Record<string, unknown>): void {
+    if (this.closed) return;
+    this.socket.send(JSON.stringify(body));
+  }
+
+  /** False (and the connection closed) when the client lets too much pile up: it resumes from its last id + 1. */
+  private checkBuffered(): boolean {
+    if (this.closed) return false;
+    if (this.socket.bufferedAmount <= listenBufferedBytesMax) return true;
+    this.context.logger.info({ username: this.username, bufferedBytes: this.socket.bufferedAmount }, 'listen: closing slow websocket consumer');
+    this.end(CloseCode.tryAgainLater, 'slow consumer');
+    return false;
+  }
+
+  /** Starts the closing handshake; a client that does not answer it in time is dropped. */
+  private end(code: number, reason: string): void {
+    if (this.closed) return;
+    this.cleanup();
+    this.socket.close(code, reason);
+    const socket = this.socket;
+    const timer = setTimeout(() => socket.terminate(), listenCloseGraceMs);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  private cleanup(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of this.subscriptions.values()) subscription.close();
+    this.subscriptions.clear();
+    for (const resolve of this.writeWaiters) resolve();
+    this.writeWaiters.clear();
+    this.context.connections.remove(this);
+  }
+}
+
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}

@@ -413,8 +413,8 @@ type ValueOfSpec<S> = S extends { readonly kind: 'enum'; readonly values: readon
 export type Config = { readonly [K in ConfigKey]: ValueOfSpec<(typeof configSpec)[K]> };
 export type ConfigValue = string | number | boolean;
 
-/** Environment variables starting with IORIO_ that are not config keys (none yet). */
-export const envAllowList: readonly string[] = [];
+/** Environment variables starting with IORIO_ that are not config keys: iorio-admin's credentials. */
+export const envAllowList: readonly string[] = ['IORIO_ADMIN_USER', 'IORIO_ADMIN_PASSWORD'];
 export const envPrefix = 'IORIO_';
 
 export function isConfigKey(key: string): key is ConfigKey {

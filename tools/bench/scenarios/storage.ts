@@ -15,7 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Latencies } from '../../common/stats.js';
-import { openBenchStore, payload200 } from './storage-shared.js';
+import type { BenchContext, BenchRow } from '../harness.js';
+import { openBenchStore, payload200 } from '../storage/shared.js';
 
 export interface StorageRow {
   readonly scenario: 'storage';
@@ -35,6 +36,22 @@ export interface StorageOptions {
 }
 
 const writers = 64;
+
+/** `npm run bench -- storage [--seconds N] [--recovery-gb G]` (G = 0 skips the recovery measurement). */
+export async function run(context: BenchContext): Promise<BenchRow[]> {
+  const recoveryGb = Number(context.options['recovery-gb'] ?? '1');
+  const rows = await runStorage({ seconds: context.seconds, recoveryBytes: Math.round(recoveryGb * 2 ** 30), log: context.log });
+  return rows.map((row, index) => ({
+    variant: row.variant,
+    group: row.variant.startsWith('recovery') ? 'recovery' : 'durable appends',
+    baseline: index === 0,
+    opsPerSec: row.opsPerSec,
+    unit: row.variant.startsWith('recovery') ? 'ms to open' : 'appends/s',
+    p50Ms: row.p50Ms,
+    p99Ms: row.p99Ms,
+    notes: row.note,
+  }));
+}
 
 export async function runStorage(options: StorageOptions): Promise<StorageRow[]> {
   const log = options.log ?? (() => undefined);
@@ -118,7 +135,7 @@ async function recovery(dataDir: string, bytes: number): Promise<StorageRow> {
   // Compiled: a .js beside this file; run from source (tsx): the .ts.
   const self = fileURLToPath(import.meta.url);
   const fromSource = self.endsWith('.ts');
-  const child = path.join(path.dirname(self), `storage-recovery-child.${fromSource ? 'ts' : 'js'}`);
+  const child = path.join(path.dirname(self), '..', 'storage', `recovery-child.${fromSource ? 'ts' : 'js'}`);
   const nodeArgs = fromSource ? ['--import', 'tsx'] : [];
   await new Promise<void>((resolve, reject) => {
     const writer = spawn(process.execPath, [...nodeArgs, child, 'write', dataDir, String(bytes)], { stdio: ['ignore', 'pipe', 'inherit'] });

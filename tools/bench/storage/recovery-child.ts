@@ -4,7 +4,7 @@
  *     the commit log, prints `written`, then waits to be SIGKILLed.
  *   open <dir>: opens the store (recovery), prints `open <ms>`, closes.
  */
-import { openBenchStore, payload200 } from './storage-shared.js';
+import { openBenchStore, payload200 } from './shared.js';
 
 const [mode, dataDir, bytesText] = process.argv.slice(2);
 const noCheckpoint = { 'storage.checkpoint.interval': '24h', 'storage.checkpoint.log_size': '64GB', 'storage.sync': 'none' } as const;

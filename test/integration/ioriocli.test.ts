@@ -1,0 +1,227 @@
+/**
+ * ioriocli against a real node: one-shot commands (JSON out, exit status),
+ * a script piped to stdin, a live tail stopped with Ctrl-C (SIGINT), and the
+ * REPL's line parsing and completion in-process.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testConfig } from '../../src/config.js';
+import { startNode, type IorioNode } from '../../src/node.js';
+import { IorioClient } from '../../tools/common/client.js';
+import { makeCompleter, parseLine } from '../../tools/ioriocli/repl.js';
+
+const cliPath = resolve(import.meta.dirname, '../../tools/ioriocli/main.ts');
+const processTimeoutMs = 30_000;
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function spawnCli(url: string, args: readonly string[], env: Record<string, string> = {}): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, ['--import', 'tsx', cliPath, '--url', url, ...args], {
+    env: { ...process.env, IORIO_USER: '', IORIO_PASSWORD: '', ...env },
+    stdio: 'pipe',
+  });
+}
+
+/** A running ioriocli: its output so far, waits on it, and its end. */
+class CliRun {
+  stdout = '';
+  stderr = '';
+  private readonly closed: Promise<number | null>;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.on('data', (chunk: Buffer) => {
+      this.stdout += chunk.toString();
+      for (const wake of this.waiters) wake();
+    });
+    child.stderr.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
+    this.closed = new Promise((resolvePromise) => child.on('close', resolvePromise));
+  }
+
+  /** Resolves once `text` is anywhere in stdout so far. */
+  waitFor(text: string): Promise<void> {
+    return new Promise((resolvePromise, reject) => {
+      const check = (): void => {
+        if (!this.stdout.includes(text)) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolvePromise();
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`no ${text} on stdout within ${processTimeoutMs} ms: ${this.stdout}`));
+      }, processTimeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Closes stdin (after writing `stdin`) and collects everything until the process exits. */
+  async finish(stdin?: string): Promise<CliResult> {
+    this.child.stdin.end(stdin);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), processTimeoutMs);
+    const code = await this.closed;
+    clearTimeout(timer);
+    return { code, stdout: this.stdout, stderr: this.stderr };
+  }
+}
+
+function finish(child: ChildProcessWithoutNullStreams, stdin?: string): Promise<CliResult> {
+  return new CliRun(child).finish(stdin);
+}
+
+describe('ioriocli', () => {
+  let dataDir: string;
+  let node: IorioNode;
+  let url: string;
+  const admin = ['--user', 'admin', '--password', 'secret'];
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'iorio-cli-'));
+    node = await startNode(testConfig({ 'http.port': 0, 'paths.data': dataDir, 'log.level': 'warn', 'auth.bcrypt.rounds': 4 }));
+    url = node.httpUrl;
+  });
+
+  afterAll(async () => {
+    await node?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('put and get as one-shot commands print JSON', async () => {
+    const put = await finish(spawnCli(url, [...admin, 'put', 'cli', 'one', '{"a": 1}']));
+    expect(put.stderr).toBe('');
+    expect(put.code).toBe(0);
+    expect(JSON.parse(put.stdout)).toMatchObject({ meta: { id: 1 } });
+    const get = await finish(spawnCli(url, [...admin, 'get', 'cli', 'one']));
+    expect(get.code).toBe(0);
+    const entries = JSON.parse(get.stdout) as { meta: { id: number }; data: unknown }[];
+    expect(entries.map((entry) => [entry.meta.id, entry.data])).toEqual([[1, { a: 1 }]]);
+  });
+
+  it('takes credentials from IORIO_USER / IORIO_PASSWORD and JSON split by the shell', async () => {
+    const put = await finish(spawnCli(url, ['put', 'cli', 'env', '{"b":', '[1,', '2]}'], { IORIO_USER: 'admin', IORIO_PASSWORD: 'secret' }));
+    expect(put.code).toBe(0);
+    const client = new IorioClient({ baseUrl: url });
+    await client.login('admin', 'secret');
+    const [entry] = await client.read('cli', 'env', 1).finally(() => client.close());
+    expect(entry?.data).toEqual({ b: [1, 2] });
+  });
+
+  it('exits 1 with the JSON error when the node refuses, 2 on bad usage', async () => {
+    const anonymous = await finish(spawnCli(url, ['get', 'cli', 'one']));
+    expect(anonymous.code).toBe(1);
+    expect(JSON.parse(anonymous.stderr)).toMatchObject({ status: 403, type: 'no-perm' });
+    const badLogin = await finish(spawnCli(url, ['--user', 'admin', '--password', 'wrong', 'buckets']));
+    expect(badLogin.code).toBe(1);
+    expect(JSON.parse(badLogin.stderr)).toMatchObject({ status: 401, type: 'unauthorized' });
+    const badJson = await finish(spawnCli(url, [...admin, 'put', 'cli', 'one', '{nope']));
+    expect(badJson.code).toBe(1);
+    expect(badJson.stderr).toMatch(/not valid JSON/);
+    const missing = await finish(spawnCli(url, [...admin, 'put', 'cli']));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/usage: put <bucket> <stream> <json>/);
+    const unknown = await finish(spawnCli(url, ['frobnicate']));
+    expect(unknown.code).toBe(2);
+  });
+
+  it('runs a script from stdin and exits 0 when every command succeeded', async () => {
+    const script = [
+      'login admin secret',
+      'put scripted s1 {"x": "a b", "n": [1, 2]}',
+      "put scripted s1 '{\"x\": 2}'",
+      'get scripted s1 5',
+      'streams scripted',
+      'useradd carol pw-carol-1',
+      'grant get on scripted to carol',
+      'grant list on scripted/s1 to group:g-authenticated',
+      'access scripted',
+      'users',
+      'exit',
+      'buckets',
+    ].join('\n');
+    const result = await finish(spawnCli(url, []), script + '\n');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('"x": "a b"');
+    expect(result.stdout).toContain('"username": "carol"');
+    expect(result.stdout).toMatch(/"data": \[\s*"s1"\s*\]/);
+    // `exit` stops the script: the buckets listing after it never ran.
+    expect(result.stdout).not.toContain('"cli"');
+    const client = new IorioClient({ baseUrl: url });
+    try {
+      await client.login('carol', 'pw-carol-1');
+      expect((await client.read('scripted', 's1', 10)).map((entry) => entry.data)).toEqual([{ x: 'a b', n: [1, 2] }, { x: 2 }]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a script with a failing command goes on and exits 1', async () => {
+    const result = await finish(spawnCli(url, admin), 'get cli one\nbogus\nget nobucket nostream\nrevoke get on cli to bob\nping\n');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/unknown command "bogus"/);
+    expect(result.stderr).toMatch(/usage: revoke <permission> on/);
+    expect(result.stdout).toContain('"pong"');
+  });
+
+  it('tail follows a stream live until Ctrl-C, then the script goes on', async () => {
+    const client = new IorioClient({ baseUrl: url });
+    await client.login('admin', 'secret');
+    try {
+      await client.append('live', 'feed', { n: 1 });
+      const cli = new CliRun(spawnCli(url, admin));
+      cli.child.stdin.write('tail live feed 1\n');
+      await cli.waitFor('"n":1');
+      await client.append('live', 'feed', { n: 2 });
+      await cli.waitFor('"n":2');
+      cli.child.kill('SIGINT');
+      const result = await cli.finish('get live feed 1\n');
+      expect(result.code).toBe(0);
+      const lines = result.stdout.split('\n').filter((line) => line.startsWith('{"meta"'));
+      expect(lines.map((line) => (JSON.parse(line) as { meta: { id: number } }).meta.id)).toEqual([1, 2]);
+      // The get after the interrupted tail ran: the last entry, pretty-printed.
+      expect(result.stdout).toMatch(/"n": 2/);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('one-shot tail stops after <count> entries', async () => {
+    const result = await finish(spawnCli(url, [...admin, 'tail', 'cli', 'one', '1', '1']));
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout.trim())).toMatchObject({ meta: { id: 1, bucket: 'cli', stream: 'one' }, data: { a: 1 } });
+  });
+
+  it('parses REPL lines: quotes, and JSON as the rest of the line', () => {
+    expect(parseLine('  get  "my bucket" s 10 ')?.args).toEqual(['my bucket', 's', '10']);
+    expect(parseLine('put b s {"a": 1, "b": "x y"}')?.args).toEqual(['b', 's', '{"a": 1, "b": "x y"}']);
+    expect(parseLine('')).toBeUndefined();
+    expect(() => parseLine('nope')).toThrow(/unknown command/);
+    expect(() => parseLine('get "b s')).toThrow(/unclosed/);
+  });
+
+  it('completes commands, then bucket and stream names from the node', async () => {
+    const client = new IorioClient({ baseUrl: url });
+    await client.login('admin', 'secret');
+    await client.append('completion', 'alpha', 1);
+    await client.append('completion', 'beta', 2);
+    const complete = makeCompleter({ client, username: 'admin', writeLine: () => {} });
+    const ask = (line: string) => new Promise<[string[], string]>((done) => complete(line, (_error, result) => done(result)));
+    try {
+      expect(await ask('bu')).toEqual([['buckets '], 'bu']);
+      expect((await ask('t'))[0]).toContain('tail ');
+      expect(await ask('get compl')).toEqual([['completion '], 'compl']);
+      expect(await ask('tail completion ')).toEqual([['alpha ', 'beta '], '']);
+      expect(await ask('tail completion b')).toEqual([['beta '], 'b']);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -17,7 +17,9 @@
  * Commit-log frame layout (node-wide write-ahead log, store/commit-log.ts):
  *
  *   0       4     u32 bodyLength
- *   4       4     u32 crc32 over the body
+ *   4       4     u32 crc32 over the body's header bytes: everything but the
+ *                 appended records, which carry their own checksums (so the
+ *                 hot path checksums each payload once, not twice)
  *   8       ..    body:
  *                 u16 sectionCount
  *                 per section:
@@ -29,7 +31,9 @@
  *                   op 2: u64 lastSeq (the stream's last seqnum, kept as a tombstone)
  *
  * A frame is the unit of atomicity: a PATCH writes its stream and the
- * `-$patch` log in one frame, so recovery replays both or neither.
+ * `-$patch` log in one frame, so recovery replays both or neither. A frame is
+ * good only if its header checksum matches and every record of every section
+ * is whole, checksums right, and fills its section exactly.
  */
 import { crc32 } from 'node:zlib';
 import { assert } from './errors.js';
@@ -167,33 +171,51 @@ function sectionBytes(section: FrameSection): number {
   return names + (section.op === FrameOp.append ? 4 + section.records.length : 8);
 }
 
-/** Encodes one frame (header and body). Appended records are copied in as they are. */
-export function encodeFrame(sections: readonly FrameSection[]): Buffer {
+/**
+ * Encodes one frame as pieces to write back to back: header bytes, and each
+ * append section's records as they are (no copy).
+ */
+export function encodeFramePieces(sections: readonly FrameSection[]): { pieces: Buffer[]; bytes: number } {
   assert(sections.length > 0 && sections.length <= 0xffff, 'a frame holds 1..65535 sections');
+  let headerBytes = frameHeaderBytes + 2;
   let bodyBytes = 2;
-  for (const section of sections) bodyBytes += sectionBytes(section);
-  const frame = Buffer.allocUnsafe(frameHeaderBytes + bodyBytes);
-  frame.writeUInt32LE(bodyBytes, 0);
-  let offset = frameHeaderBytes;
-  frame.writeUInt16LE(sections.length, offset);
-  offset += 2;
   for (const section of sections) {
-    frame.writeUInt8(section.op, offset);
-    frame.writeUInt16LE(section.partition, offset + 1);
-    offset = writeName(frame, offset + 3, section.bucket);
-    offset = writeName(frame, offset, section.stream);
+    const bytes = sectionBytes(section);
+    bodyBytes += bytes;
+    headerBytes += section.op === FrameOp.append ? bytes - section.records.length : bytes;
+  }
+  const header = Buffer.allocUnsafe(headerBytes);
+  header.writeUInt32LE(bodyBytes, 0);
+  let offset = frameHeaderBytes;
+  header.writeUInt16LE(sections.length, offset);
+  offset += 2;
+  const pieces: Buffer[] = [];
+  let pieceStart = 0;
+  for (const section of sections) {
+    header.writeUInt8(section.op, offset);
+    header.writeUInt16LE(section.partition, offset + 1);
+    offset = writeName(header, offset + 3, section.bucket);
+    offset = writeName(header, offset, section.stream);
     if (section.op === FrameOp.append) {
-      frame.writeUInt32LE(section.records.length, offset);
-      section.records.copy(frame, offset + 4);
-      offset += 4 + section.records.length;
+      header.writeUInt32LE(section.records.length, offset);
+      offset += 4;
+      pieces.push(header.subarray(pieceStart, offset), section.records);
+      pieceStart = offset;
     } else {
-      frame.writeBigUInt64LE(BigInt(section.lastSeq), offset);
+      header.writeBigUInt64LE(BigInt(section.lastSeq), offset);
       offset += 8;
     }
   }
-  assert(offset === frame.length, 'frame encoded to its computed size');
-  frame.writeUInt32LE(crc32(frame.subarray(frameHeaderBytes)), 4);
-  return frame;
+  assert(offset === header.length, 'frame header encoded to its computed size');
+  if (pieceStart < offset) pieces.push(header.subarray(pieceStart, offset));
+  header.writeUInt32LE(crc32(header.subarray(frameHeaderBytes)), 4);
+  return { pieces, bytes: frameHeaderBytes + bodyBytes };
+}
+
+/** Encodes one frame into one buffer. */
+export function encodeFrame(sections: readonly FrameSection[]): Buffer {
+  const { pieces, bytes } = encodeFramePieces(sections);
+  return Buffer.concat(pieces, bytes);
 }
 
 function writeName(target: Buffer, offset: number, name: string): number {
@@ -206,23 +228,24 @@ export type FrameDecodeResult =
   | { status: 'ok'; sections: FrameSection[]; bytes: number }
   | { status: 'short' | 'corrupt' };
 
-/** Decodes the frame at `offset`, checking its checksum and its structure. */
+/** Decodes the frame at `offset`, checking its header checksum, its structure and every record's checksum. */
 export function decodeFrame(source: Buffer, offset: number, frameBytesMax: number): FrameDecodeResult {
   if (source.length - offset < frameHeaderBytes) return { status: 'short' };
   const bodyBytes = source.readUInt32LE(offset);
   if (bodyBytes < 2 || bodyBytes > frameBytesMax) return { status: 'corrupt' };
   const end = offset + frameHeaderBytes + bodyBytes;
   if (end > source.length) return { status: 'short' };
-  if (crc32(source.subarray(offset + frameHeaderBytes, end)) !== source.readUInt32LE(offset + 4)) return { status: 'corrupt' };
-  const sections = decodeSections(source, offset + frameHeaderBytes, end);
+  const sections = decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4));
   if (sections === undefined) return { status: 'corrupt' };
   return { status: 'ok', sections, bytes: frameHeaderBytes + bodyBytes };
 }
 
-function decodeSections(source: Buffer, start: number, end: number): FrameSection[] | undefined {
+function decodeSections(source: Buffer, start: number, end: number, expectedCrc: number): FrameSection[] | undefined {
   const count = source.readUInt16LE(start);
   const sections: FrameSection[] = [];
   let offset = start + 2;
+  let headerStart = start;
+  let crc = 0;
   for (let index = 0; index < count; index++) {
     if (offset + 3 > end) return undefined;
     const op = source.readUInt8(offset);
@@ -235,10 +258,15 @@ function decodeSections(source: Buffer, start: number, end: number): FrameSectio
     if (op === FrameOp.append) {
       if (offset + 4 > end) return undefined;
       const length = source.readUInt32LE(offset);
-      if (offset + 4 + length > end) return undefined;
-      const records = source.subarray(offset + 4, offset + 4 + length);
+      offset += 4;
+      if (offset + length > end) return undefined;
+      crc = crc32(source.subarray(headerStart, offset), crc);
+      const records = source.subarray(offset, offset + length);
+      const scan = scanToLastGood(records, 0, 0, false);
+      if (scan.stop !== 'end' || scan.goodBytes !== length) return undefined;
       sections.push({ op, partition, bucket: bucket.name, stream: stream.name, records });
-      offset += 4 + length;
+      offset += length;
+      headerStart = offset;
     } else if (op === FrameOp.delete) {
       if (offset + 8 > end) return undefined;
       sections.push({ op, partition, bucket: bucket.name, stream: stream.name, lastSeq: Number(source.readBigUInt64LE(offset)) });
@@ -247,7 +275,9 @@ function decodeSections(source: Buffer, start: number, end: number): FrameSectio
       return undefined;
     }
   }
-  return offset === end ? sections : undefined;
+  if (offset !== end) return undefined;
+  crc = crc32(source.subarray(headerStart, end), crc);
+  return crc === expectedCrc ? sections : undefined;
 }
 
 function readName(source: Buffer, offset: number, end: number): { name: string; next: number } | undefined {

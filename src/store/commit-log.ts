@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { decodeFrame, encodeFrame, type FrameSection } from '../core/record.js';
+import { decodeFrame, encodeFramePieces, type FrameSection } from '../core/record.js';
 import { commitLogFrameBytesMax } from '../core/limits.js';
 
 export type SyncMode = 'always' | 'batch' | 'none';
@@ -149,9 +149,9 @@ export class CommitLog {
       queueMicrotask(() => onDurable(error));
       return;
     }
-    const frame = encodeFrame(sections);
-    this.pending.push(frame);
-    this.pendingBytes += frame.length;
+    const frame = encodeFramePieces(sections);
+    for (const piece of frame.pieces) this.pending.push(piece);
+    this.pendingBytes += frame.bytes;
     this.pendingWaiters.push(onDurable);
     this.scheduleFlush();
   }
@@ -321,8 +321,22 @@ export class CommitLog {
   }
 }
 
+/** Writes the buffers back to back: writev, in slices of the kernel's IOV_MAX. */
 function writeAll(fd: number, buffers: Buffer[], bytes: number): void {
-  const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, bytes);
-  let offset = 0;
-  while (offset < data.length) offset += fs.writeSync(fd, data, offset, data.length - offset);
+  const iovMax = 1024;
+  let written = 0;
+  for (let start = 0; start < buffers.length; start += iovMax) {
+    const slice = buffers.slice(start, start + iovMax);
+    let sliceBytes = 0;
+    for (const buffer of slice) sliceBytes += buffer.length;
+    const done = fs.writevSync(fd, slice);
+    if (done < sliceBytes) {
+      // A short write (rare: a signal, a full disk): write the rest plainly.
+      const rest = Buffer.concat(slice, sliceBytes).subarray(done);
+      let offset = 0;
+      while (offset < rest.length) offset += fs.writeSync(fd, rest, offset, rest.length - offset);
+    }
+    written += sliceBytes;
+  }
+  if (written !== bytes) throw new Error(`commit log: wrote ${written} bytes, expected ${bytes}`);
 }

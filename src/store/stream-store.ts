@@ -161,6 +161,9 @@ class StreamHandle {
   readonly listeners = new Set<StreamListener>();
   inflight = 0;
   dirty = false;
+  /** In the loaded set, and used since the last sweep passed it. */
+  isLoaded = false;
+  referenced = false;
   capacity: ChunkCapacity | undefined;
   policy: RetentionPolicy | undefined;
 
@@ -438,15 +441,32 @@ export class StreamStore implements Store {
     return summary?.lastMs;
   }
 
+  /**
+   * Marks a handle used. Loaded handles are bounded by a CLOCK (second
+   * chance) sweep rather than a strict LRU, so a touch on the hot path is one
+   * field write, not a map reordering.
+   */
   private touch(handle: StreamHandle): void {
-    this.loaded.delete(handle.key);
+    handle.referenced = true;
+    if (handle.isLoaded) return;
+    handle.isLoaded = true;
     this.loaded.set(handle.key, handle);
-    if (this.loaded.size <= this.settings.streamsOpenMax) return;
-    for (const [key, oldest] of this.loaded) {
-      if (this.loaded.size <= this.settings.streamsOpenMax) break;
-      if (oldest === handle) continue;
-      this.unload(oldest);
+    if (this.loaded.size > this.settings.streamsOpenMax) this.sweepLoaded(handle);
+  }
+
+  private sweepLoaded(keep: StreamHandle): void {
+    for (const [key, handle] of this.loaded) {
+      if (this.loaded.size <= this.settings.streamsOpenMax) return;
+      if (handle === keep) continue;
       this.loaded.delete(key);
+      if (handle.referenced) {
+        // Second chance: to the back of the line, unmarked.
+        handle.referenced = false;
+        this.loaded.set(key, handle);
+        continue;
+      }
+      handle.isLoaded = false;
+      this.unload(handle);
     }
   }
 

@@ -58,6 +58,7 @@ export async function openAuth(options: OpenAuthOptions): Promise<Auth> {
     userHasBucket: config['auth.permission.user.has_bucket'],
   });
   await ensureStartupState(service, { meta, config, clock, logger, passwords });
+  service.invalidateCaches();
   return service;
 }
 

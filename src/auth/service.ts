@@ -18,7 +18,7 @@ import type { MetaStore } from '../store/meta.js';
 import { describeResource, parseGrantChange } from './access.js';
 import type { GrantTable } from './grants.js';
 import { checkPassword, type Passwords } from './passwords.js';
-import type { Sessions } from './sessions.js';
+import type { SessionClaims, Sessions } from './sessions.js';
 import type { AccessListing, Auth, GrantChange, Permission } from './types.js';
 import type { UserRecord, UserTable } from './users.js';
 
@@ -43,21 +43,58 @@ export interface AuthServiceOptions {
   readonly userHasBucket: boolean;
 }
 
+/** Entries each in-memory cache holds before it starts over. */
+const tokenCacheEntriesMax = 10_000;
+const userCacheEntriesMax = 10_000;
+const decisionCacheEntriesMax = 100_000;
+
 /**
- * The auth service on lmdb: every check reads the current user and grants
- * (synchronous lmdb reads, no cache to go stale); every change is one lmdb
- * transaction that re-reads what it depends on and decides before writing
- * (lmdb does not roll back a transaction whose callback throws).
+ * The auth service on lmdb. Every change is one lmdb transaction that
+ * re-reads what it depends on and decides before writing (lmdb does not roll
+ * back a transaction whose callback throws).
+ *
+ * Checks run on every request, so verified tokens, users and access
+ * decisions are cached in memory. Every change to users or grants goes
+ * through this service and drops the caches (`invalidateCaches`), so a
+ * check never sees a revoked grant or a deleted user; an expired token is
+ * refused from the cache by its own `exp`.
  */
 export class AuthService implements Auth {
   readonly anonymousUsername: string;
   private readonly options: AuthServiceOptions;
   private readonly logger: Logger;
+  private readonly tokens = new Map<string, SessionClaims>();
+  private readonly users = new Map<string, UserRecord | null>();
+  private readonly decisions = new Map<string, boolean>();
 
   constructor(options: AuthServiceOptions) {
     this.options = options;
     this.anonymousUsername = options.anonymousUsername;
     this.logger = options.logger;
+  }
+
+  /** Drops every cached user and decision (tokens stay: their user is re-checked). */
+  invalidateCaches(): void {
+    this.users.clear();
+    this.decisions.clear();
+  }
+
+  /** One lmdb transaction; the caches are dropped once it has committed, before the caller answers. */
+  private async write<T>(body: () => T): Promise<T> {
+    try {
+      return await this.options.meta.root.transaction(body);
+    } finally {
+      this.invalidateCaches();
+    }
+  }
+
+  private cachedUser(username: string): UserRecord | undefined {
+    const cached = this.users.get(username);
+    if (cached !== undefined) return cached ?? undefined;
+    const user = this.options.users.get(username);
+    if (this.users.size >= userCacheEntriesMax) this.users.clear();
+    this.users.set(username, user ?? null);
+    return user;
   }
 
   // -------------------------------------------------------------------------
@@ -76,8 +113,14 @@ export class AuthService implements Auth {
   }
 
   verifyToken(token: string): string {
-    const claims = this.options.sessions.verify(token, this.options.clock.now());
-    const user = this.options.users.get(claims.username);
+    const nowMs = this.options.clock.now();
+    let claims = this.tokens.get(token);
+    if (claims === undefined || claims.expiresAtSec <= Math.floor(nowMs / 1000)) {
+      claims = this.options.sessions.verify(token, nowMs);
+      if (this.tokens.size >= tokenCacheEntriesMax) this.tokens.clear();
+      this.tokens.set(token, claims);
+    }
+    const user = this.cachedUser(claims.username);
     if (user === undefined || user.username === this.anonymousUsername) {
       throw new IorioError('unauthorized', 'the session user does not exist');
     }
@@ -96,6 +139,16 @@ export class AuthService implements Auth {
   }
 
   can(username: string, permission: Permission, bucket?: string, stream?: string): boolean {
+    const key = `${username}\u0000${permission}\u0000${bucket ?? ''}\u0000${stream ?? ''}\u0000${bucket === undefined ? 0 : 1}${stream === undefined ? 0 : 1}`;
+    const cached = this.decisions.get(key);
+    if (cached !== undefined) return cached;
+    const allowed = this.decide(username, permission, bucket, stream);
+    if (this.decisions.size >= decisionCacheEntriesMax) this.decisions.clear();
+    this.decisions.set(key, allowed);
+    return allowed;
+  }
+
+  private decide(username: string, permission: Permission, bucket?: string, stream?: string): boolean {
     if (bucket !== undefined) checkName('bucket', bucket);
     if (stream !== undefined) checkName('stream', stream);
     if (stream !== undefined && bucket === undefined) throw new IorioError('invalid-param', 'a stream needs its bucket');
@@ -119,7 +172,7 @@ export class AuthService implements Auth {
     if (this.options.users.exists(username)) throw conflictUser(username);
     const passwordHash = await this.options.passwords.hash(password);
     const user: UserRecord = { username, passwordHash, groups: [], createdMs: this.options.clock.now() };
-    const created = await this.options.meta.root.transaction(() => this.insertUserSync(user));
+    const created = await this.write(() => this.insertUserSync(user));
     if (!created) throw conflictUser(username);
     this.logger.info({ actor, username }, 'user created');
   }
@@ -132,7 +185,7 @@ export class AuthService implements Auth {
     }
     checkPassword(password);
     const passwordHash = await this.options.passwords.hash(password);
-    const changed = await this.options.meta.root.transaction(() => {
+    const changed = await this.write(() => {
       const current = this.options.users.get(username);
       if (current === undefined) return false;
       this.options.users.putSync({ ...current, passwordHash });
@@ -151,7 +204,7 @@ export class AuthService implements Auth {
     if (username === this.anonymousUsername) {
       throw new IorioError('invalid-param', `${username} is the anonymous user (auth.anonymous.username) and cannot be deleted`);
     }
-    const removedGrants = await this.options.meta.root.transaction(() => {
+    const removedGrants = await this.write(() => {
       if (!this.options.users.removeSync(username)) return undefined;
       return this.options.grants.removePrincipalSync(PrincipalKind.user, username);
     });
@@ -173,7 +226,7 @@ export class AuthService implements Auth {
     const parsed = parseGrantChange(change);
     this.authorizeGrant(actor, parsed.permission, bucket, stream);
     const key = { scope: scopeOf(parsed.permission, bucket, stream), kind: parsed.kind, principal: parsed.principal };
-    const applied = await this.options.meta.root.transaction(() => {
+    const applied = await this.write(() => {
       if (parsed.kind === PrincipalKind.user && !this.options.users.exists(parsed.principal)) return false;
       this.options.grants.changeSync(key, [parsed.permission], parsed.action);
       return true;
@@ -200,7 +253,7 @@ export class AuthService implements Auth {
 
   /** The subject a stored user acts as, or undefined for an unknown user. */
   private subject(username: string): Subject | undefined {
-    const user = this.options.users.get(username);
+    const user = this.cachedUser(username);
     return user === undefined ? undefined : subjectOf(user, this.anonymousUsername);
   }
 
@@ -256,7 +309,7 @@ export class AuthService implements Auth {
 
   private async rehash(user: UserRecord, password: string): Promise<void> {
     const passwordHash = await this.options.passwords.hash(password);
-    await this.options.meta.root.transaction(() => {
+    await this.write(() => {
       const current = this.options.users.get(user.username);
       // Only if the password did not change meanwhile.
       if (current !== undefined && current.passwordHash === user.passwordHash) this.options.users.putSync({ ...current, passwordHash });

@@ -43,3 +43,11 @@ export const listenHeartbeatMs = 15_000;
 export const listenCommandBytesMax = 64 * 1024;
 /** How long a listen client being closed (slow consumer, shutdown) gets to take its last message before its socket is destroyed. */
 export const listenCloseGraceMs = 5_000;
+/**
+ * A stream's live entries reach its listeners at most once per this many ms:
+ * the first entry after a quiet spell goes out at once, entries that follow
+ * within the window go out together at its end. This bounds the messages a
+ * hot stream costs per listener (1,000 entries/s to 1,000 WebSocket
+ * listeners is 50,000 messages/s, not a million) for at most this much delay.
+ */
+export const listenCoalesceMs = 20;

@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConnectionKind, ConnectionRegistry, type ListenConnection } from '../../src/http/listen/connections.js';
 import { ListenHub } from '../../src/http/listen/hub.js';
 import type { EncodedBatch, TruncatedNotice } from '../../src/http/listen/events.js';
@@ -82,6 +82,7 @@ class CollectingSink implements SubscriptionSink {
 }
 
 const logger = pino({ level: 'silent' });
+const clock = { now: () => Date.now(), monotonic: () => performance.now() };
 const payload = (n: number) => Buffer.from(JSON.stringify({ n }));
 
 async function appendMany(store: MemoryStore, count: number): Promise<void> {
@@ -96,7 +97,7 @@ describe('listen replay to live handoff', () => {
   it('delivers every entry once and in order while a writer keeps appending', async () => {
     const store = new MemoryStore();
     await appendMany(store, 50);
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, {
       from: 3,
@@ -116,7 +117,7 @@ describe('listen replay to live handoff', () => {
   it('drops an overflowing live buffer and re-reads it from the store', async () => {
     const store = new MemoryStore();
     await appendMany(store, 20);
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     // A buffer too small for even one batch: every batch during the replay overflows it.
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: 1, pageLimit: 5, pendingBytesMax: 10 });
@@ -130,7 +131,7 @@ describe('listen replay to live handoff', () => {
   it('starts from "now" when no from is given', async () => {
     const store = new MemoryStore();
     await appendMany(store, 10);
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: undefined, pageLimit: 5, pendingBytesMax: 1 << 20 });
     expect(await subscription.start()).toBe('live');
@@ -142,7 +143,7 @@ describe('listen replay to live handoff', () => {
     const store = new MemoryStore();
     await appendMany(store, 30);
     store.first = 21;
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: 5, pageLimit: 4, pendingBytesMax: 1 << 20 });
     expect(await subscription.start()).toBe('live');
@@ -153,7 +154,7 @@ describe('listen replay to live handoff', () => {
   it('ends incomplete after pagesMax pages when not caught up', async () => {
     const store = new MemoryStore();
     await appendMany(store, 30);
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: 1, pageLimit: 10, pagesMax: 1, pendingBytesMax: 1 << 20 });
     expect(await subscription.start()).toBe('incomplete');
@@ -163,7 +164,7 @@ describe('listen replay to live handoff', () => {
 
   it('shares one store subscription between every listener of a stream', async () => {
     const store = new MemoryStore();
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sinks = Array.from({ length: 100 }, () => new CollectingSink());
     const subscriptions = sinks.map(
       (sink) => new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: undefined, pageLimit: 5, pendingBytesMax: 1 << 20 }),
@@ -182,7 +183,7 @@ describe('listen replay to live handoff', () => {
     store.read = async () => {
       throw new Error('disk on fire');
     };
-    const hub = new ListenHub(store as unknown as Store, logger);
+    const hub = new ListenHub(store as unknown as Store, clock, logger, 0);
     const sink = new CollectingSink();
     const subscription = new Subscription(streamRef('b', 's'), store as unknown as Store, hub, sink, { from: 1, pageLimit: 5, pendingBytesMax: 1 << 20 });
     expect(await subscription.start()).toBe('closed');
@@ -220,5 +221,37 @@ describe('listen connection registry', () => {
     expect(registry.count(ConnectionKind.websocket)).toBe(0);
     // A connection arriving while the node stops is refused.
     expect(registry.add(new FakeConnection(ConnectionKind.websocket))).toBe(false);
+  });
+});
+
+describe('listen coalescing of a hot stream', () => {
+  it('sends the first entry after a quiet spell at once, and later ones together at the end of the window', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      let nowMs = 0;
+      const manualClock = { now: () => nowMs, monotonic: () => nowMs };
+      const store = new MemoryStore();
+      const hub = new ListenHub(store as unknown as Store, manualClock, logger, 20);
+      const batches: number[][] = [];
+      const detach = hub.attach(streamRef('b', 's'), {
+        onBatch: (batch: EncodedBatch) => batches.push((JSON.parse(batch.arrayFrom(0)) as { meta: { id: number } }[]).map((event) => event.meta.id)),
+      });
+      const publish = (count: number) => appendMany(store, count);
+      await publish(1);
+      expect(batches).toEqual([[1]]);
+      nowMs = 5;
+      await publish(3);
+      expect(batches).toEqual([[1]]); // within the window: held
+      nowMs = 20;
+      await vi.advanceTimersByTimeAsync(15);
+      expect(batches).toEqual([[1], [2, 3, 4]]);
+      nowMs = 100;
+      await publish(1);
+      expect(batches).toEqual([[1], [2, 3, 4], [5]]);
+      detach();
+      hub.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { Clock } from '../../core/clock.js';
+import { listenCoalesceMs } from '../../core/limits.js';
 import type { Store, StoredEntry } from '../../store/types.js';
 import { EncodedBatch, type StreamRef } from './events.js';
 
@@ -7,26 +9,59 @@ export interface TopicListener {
   onBatch(batch: EncodedBatch): void;
 }
 
-/** One stream's fan-out: a single store subscription shared by all its listeners. */
+/**
+ * One stream's fan-out: a single store subscription shared by all its
+ * listeners, with live entries coalesced (`listenCoalesceMs`) so a hot stream
+ * costs each listener a bounded number of messages.
+ */
 class Topic {
   readonly listeners = new Set<TopicListener>();
   private readonly unsubscribeStore: () => void;
+  private pending: StoredEntry[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private lastSentMs = -Infinity;
 
   constructor(
     readonly ref: StreamRef,
     store: Store,
+    private readonly clock: Clock,
+    private readonly coalesceMs: number,
     private readonly logger: Logger,
   ) {
-    this.unsubscribeStore = store.subscribe(ref.bucket, ref.stream, (entries) => this.publish(entries));
+    this.unsubscribeStore = store.subscribe(ref.bucket, ref.stream, (entries) => this.receive(entries));
   }
 
   close(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = [];
     this.listeners.clear();
     this.unsubscribeStore();
   }
 
-  private publish(entries: readonly StoredEntry[]): void {
+  private receive(entries: readonly StoredEntry[]): void {
     if (entries.length === 0) return;
+    for (const entry of entries) this.pending.push(entry);
+    if (this.timer !== undefined) return;
+    const waitMs = this.lastSentMs + this.coalesceMs - this.clock.monotonic();
+    if (waitMs <= 0) {
+      this.flush();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, waitMs);
+  }
+
+  private flush(): void {
+    const entries = this.pending;
+    this.pending = [];
+    this.lastSentMs = this.clock.monotonic();
+    if (entries.length > 0) this.publish(entries);
+  }
+
+  private publish(entries: readonly StoredEntry[]): void {
     const batch = new EncodedBatch(this.ref, entries);
     // A listener may detach itself (or another) while we iterate: Set iteration tolerates that.
     for (const listener of this.listeners) {
@@ -51,14 +86,16 @@ export class ListenHub {
 
   constructor(
     private readonly store: Store,
+    private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly coalesceMs: number = listenCoalesceMs,
   ) {}
 
   /** Starts delivering the stream's durable batches to `listener`; returns the detach function. */
   attach(ref: StreamRef, listener: TopicListener): () => void {
     let topic = this.topics.get(ref.key);
     if (topic === undefined) {
-      topic = new Topic(ref, this.store, this.logger);
+      topic = new Topic(ref, this.store, this.clock, this.coalesceMs, this.logger);
       this.topics.set(ref.key, topic);
     }
     topic.listeners.add(listener);

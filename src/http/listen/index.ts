@@ -30,7 +30,7 @@ type ListenQuery = Record<string, string | string[] | undefined>;
  */
 export async function registerListen(app: FastifyInstance, deps: HttpDeps): Promise<void> {
   const logger = deps.logger.child({ component: 'listen' });
-  const hub = new ListenHub(deps.store, logger);
+  const hub = new ListenHub(deps.store, deps.clock, logger);
   const connections = new ConnectionRegistry(listenHeartbeatMs, logger);
   const context: ListenContext = { deps, logger, hub, connections };
   const prepared = new WeakMap<FastifyRequest, ListenRequest>();

@@ -4,28 +4,15 @@ import path from 'node:path';
 import pino from 'pino';
 import { testConfig, type ConfigKey, type ConfigValue } from '../../src/config.js';
 import type { Clock } from '../../src/core/clock.js';
+import { ManualClock, systemClock } from './clock.js';
+
+export { ManualClock, systemClock };
 import { openMeta, type MetaStore } from '../../src/store/meta.js';
 import { StreamStore, storeSettings, type StoreSettings } from '../../src/store/stream-store.js';
 
 export function tempDir(prefix = 'iorio-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
-
-/** A clock the test moves by hand. */
-export class ManualClock implements Clock {
-  constructor(public ms = 1_700_000_000_000) {}
-  now(): number {
-    return this.ms;
-  }
-  monotonic(): number {
-    return this.ms;
-  }
-  advance(ms: number): void {
-    this.ms += ms;
-  }
-}
-
-export const systemClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
 
 export const silentLogger = pino({ level: 'silent' });
 

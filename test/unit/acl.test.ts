@@ -1,3 +1,4 @@
+import { mulberry32 } from '../helpers/clock.js';
 import { describe, expect, it } from 'vitest';
 import {
   AclGroup,
@@ -180,16 +181,6 @@ describe('acl: scopes and keys', () => {
 // ---------------------------------------------------------------------------
 // Property-style: random grant sets over a small universe, many seeds.
 
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const usernames = ['alice', 'bob', anonymousUsername, 'root'];
 const buckets = ['b1', 'b2'];

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../helpers/clock.js';
 import { openAuth } from '../../src/auth/index.js';
 import { Passwords } from '../../src/auth/passwords.js';
 import type { Auth, Permission } from '../../src/auth/types.js';
@@ -16,18 +17,6 @@ const startMs = Date.UTC(2025, 0, 1);
 const dayMs = 24 * 60 * 60 * 1000;
 const fixedSecret = 'x'.repeat(64);
 
-class ManualClock implements Clock {
-  constructor(public nowMs: number) {}
-  now(): number {
-    return this.nowMs;
-  }
-  monotonic(): number {
-    return this.nowMs;
-  }
-  advance(ms: number): void {
-    this.nowMs += ms;
-  }
-}
 
 interface Node {
   meta: MetaStore;

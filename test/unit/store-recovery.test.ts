@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { recordHeaderBytes } from '../../src/core/record.js';
+import { mulberry32 } from '../helpers/clock.js';
 import { json, openTestStore, tempDir } from '../helpers/store.js';
 
 const dirs: string[] = [];
@@ -25,17 +26,6 @@ function walk(dir: string): string[] {
 
 const chunksOf = (dir: string) => walk(path.join(dir, 'vnodes')).filter((file) => file.endsWith('.chunk')).sort();
 
-/** A deterministic PRNG (mulberry32) so a failing cut point reproduces. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('chunk recovery', () => {
   test('a chunk cut at any byte reopens with every complete record and nothing else', async () => {
@@ -51,7 +41,7 @@ describe('chunk recovery', () => {
     for (const payload of payloads) ends.push((end += recordHeaderBytes + payload.length));
     expect(end).toBe(original.length);
 
-    const random = prng(20261121);
+    const random = mulberry32(20261121);
     const cuts = new Set<number>([0, original.length]);
     for (let cut = 0; cut < ends[2]!; cut++) cuts.add(cut);
     for (const boundary of ends) for (const delta of [-1, 0, 1]) cuts.add(Math.min(original.length, Math.max(0, boundary + delta)));

@@ -27,7 +27,7 @@ import { IorioError, assert } from '../core/errors.js';
 import { partitionOf } from '../core/hash.js';
 import { payloadBytesMax, readLimitMax } from '../core/limits.js';
 import { encodePathSegment } from '../core/names.js';
-import { FrameOp, encodeRecordInto, peekRecord, recordHeaderBytes, type DecodedRecord, type FrameSection } from '../core/record.js';
+import { FrameOp, encodeRecordInto, peekRecord, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection } from '../core/record.js';
 import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type ChunkCapacity, type RetentionPolicy } from '../core/retention.js';
 import { CommitLog, listSegments, replayCommitLog, type SyncMode } from './commit-log.js';
 import { buildSparseIndex, chunkFileName, listChunkFiles, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
@@ -63,6 +63,12 @@ export interface StoreSettings {
   readonly bucketBytesMax: number;
   /** Largest commit-log segment before it rolls. */
   readonly segmentBytesMax: number;
+  /**
+   * Identity of the running OS boot (Linux's boot_id); recovery after a
+   * process crash in the same boot trusts the page cache (see
+   * loadForTrustedReplay). Undefined: never trust it.
+   */
+  readonly bootId: string | undefined;
 }
 
 export function storeSettings(dataDir: string, config: Config): StoreSettings {
@@ -89,6 +95,7 @@ export function storeSettings(dataDir: string, config: Config): StoreSettings {
     defaultPolicy: hasDefault ? defaultPolicy : undefined,
     bucketBytesMax: config['eviction.bucket.size.max'],
     segmentBytesMax: 64 * 1024 * 1024,
+    bootId: readBootId(),
   };
 }
 
@@ -161,6 +168,10 @@ class StreamHandle {
   readonly listeners = new Set<StreamListener>();
   inflight = 0;
   dirty = false;
+  /** During a trusted replay: chunk bytes not yet matched to log records, and the files after them. */
+  replay: { files: { firstSeq: number; bytes: number }[]; remaining: number } | undefined;
+  /** lmdb holds a state for the stream (checkpointed, or recorded when it was created). */
+  hasState = false;
   /** In the loaded set, and used since the last sweep passed it. */
   isLoaded = false;
   referenced = false;
@@ -205,6 +216,8 @@ export class StreamStore implements Store {
   private readonly logger: Logger;
   private readonly pool: FilePool;
   private log!: CommitLog;
+  /** Recovery only: the OS has not restarted since the data was written. */
+  private sameBoot = false;
   /** Every stream handle in memory: loaded ones, and dirty ones until the next checkpoint. */
   private readonly handles = new Map<string, StreamHandle>();
   /** Loaded handles (tail, indexes) in least-recently-used order. */
@@ -258,6 +271,8 @@ export class StreamStore implements Store {
     const started = this.clock.monotonic();
     fs.mkdirSync(path.join(this.settings.dataDir, 'vnodes'), { recursive: true });
     const checkpoint = (this.meta.settings.get('checkpoint') as { segment: number } | undefined) ?? { segment: 0 };
+    const bootId = this.settings.bootId;
+    this.sameBoot = bootId !== undefined && this.meta.settings.get('bootId') === bootId;
     let losses = 0;
     const stats = replayCommitLog(
       this.logDirectory,
@@ -267,6 +282,9 @@ export class StreamStore implements Store {
       },
       this.logger,
     );
+    for (const handle of this.handles.values()) if (handle.replay) this.endReplayCursor(handle);
+    this.sameBoot = false;
+    if (bootId !== undefined) await this.meta.settings.put('bootId', bootId);
     const segments = listSegments(this.logDirectory);
     const nextSegment = Math.max(checkpoint.segment, (segments[segments.length - 1] ?? -1) + 1);
     this.log = CommitLog.open(
@@ -281,7 +299,7 @@ export class StreamStore implements Store {
     );
     if (stats.frames > 0 || stats.dropped.length > 0) {
       this.logger.info(
-        { frames: stats.frames, bytes: stats.bytes, segments: stats.segments, dropped: stats.dropped, gaps: losses, ms: this.clock.monotonic() - started },
+        { frames: stats.frames, bytes: stats.bytes, segments: stats.segments, dropped: stats.dropped, gaps: losses, sameBoot: bootId !== undefined && this.meta.settings.get('bootId') === bootId, ms: this.clock.monotonic() - started },
         'recovered from the commit log',
       );
       // Make the recovered state the new checkpoint in the background; the
@@ -292,7 +310,7 @@ export class StreamStore implements Store {
 
   /** Re-applies one logged section; returns 1 when it found a gap it could not fill. */
   private replaySection(section: FrameSection): number {
-    const handle = this.handle(section.bucket, section.stream, true)!;
+    const handle = this.handle(section.bucket, section.stream, true, true)!;
     if (section.op === FrameOp.delete) {
       if (handle.deletedAt < section.lastSeq || handle.chunks.length > 0) this.applyDelete(handle, section.lastSeq);
       handle.last = Math.max(handle.last, section.lastSeq);
@@ -300,31 +318,23 @@ export class StreamStore implements Store {
       return 0;
     }
     // Skip what the chunks already hold; apply the rest as one contiguous run.
-    const records: DecodedRecord[] = [];
-    let runOffset = -1;
-    let gap = 0;
+    const source = section.records;
     let offset = 0;
-    while (offset < section.records.length) {
-      const record = peekRecord(section.records, offset);
-      assert(record !== undefined, 'a checksummed frame holds whole records');
-      if (record.seq > handle.durableLast) {
-        const expected = records.length > 0 ? records[records.length - 1]!.seq + 1 : handle.durableLast + 1;
-        if (record.seq !== expected) {
-          this.logger.error({ bucket: handle.bucket, stream: handle.stream, expected, found: record.seq }, 'commit log replay: gap in seqnums');
-          gap = 1;
-          break;
-        }
-        if (runOffset < 0) runOffset = offset;
-        records.push(record);
-      }
-      offset += record.bytes;
+    while (offset < source.length && recordSeqAt(source, offset) <= handle.durableLast) offset += recordBytesAt(source, offset);
+    if (handle.replay) offset = this.confirmFromCursor(handle, source, offset);
+    if (offset >= source.length) return 0;
+    const firstSeq = recordSeqAt(source, offset);
+    if (firstSeq !== handle.durableLast + 1) {
+      this.logger.error({ bucket: handle.bucket, stream: handle.stream, expected: handle.durableLast + 1, found: firstSeq }, 'commit log replay: gap in seqnums');
+      return 1;
     }
-    if (records.length === 0) return gap;
+    const records: DecodedRecord[] = [];
+    for (let position = offset; position < source.length; position += recordBytesAt(source, position)) records.push(peekRecord(source, position)!);
     const lastRecord = records[records.length - 1]!;
     handle.last = Math.max(handle.last, lastRecord.seq);
     handle.lastMs = Math.max(handle.lastMs, lastRecord.t);
-    this.applyRecords(handle, records, section.records, runOffset);
-    return gap;
+    this.applyRecords(handle, records, source, offset);
+    return 0;
   }
 
   // -------------------------------------------------------------------------
@@ -338,7 +348,7 @@ export class StreamStore implements Store {
    * The stream's handle, loading it from lmdb and its folder when needed.
    * With `create` false, a stream that never existed gives undefined.
    */
-  private handle(bucket: string, stream: string, create: boolean): StreamHandle | undefined {
+  private handle(bucket: string, stream: string, create: boolean, replaying = false): StreamHandle | undefined {
     const key = streamKey(bucket, stream);
     let handle = this.handles.get(key);
     if (handle === undefined) {
@@ -347,7 +357,16 @@ export class StreamStore implements Store {
       const state = this.meta.streams.get([bucket, stream]) as StreamState | undefined;
       if (!create && state === undefined && !fs.existsSync(directory)) return undefined;
       handle = new StreamHandle(bucket, stream, partition, directory);
-      this.loadHandle(handle, state);
+      handle.hasState = state !== undefined;
+      // A stream the commit log is about to replay goes back to its
+      // checkpointed state: the log holds everything after it, so nothing
+      // written since needs checking (recovery reads the data once, not twice).
+      if (replaying && state !== undefined && this.sameBoot) {
+        this.loadForTrustedReplay(handle, state);
+      } else {
+        if (replaying && state !== undefined) this.resetToCheckpoint(handle, state);
+        this.loadHandle(handle, state);
+      }
       this.handles.set(key, handle);
     }
     this.touch(handle);
@@ -411,6 +430,110 @@ export class StreamStore implements Store {
       handle.dirty = true;
       this.dirtyHandles.add(handle);
       if (active) this.dirtyChunkFiles.add(handle.chunkPath(active.firstSeq));
+    }
+  }
+
+  /**
+   * Same boot as the crashed run (the OS did not crash, so the page cache
+   * kept every write that returned): what the chunks hold past the
+   * checkpoint is a byte-for-byte prefix of the stream's records in the log.
+   * Replay walks the log's record headers against the chunk sizes instead of
+   * reading and checking the chunk data, and writes only the missing suffix.
+   */
+  private loadForTrustedReplay(handle: StreamHandle, state: StreamState): void {
+    const files = listChunkFiles(handle.directory);
+    handle.deletedAt = state.deletedAt;
+    handle.lastMs = state.lastMs;
+    const activeIndex = state.activeFirst === null ? -1 : files.findIndex((file) => file.firstSeq === state.activeFirst);
+    if (state.activeFirst !== null && (activeIndex < 0 || files[activeIndex]!.bytes < state.activeBytes)) {
+      // The checkpointed chunk is gone or short: not the simple case; check it the slow way.
+      this.resetToCheckpoint(handle, state);
+      this.loadHandle(handle, state);
+      return;
+    }
+    const confirmedFiles = activeIndex < 0 ? [] : files.slice(0, activeIndex + 1);
+    handle.chunks = confirmedFiles.map((file, index) => ({
+      firstSeq: file.firstSeq,
+      bytes: index === activeIndex ? state.activeBytes : file.bytes,
+      lastMs: index === activeIndex ? state.lastMs : this.closedChunkLastMs(handle, file.firstSeq),
+      index: undefined,
+    }));
+    const last = Math.max(state.last, state.deletedAt);
+    handle.last = last;
+    handle.durableLast = last;
+    handle.activeLast = state.activeFirst === null ? last : state.activeLast;
+    handle.activeCount = state.activeFirst === null ? 0 : Math.max(0, state.activeLast - state.activeFirst + 1);
+    this.refreshPolicy(handle);
+    const pending = activeIndex < 0 ? files.filter((file) => file.firstSeq > last) : files.slice(activeIndex + 1);
+    const remaining = activeIndex < 0 ? 0 : files[activeIndex]!.bytes - state.activeBytes;
+    handle.replay = { files: pending, remaining };
+    for (const file of files) if (activeIndex < 0 && file.firstSeq <= last) fs.rmSync(handle.chunkPath(file.firstSeq), { force: true });
+  }
+
+  /** Confirms the records (from `offset`) that the chunk files already hold; returns the offset of the first one they do not. */
+  private confirmFromCursor(handle: StreamHandle, source: Buffer, offset: number): number {
+    const cursor = handle.replay!;
+    let position = offset;
+    let lastConfirmed = -1;
+    let ended = false;
+    while (position < source.length) {
+      const bytes = recordBytesAt(source, position);
+      const seq = recordSeqAt(source, position);
+      if (cursor.remaining === 0 && cursor.files.length > 0 && cursor.files[0]!.firstSeq === seq) {
+        const file = cursor.files.shift()!;
+        handle.chunks.push({ firstSeq: file.firstSeq, bytes: 0, lastMs: undefined, index: undefined });
+        handle.activeCount = 0;
+        cursor.remaining = file.bytes;
+      }
+      if (cursor.remaining < bytes || handle.chunks.length === 0) {
+        ended = true;
+        break;
+      }
+      handle.active!.bytes += bytes;
+      cursor.remaining -= bytes;
+      handle.durableLast = seq;
+      handle.last = seq;
+      handle.activeLast = seq;
+      handle.activeCount++;
+      lastConfirmed = position;
+      position += bytes;
+    }
+    if (lastConfirmed >= 0) {
+      const lastMs = peekRecord(source, lastConfirmed)!.t;
+      handle.lastMs = Math.max(handle.lastMs, lastMs);
+      handle.active!.lastMs = lastMs;
+      this.dirtyChunkFiles.add(handle.chunkPath(handle.active!.firstSeq));
+      if (!handle.dirty) {
+        handle.dirty = true;
+        this.dirtyHandles.add(handle);
+      }
+    }
+    if (ended) this.endReplayCursor(handle);
+    return position;
+  }
+
+  /** Ends a trusted replay: what the chunks hold past the confirmed records is cut away. */
+  private endReplayCursor(handle: StreamHandle): void {
+    const cursor = handle.replay!;
+    handle.replay = undefined;
+    const active = handle.active;
+    if (active !== undefined && cursor.remaining > 0) {
+      this.logger.warn({ bucket: handle.bucket, stream: handle.stream, bytes: cursor.remaining }, 'recovery: cutting chunk bytes the commit log does not hold');
+      fs.truncateSync(handle.chunkPath(active.firstSeq), active.bytes);
+    }
+    for (const file of cursor.files) fs.rmSync(handle.chunkPath(file.firstSeq), { force: true });
+    if (active !== undefined) this.dirtyChunkFiles.add(handle.chunkPath(active.firstSeq));
+    if (!handle.dirty) {
+      handle.dirty = true;
+      this.dirtyHandles.add(handle);
+    }
+  }
+
+  private resetToCheckpoint(handle: StreamHandle, state: StreamState): void {
+    for (const file of listChunkFiles(handle.directory)) {
+      const chunkPath = handle.chunkPath(file.firstSeq);
+      if (state.activeFirst === null || file.firstSeq > state.activeFirst) fs.rmSync(chunkPath, { force: true });
+      else if (file.firstSeq === state.activeFirst && file.bytes > state.activeBytes) fs.truncateSync(chunkPath, state.activeBytes);
     }
   }
 
@@ -518,7 +641,21 @@ export class StreamStore implements Store {
     this.checkWritable();
     const handle = this.handle(request.bucket, request.stream, true)!;
     checkAppend(request, handle);
+    this.ensureState(handle);
     return handle;
+  }
+
+  /**
+   * A new stream's first append records an empty state in lmdb, so that
+   * recovery knows every chunk of it is in the commit log (and rewrites it
+   * from there instead of checking it).
+   */
+  private ensureState(handle: StreamHandle): void {
+    if (handle.hasState) return;
+    handle.hasState = true;
+    const state: StreamState = { last: handle.last, activeFirst: null, activeBytes: 0, activeLast: handle.last, lastMs: handle.lastMs, deletedAt: handle.deletedAt };
+    if (handle.chunks.length > 0) return;
+    this.meta.streams.put([handle.bucket, handle.stream], state).catch((error: Error) => this.logger.error({ err: error }, 'could not record a new stream'));
   }
 
   private startAtomicAppend(requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
@@ -527,6 +664,7 @@ export class StreamStore implements Store {
     const handles = requests.map((request) => this.handle(request.bucket, request.stream, true)!);
     assert(handles.every((handle) => handle.partition === handles[0]!.partition), 'an atomic append stays in one partition');
     for (let index = 0; index < requests.length; index++) checkAppend(requests[index]!, handles[index]!);
+    for (const handle of handles) this.ensureState(handle);
     const now = this.clock.now();
     const batches = requests.map((request, index) => ({ handle: handles[index]!, ...this.encodeBatch(handles[index]!, request.payloads, now) }));
     const sections: FrameSection[] = batches.map(({ handle, records }) => ({
@@ -971,6 +1109,7 @@ export class StreamStore implements Store {
     this.dirtyHandles.clear();
     for (const handle of handles) {
       handle.dirty = false;
+      handle.hasState = true;
       this.flushWriteBuffer(handle);
       const active = handle.active;
       states.push([
@@ -1043,6 +1182,15 @@ export class StreamStore implements Store {
     if (!this.log.failed) await this.checkpoint();
     await this.log.close();
     this.pool.closeAll();
+  }
+}
+
+/** The boot's identity (Linux), to tell a process crash (page cache intact) from an OS crash. */
+function readBootId(): string | undefined {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -60,7 +60,7 @@ describe('chunk recovery', () => {
     }
   }, 120_000);
 
-  test('after a crash, a corrupt record in a chunk tail is cut there and the rest comes back from the log', async () => {
+  test('after an OS crash, a corrupt record in a chunk tail is cut there and the rest comes back from the log', async () => {
     const dir = newDir();
     const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'channel.max_items': 1 });
     const payload = (index: number) => json({ index: String(index).padStart(3, '0') });
@@ -77,7 +77,8 @@ describe('chunk recovery', () => {
     expect(data.length).toBe(20 * recordBytes);
     data[11 * recordBytes + recordHeaderBytes + 3]! ^= 0x20; // the 12th record's payload
     fs.writeFileSync(chunk!, data);
-    const reopened = await openTestStore(crashed);
+    // An OS crash: another boot, so the chunk data is checked, not trusted.
+    const reopened = await openTestStore(crashed, {}, undefined, { bootId: 'another-boot' });
     const result = await reopened.store.read('b', 's', { limit: 100, from: 1 });
     expect(result.entries.map((entry) => entry.payload.toString())).toEqual(Array.from({ length: 20 }, (_, index) => payload(index + 1).toString()));
     expect((await reopened.store.append({ bucket: 'b', stream: 's', payloads: [json('next')] }))[0]!.id).toBe(21);
@@ -118,7 +119,10 @@ describe('chunk recovery', () => {
   });
 });
 
-describe('commit-log replay', () => {
+describe.each([
+  ['a process crash (same boot: chunk data trusted up to its size)', 'test-boot'],
+  ['an OS crash (another boot: chunk data checked)', 'another-boot'],
+])('commit-log replay after %s', (_name, bootAfter) => {
   async function crashCopy(source: string): Promise<string> {
     const target = newDir();
     fs.cpSync(source, target, { recursive: true });
@@ -126,7 +130,10 @@ describe('commit-log replay', () => {
   }
 
   async function writeWithoutCheckpoint(dir: string) {
-    const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'storage.sync': 'always' });
+    // A one-entry tail, so a read from seqnum 1 goes to the chunks and writes their buffers out.
+    const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'storage.sync': 'always', 'channel.max_items': 1 }, undefined, {
+      bootId: 'test-boot',
+    });
     const acked: { stream: string; id: number; text: string }[] = [];
     await Promise.all(
       Array.from({ length: 30 }, async (_, stream) => {
@@ -134,6 +141,8 @@ describe('commit-log replay', () => {
           const text = JSON.stringify({ stream, index });
           const [meta] = await opened.store.append({ bucket: 'b', stream: `s${stream}`, payloads: [Buffer.from(text)] });
           acked.push({ stream: `s${stream}`, id: meta!.id, text });
+          // Half the streams have their first ten entries in the chunk files, the rest only in the log.
+          if (index === 9 && stream % 2 === 0) await opened.store.read('b', `s${stream}`, { limit: 1, from: 1 });
         }
       }),
     );
@@ -141,7 +150,7 @@ describe('commit-log replay', () => {
   }
 
   async function expectAll(dir: string, acked: { stream: string; id: number; text: string }[]) {
-    const opened = await openTestStore(dir);
+    const opened = await openTestStore(dir, {}, undefined, { bootId: bootAfter });
     for (const stream of new Set(acked.map((entry) => entry.stream))) {
       const result = await opened.store.read('b', stream, { limit: 1000, from: 1 });
       const expected = acked.filter((entry) => entry.stream === stream).sort((a, b) => a.id - b.id);
@@ -178,6 +187,17 @@ describe('commit-log replay', () => {
     const last = segments[segments.length - 1]!;
     fs.appendFileSync(last, Buffer.from([0x40, 0, 0, 0, 1, 2, 3, 4, 5, 6]));
     for (const chunk of chunksOf(copy)) fs.truncateSync(chunk, Math.floor(fs.statSync(chunk).size / 2));
+    await expectAll(copy, acked);
+  });
+
+  test('a chunk cut in the middle of a record is cut back to the last whole one, and the rest replayed', async () => {
+    const dir = newDir();
+    const { opened, acked } = await writeWithoutCheckpoint(dir);
+    const copy = await crashCopy(dir);
+    await opened.close();
+    const chunks = chunksOf(copy);
+    expect(chunks.length).toBe(15);
+    for (const chunk of chunks) fs.truncateSync(chunk, fs.statSync(chunk).size - 7);
     await expectAll(copy, acked);
   });
 });

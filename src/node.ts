@@ -147,6 +147,11 @@ function startMetricsTimer(input: {
   const { config, clock, logger, store, app } = input;
   if (!config['metrics.enabled']) return { stop: async () => undefined };
   const startedMs = clock.now();
+  // Keep a week of snapshots unless an operator chose otherwise ($sys grows forever otherwise).
+  if (store.getPolicy(metricsBucket, metricsStream) === undefined && store.getPolicy(metricsBucket) === undefined) {
+    const perWeek = Math.ceil((7 * 24 * 3600 * 1000) / config['metrics.interval']);
+    void store.setPolicy(metricsBucket, metricsStream, { max_count: perWeek }).catch((error: unknown) => logger.warn({ err: error }, 'setting the $sys/metrics policy failed'));
+  }
   let pending: Promise<void> | undefined;
   const appendSnapshot = async () => {
     const snapshot = statsSnapshot({ node: config.nodename, now: clock.now(), startedMs, counters: app.iorioCounters, store });

@@ -160,6 +160,8 @@ describe('configured features', () => {
       }
       expect(entries.length).toBeGreaterThanOrEqual(2);
       expect(entries[0]!.data).toMatchObject({ node: 'iorio@127.0.0.1', http: expect.any(Object), store: expect.any(Object) });
+      // A week of snapshots is kept by default, so $sys does not grow forever.
+      expect(metered.node.store.getPolicy('$sys', 'metrics')).toEqual({ max_count: Math.ceil((7 * 24 * 3600 * 1000) / 50) });
     } finally {
       await metered.stop();
     }

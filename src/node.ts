@@ -10,6 +10,7 @@ import type { Auth } from './auth/types.js';
 import type { Config } from './config.js';
 import type { Clock } from './core/clock.js';
 import { buildApp } from './http/app.js';
+import { createClientErrorHandler } from './http/errors.js';
 import { statsSnapshot } from './http/metrics.js';
 import { createLogger } from './log.js';
 import { openMeta, type MetaStore } from './store/meta.js';
@@ -119,6 +120,7 @@ async function listenHttps(app: FastifyInstance, config: Config): Promise<{ serv
   const [cert, key] = await Promise.all([readFile(config['https.cert']), readFile(config['https.key'])]);
   const server = createHttpsServer({ cert, key }, (request, response) => app.routing(request, response));
   server.on('upgrade', (request, socket, head) => app.server.emit('upgrade', request, socket, head));
+  server.on('clientError', createClientErrorHandler(app.log as unknown as Logger));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config['https.port'], config['http.host'], () => {

@@ -14,6 +14,7 @@ import {
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
 import { checkName } from '../core/names.js';
+import { nameBytesMax } from '../core/limits.js';
 import type { MetaStore } from '../store/meta.js';
 import { describeResource, parseGrantChange } from './access.js';
 import type { GrantTable } from './grants.js';
@@ -293,7 +294,10 @@ export class AuthService implements Auth {
 
   private checkNewUsername(username: string): void {
     checkName('user', username);
-    if (this.options.userHasBucket) checkName('bucket', userBucketOf(username));
+    if (this.options.userHasBucket && Buffer.byteLength(userBucketOf(username)) > nameBytesMax) {
+      const longest = nameBytesMax - Buffer.byteLength(userBucketPrefix);
+      throw new IorioError('invalid-name', `invalid user name: at most ${longest} bytes, so that its bucket ${userBucketPrefix}<name> fits in ${nameBytesMax}`);
+    }
   }
 
   /** Inside a transaction: stores a new user and its bucket ownership; false when the name is taken. */

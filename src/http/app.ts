@@ -7,7 +7,7 @@ import { authenticate } from './auth-hook.js';
 import { registerBodyParsers } from './body.js';
 import type { RouteContext } from './context.js';
 import type { HttpDeps } from './deps.js';
-import { frameworkErrorHandler, registerErrorHandling } from './errors.js';
+import { createClientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.js';
 import { IdempotencyWindow } from './idempotency.js';
 import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
@@ -46,6 +46,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     bodyLimit: config['http.body.max'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: urlParamCharsMax },
     frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler: createClientErrorHandler(logger),
     // Requests arriving while the node stops get our own 503 (below).
     return503OnClosing: false,
     forceCloseConnections: 'idle',

@@ -108,9 +108,33 @@ function parseJsonText(raw: Buffer): ParsedText | undefined {
     return { problem: (error as Error).message };
   }
   // A pretty-printed body would break line-based consumers (SSE data lines,
-  // NDJSON exports): keep such a value in its compact form.
+  // NDJSON exports): keep it on one line, without re-serialising the value
+  // (JSON.stringify would round 12345678901234567890 and turn 22.0 into 22).
   const isOneLine = trimmed.indexOf(0x0a) === -1 && trimmed.indexOf(0x0d) === -1;
-  return { value, text: isOneLine ? trimmed : Buffer.from(JSON.stringify(value), 'utf8') };
+  return { value, text: isOneLine ? trimmed : compactJsonText(trimmed) };
+}
+
+/**
+ * The JSON text without the whitespace between its tokens; strings, numbers
+ * and literals are copied byte for byte. Only for text that parsed: a raw
+ * line break cannot occur inside a JSON string, so the result is one line. Pure.
+ */
+export function compactJsonText(text: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(text.length);
+  let length = 0;
+  let inString = false;
+  for (let index = 0; index < text.length; index++) {
+    const byte = text[index]!;
+    if (inString) {
+      out[length++] = byte;
+      if (byte === 0x5c) out[length++] = text[++index]!; // a backslash escapes the next byte
+      else if (byte === 0x22) inString = false;
+    } else if (!isJsonWhitespace(byte)) {
+      out[length++] = byte;
+      if (byte === 0x22) inString = true;
+    }
+  }
+  return out.subarray(0, length);
 }
 
 function isJsonWhitespace(byte: number | undefined): boolean {

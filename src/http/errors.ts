@@ -1,6 +1,9 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { IorioError, errorCatalogue, isIorioError, type ErrorCode } from '../core/errors.js';
+import { nameBytesMax } from '../core/limits.js';
 
 /**
  * The one place where errors become responses: `{type, reason, ...details}`
@@ -18,6 +21,8 @@ const fastifyErrorCodes: Readonly<Record<string, ErrorCode>> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid-body',
   FST_ERR_BAD_URL: 'invalid-param',
   FST_ERR_INVALID_URL: 'invalid-param',
+  // Every route parameter is a bucket, stream or user name.
+  FST_ERR_MAX_PARAM_LENGTH: 'invalid-name',
 };
 
 const reasons: Readonly<Partial<Record<string, string>>> = {
@@ -25,6 +30,7 @@ const reasons: Readonly<Partial<Record<string, string>>> = {
     'unsupported content type: send application/json (application/x-ndjson for a batch, application/json-patch+json for PATCH)',
   FST_ERR_BAD_URL: 'the URL is malformed',
   FST_ERR_INVALID_URL: 'the URL is malformed',
+  FST_ERR_MAX_PARAM_LENGTH: `a name in the URL is too long: a name must be at most ${nameBytesMax} bytes`,
 };
 
 /** Which catalogue code a 4xx status with no code of ours maps to. */
@@ -74,6 +80,35 @@ export function registerErrorHandling(app: FastifyInstance, logger: Logger): voi
     const path = request.url.split('?')[0] ?? '';
     return sendError(reply, new IorioError('not-found', `no route for ${request.method} ${clip(path)}`));
   });
+}
+
+/**
+ * fastify's `clientErrorHandler`: a request node's HTTP parser refused
+ * (headers over the size limit, malformed HTTP, a request that did not
+ * arrive in time) gets a `{type, reason}` body too, then the connection is
+ * closed, as node itself does.
+ */
+export function createClientErrorHandler(logger: Logger): (error: NodeJS.ErrnoException, socket: Duplex) => void {
+  return (error, socket) => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    const refusal = clientErrorOf(error.code);
+    logger.debug({ err: error, type: refusal.code }, 'malformed request refused');
+    if (socket.writable) {
+      const body = JSON.stringify(refusal.toBody());
+      socket.write(
+        `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\n` +
+          `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy(error);
+  };
+}
+
+/** The IorioError for a request node's HTTP parser refused, by node's error code. Pure. */
+export function clientErrorOf(code: string | undefined): IorioError {
+  if (code === 'HPE_HEADER_OVERFLOW') return new IorioError('too-large', 'the request headers are too large');
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new IorioError('invalid-body', 'the request did not arrive in time');
+  return new IorioError('invalid-param', 'the request is not valid HTTP');
 }
 
 /** fastify's `frameworkErrors` option: errors raised before routing (malformed URLs). */

@@ -5,6 +5,8 @@
  * appears outside the data folder.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import net from 'node:net';
+import { mulberry32 } from '../helpers/clock.js';
 import { call, errorOf, readAll, startTestNode, walk, type RequestOptions, type TestNode } from './http-harness.js';
 
 const bodyMax = 4096;
@@ -195,6 +197,79 @@ describe('numbers', () => {
     ['text'],
   ])('policy %j is 400 invalid-body', async (body) => {
     await expectError('PUT', '/policies/keep/s', { json: body }, 400, 'invalid-body');
+    await expectUnchanged();
+  });
+});
+
+/** Writes raw bytes to the node and returns everything it answers until it closes the connection. */
+function rawExchange(bytes: string | Buffer): Promise<string> {
+  const { hostname, port } = new URL(node.url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? resolve(Buffer.concat(chunks).toString('latin1')) : reject(error)));
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    socket.write(bytes);
+  });
+}
+
+function statusAndBody(response: string): { status: number; body: unknown } {
+  const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(response)?.[1] ?? 0);
+  const text = response.slice(response.indexOf('\r\n\r\n') + 4);
+  return { status, body: JSON.parse(text) as unknown };
+}
+
+describe('malformed requests', () => {
+  test('headers over the size limit are 413 too-large with a {type, reason} body', async () => {
+    const response = await rawExchange(`GET /ping HTTP/1.1\r\nhost: x\r\nx-filler: ${'a'.repeat(70_000)}\r\n\r\n`);
+    expect(statusAndBody(response)).toEqual({ status: 413, body: { type: 'too-large', reason: expect.any(String) } });
+  });
+
+  test('bytes that are not HTTP are 400 with a {type, reason} body', async () => {
+    const response = await rawExchange('HELLO THERE\r\n\r\n');
+    expect(statusAndBody(response)).toEqual({ status: 400, body: { type: 'invalid-param', reason: 'the request is not valid HTTP' } });
+  });
+
+  test('a name too long for the router is 400 invalid-name, with a short reason', async () => {
+    const reply = await call(node, 'POST', `/streams/keep/${'n'.repeat(2000)}`, { token: node.adminToken, json: { x: 1 } });
+    expect(errorOf(reply)).toEqual({ status: 400, type: 'invalid-name' });
+    expect(reply.body.reason.length).toBeLessThan(200);
+    await expectUnchanged();
+  });
+
+  test('seeded random requests never get a 5xx, and every refusal is {type, reason}', async () => {
+    const random = mulberry32(20261121);
+    const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)]!;
+    const methods = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
+    const roots = ['streams', 'access', 'policies', 'users', 'sessions', 'buckets', 'listen', 'ping', 'stats', 'metrics', 'nowhere'];
+    const segments = ['fuzz', 's', '%00', '%2f', '%2e%2e', 'caf%C3%A9', '%F0%9F%98%80', 'a:b', '%ff', '%C0%AE', 'x-$patch', 'n'.repeat(129)];
+    const queries = ['', '?limit=1e999', '?from=-0', '?from=0x10', '?limit=%205%20', '?limit=1&limit=2', '?s=a:b:c:d', '?timeout=0.01&s=fuzz:x', '?download=%00', '?1732200000.12', '?jwt=', '?limit[]=1', '?a=%'];
+    const types = ['application/json', 'application/x-ndjson', 'application/json-patch+json', 'text/plain', 'application/json; charset=utf-16', 'multipart/form-data', 'APPLICATION/JSON', ''];
+    const bodies = [
+      () => Buffer.from(Array.from({ length: Math.floor(random() * 64) }, () => Math.floor(random() * 256))),
+      () => Buffer.from('[{"op":"add","path":"/x","value":1}]'),
+      () => Buffer.from('1\n2\n{'),
+      () => Buffer.from('{"max_count":1e400}'),
+      () => Buffer.from('\ufeff{"a":1}'),
+      () => Buffer.from('{"username":"fuzz","permission":"get","action":"grant"}'),
+    ];
+    const failures: string[] = [];
+    for (let index = 0; index < 400; index++) {
+      const parts = [pick(roots), ...Array.from({ length: Math.floor(random() * 3) }, () => pick(segments))];
+      const path = '/' + parts.join('/') + (random() < 0.2 ? '/' : '') + pick(queries);
+      const method = pick(methods);
+      const contentType = pick(types);
+      const headers: Record<string, string> = {};
+      if (random() < 0.2) headers['x-iorio-expect-seqnum'] = pick(['0', '-1', '1e3', 'abc', ' 3 ']);
+      if (random() < 0.2) headers['idempotency-key'] = pick(['k', 'x'.repeat(300)]);
+      const body = method === 'GET' || method === 'HEAD' ? undefined : pick(bodies)();
+      const reply = await call(node, method, path, { token: node.adminToken, headers, raw: true, ...(body === undefined ? {} : { body, ...(contentType === '' ? {} : { contentType }) }) });
+      const isErrorBody = typeof reply.body?.type === 'string' && typeof reply.body?.reason === 'string';
+      if (reply.status >= 500 || (reply.status >= 400 && method !== 'HEAD' && !isErrorBody)) failures.push(`${method} ${path}: ${reply.status} ${reply.text.slice(0, 200)}`);
+    }
+    expect(failures).toEqual([]);
     await expectUnchanged();
   });
 });

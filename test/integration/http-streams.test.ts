@@ -39,6 +39,15 @@ describe('POST /streams/:bucket/:stream', () => {
     expect(raw.text).toContain('"data":{"pretty":[1,2]}');
   });
 
+  test('a pretty-printed body keeps its numbers and strings byte for byte', async () => {
+    const body = '{\r\n  "big": 12345678901234567890,\n\t"float": 22.0, "exp": 1E+2,\n  "text": "a  b\\" \\\\ \\n {",\n  "list": [ 1 , 2 ]\n}\n';
+    const reply = await call(node, 'POST', '/streams/post/pretty', { token: node.adminToken, body, contentType: 'application/json' });
+    expect(reply.status).toBe(201);
+    const raw = await call(node, 'GET', '/streams/post/pretty', { token: node.adminToken });
+    expect(raw.text).toContain('"data":{"big":12345678901234567890,"float":22.0,"exp":1E+2,"text":"a  b\\" \\\\ \\n {","list":[1,2]}}');
+    expect(raw.body[0].data.text).toBe('a  b" \\ \n {');
+  });
+
   test('x-iorio-expect-seqnum makes the append conditional', async () => {
     const first = await call(node, 'POST', '/streams/cond/s', { token: node.adminToken, json: { n: 1 }, headers: { 'x-iorio-expect-seqnum': '0' } });
     expect(first.status).toBe(201);

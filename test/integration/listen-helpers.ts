@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { testConfig, type ConfigKey, type ConfigValue } from '../../src/config.js';
+import type { Clock } from '../../src/core/clock.js';
 import { startNode, type IorioNode } from '../../src/node.js';
 
 export interface ListenEvent {
@@ -25,7 +26,7 @@ export interface TestNode {
   stop(): Promise<void>;
 }
 
-export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}): Promise<TestNode> {
+export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}, options: { clock?: Clock } = {}): Promise<TestNode> {
   const dataDir = await mkdtemp(join(tmpdir(), 'iorio-listen-'));
   const config = testConfig({
     'http.port': 0,
@@ -34,7 +35,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
     'http.ratelimit.enabled': false,
     ...overrides,
   });
-  const node = await startNode(config, { logger: pino({ level: process.env['IORIO_TEST_LOG'] ?? 'silent' }) });
+  const node = await startNode(config, { logger: pino({ level: process.env['IORIO_TEST_LOG'] ?? 'silent' }), ...options });
   const url = node.httpUrl;
   const adminToken = await login(url, 'admin', 'secret');
   return {

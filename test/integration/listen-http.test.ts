@@ -45,6 +45,21 @@ describe('listen over HTTP', () => {
       expect(events[0]).toMatchObject({ meta: { id: 3, bucket: 'lp', stream: 'replay' }, data: { n: 3 } });
     });
 
+    it('takes from 0 as from 1, as GET does: every entry', async () => {
+      await storeEntries(test, 'lp', 'zero', range(1, 3).map((n) => ({ n })));
+      const result = await longPoll(test.url, `?${auth()}&s=lp:zero:0`).done;
+      expect(result.status).toBe(200);
+      expect((JSON.parse(result.body) as ListenEvent[]).map((event) => event.meta.id)).toEqual([1, 2, 3]);
+      const socket = await ListenSocket.open(test.wsUrl, `?${auth()}`);
+      try {
+        expect(await socket.command({ cmd: 'subscribe', bucket: 'lp', stream: 'zero', from: 0, id: 'z' })).toEqual({ ok: true, id: 'z', type: 'subscribe' });
+        await socket.waitForEvents(3);
+        expect(socket.ids()).toEqual([1, 2, 3]);
+      } finally {
+        await socket.close();
+      }
+    });
+
     it('waits for the next entry and answers 200 with it', async () => {
       await storeEntries(test, 'lp', 'wait', [{ n: 1 }]);
       const poll = longPoll(test.url, `?${auth()}&s=lp:wait:2&timeout=20`);
@@ -120,7 +135,6 @@ describe('listen over HTTP', () => {
       ['a stream with a slash', () => `?${auth()}&s=lp:a%2Fb`, 400, 'invalid-name'],
       ['a 200-byte name', () => `?${auth()}&s=lp:${'n'.repeat(200)}`, 400, 'invalid-name'],
       ['a non-ASCII name', () => `?${auth()}&s=lp:%C3%A9t%C3%A9`, 400, 'invalid-name'],
-      ['from 0', () => `?${auth()}&s=lp:x:0`, 400, 'invalid-param'],
       ['a negative from', () => `?${auth()}&s=lp:x:-1`, 400, 'invalid-param'],
       ['a from that is not a number', () => `?${auth()}&s=lp:x:abc`, 400, 'invalid-param'],
       ['a huge from', () => `?${auth()}&s=lp:x:99999999999999999999`, 400, 'invalid-param'],

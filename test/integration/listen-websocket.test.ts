@@ -70,7 +70,7 @@ describe('listen over WebSocket', () => {
       expect(await client.command({ cmd: 'subscribe', bucket: '..', stream: 's', id: 'n1' })).toMatchObject({ ok: false, id: 'n1' });
       expect(await client.command({ cmd: 'subscribe', bucket: 'b', stream: 'a/b', id: 'n2' })).toMatchObject({ ok: false, id: 'n2' });
       expect(await client.command({ cmd: 'unsubscribe', bucket: 'b', id: 'n3' })).toMatchObject({ ok: false, id: 'n3' });
-      expect(await client.command({ cmd: 'subscribe', bucket: '_user_bob', stream: 's', from: 0, id: 'f1' })).toMatchObject({ ok: false, id: 'f1' });
+      expect(await client.command({ cmd: 'subscribe', bucket: '_user_bob', stream: 's', from: -1, id: 'f1' })).toMatchObject({ ok: false, id: 'f1' });
       expect(await client.command({ cmd: 'subscribe', bucket: '_user_bob', stream: 's', from: 'x', id: 'f2' })).toMatchObject({ ok: false, id: 'f2' });
       const denied = await client.command({ cmd: 'subscribe', bucket: 'private', stream: 's', id: 'perm' });
       expect(denied).toMatchObject({ ok: false, id: 'perm' });

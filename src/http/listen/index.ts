@@ -10,12 +10,13 @@ import { ConnectionKind, ConnectionRegistry, type ListenContext } from './connec
 import { ListenHub } from './hub.js';
 import { LongPollListener } from './long-poll.js';
 import { parseStreamSpecs, parseTimeoutMs, type StreamSpec } from './params.js';
+import { ListenSession } from './session.js';
 import { SseListener } from './sse.js';
 import { WebSocketListener } from './websocket.js';
 
 /** A listen request, authenticated and authorised before any upgrade or hijack. */
 interface ListenRequest {
-  readonly username: string;
+  readonly session: ListenSession;
   readonly specs: readonly StreamSpec[];
   readonly timeoutMs: number;
 }
@@ -69,15 +70,15 @@ export async function registerListen(app: FastifyInstance, deps: HttpDeps): Prom
     handler: async (request: FastifyRequest, reply: FastifyReply) => {
       const listen = preparedOf(prepared, request);
       if (acceptsEventStream(request.headers.accept)) {
-        new SseListener(context, reply, listen.username).open(listen.specs);
+        new SseListener(context, reply, listen.session).open(listen.specs);
         return reply;
       }
-      await new LongPollListener(context, reply, listen.timeoutMs).open(listen.specs);
+      await new LongPollListener(context, reply, listen.session, listen.timeoutMs).open(listen.specs);
       return reply;
     },
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
       const listen = preparedOf(prepared, request);
-      new WebSocketListener(context, socket, listen.username).open(listen.specs);
+      new WebSocketListener(context, socket, listen.session).open(listen.specs);
     },
   });
 }
@@ -93,7 +94,7 @@ function prepareListen(deps: HttpDeps, request: FastifyRequest): ListenRequest {
     throw new IorioError('invalid-param', 'name at least one stream to listen to: s=bucket:stream or s=bucket:stream:from');
   }
   for (const spec of specs) deps.auth.check(username, 'get', spec.bucket, spec.stream);
-  return { username, specs, timeoutMs };
+  return { session: new ListenSession(deps.auth, username, token), specs, timeoutMs };
 }
 
 function preparedOf(prepared: WeakMap<FastifyRequest, ListenRequest>, request: FastifyRequest): ListenRequest {

@@ -1,8 +1,10 @@
 import type { FastifyReply } from 'fastify';
+import { IorioError } from '../../core/errors.js';
 import { listenPendingBytesMax, readLimitMax } from '../../core/limits.js';
 import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
 import { streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
 import type { StreamSpec } from './params.js';
+import type { ListenSession } from './session.js';
 import { Subscription, type SubscriptionSink } from './subscription.js';
 
 /** Header naming the oldest kept seqnum when a requested one was evicted. */
@@ -15,11 +17,16 @@ export const firstSeqnumHeader = 'x-iorio-first-seqnum';
  * per stream, sharing readLimitMax entries between the streams, so one answer
  * stays bounded; the client asks again from its last ids + 1. Its timeout is
  * its only timer; a client that goes away releases its subscriptions at once.
+ *
+ * Every delivery re-checks the session: a token that expired meanwhile gets
+ * 401 unauthorized instead of the entries, a stream whose `get` grant was
+ * revoked is dropped and, when nothing else is to be answered, the request
+ * gets 403 no-perm.
  */
 export class LongPollListener implements ListenConnection, SubscriptionSink {
   readonly kind = ConnectionKind.longPoll;
   private readonly subscriptions: Subscription[] = [];
-  private readonly events: string[] = [];
+  private events: string[] = [];
   private firstSeqnum: number | undefined;
   private failure: unknown;
   private started = false;
@@ -30,6 +37,7 @@ export class LongPollListener implements ListenConnection, SubscriptionSink {
   constructor(
     private readonly context: ListenContext,
     private readonly reply: FastifyReply,
+    private readonly session: ListenSession,
     private readonly timeoutMs: number,
   ) {}
 
@@ -69,22 +77,18 @@ export class LongPollListener implements ListenConnection, SubscriptionSink {
     this.answer();
   }
 
-  replay(_subscription: Subscription, batch: EncodedBatch, from: number): void {
-    if (!this.done) this.events.push(batch.itemsFrom(from));
+  replay(subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (!this.done && this.mayDeliver(subscription)) this.events.push(batch.itemsFrom(from));
   }
 
-  live(_subscription: Subscription, batch: EncodedBatch, from: number): void {
-    if (this.done) return;
+  live(subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (this.done || !this.mayDeliver(subscription)) return;
     this.events.push(batch.itemsFrom(from));
-    // Batches of several streams made durable together go in one answer.
-    if (this.started && !this.answerScheduled) {
-      this.answerScheduled = true;
-      queueMicrotask(() => this.answer());
-    }
+    this.answerSoon();
   }
 
-  truncated(_subscription: Subscription, notice: TruncatedNotice): void {
-    this.firstSeqnum ??= notice.first;
+  truncated(subscription: Subscription, notice: TruncatedNotice): void {
+    if (!this.done && this.mayDeliver(subscription)) this.firstSeqnum ??= notice.first;
   }
 
   failed(subscription: Subscription, error: unknown): void {
@@ -92,6 +96,36 @@ export class LongPollListener implements ListenConnection, SubscriptionSink {
     this.context.logger.warn({ err: error, bucket, stream }, 'listen: long-poll replay failed');
     this.failure ??= error;
     if (this.started) this.answer();
+  }
+
+  /**
+   * The session still holds and may still get the subscription's stream.
+   * Else: an ended session answers 401 (nothing gathered is sent); a revoked
+   * stream is dropped, and answers 403 unless other streams gave entries.
+   */
+  private mayDeliver(subscription: Subscription): boolean {
+    const endedBecause = this.session.endedBecause();
+    if (endedBecause !== undefined) {
+      this.events = [];
+      this.firstSeqnum = undefined;
+      this.failure = new IorioError('unauthorized', endedBecause);
+      this.answerSoon();
+      return false;
+    }
+    if (this.session.mayGet(subscription.ref)) return true;
+    subscription.close();
+    const index = this.subscriptions.indexOf(subscription);
+    if (index >= 0) this.subscriptions.splice(index, 1);
+    this.failure ??= new IorioError('no-perm', this.session.revokedReason(subscription.ref));
+    this.answerSoon();
+    return false;
+  }
+
+  /** Answers once the current delivery is over (batches made durable together go in one answer); before start, open() answers. */
+  private answerSoon(): void {
+    if (!this.started || this.answerScheduled) return;
+    this.answerScheduled = true;
+    queueMicrotask(() => this.answer());
   }
 
   private answer(): void {

@@ -10,16 +10,21 @@ export interface StreamSpec {
   readonly from: number | undefined;
 }
 
-/** Why a seqnum is not valid, or undefined. Accepts a JSON number or a decimal string. */
+/**
+ * Why a `from` seqnum is not valid, or undefined. Accepts a JSON number or a
+ * decimal string; 0 is allowed and means the same as 1 (every entry with
+ * seqnum >= 0), as GET's from=0 does.
+ */
 export function seqnumProblem(value: unknown): string | undefined {
   const number = typeof value === 'string' && /^[0-9]{1,16}$/.test(value) ? Number(value) : value;
   if (typeof number !== 'number' || !Number.isInteger(number)) return 'a seqnum must be an integer';
-  if (number < 1 || number > seqnumMax) return `a seqnum must be between 1 and ${seqnumMax}`;
+  if (number < 0 || number > seqnumMax) return `a seqnum must be between 0 and ${seqnumMax}`;
   return undefined;
 }
 
+/** A `from` that passed seqnumProblem(), as the first seqnum to deliver. */
 export function toSeqnum(value: unknown): number {
-  return typeof value === 'string' ? Number(value) : (value as number);
+  return Math.max(1, typeof value === 'string' ? Number(value) : (value as number));
 }
 
 /** Parses one `bucket:stream[:from]`; throws invalid-param / invalid-name. */

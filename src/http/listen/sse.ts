@@ -4,6 +4,7 @@ import { listenBufferedBytesMax, listenCloseGraceMs, listenPendingBytesMax, list
 import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
 import { streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
 import type { StreamSpec } from './params.js';
+import { revokedNotice, type ListenSession } from './session.js';
 import { Gate, Subscription, type SubscriptionSink } from './subscription.js';
 
 const heartbeatComment = ': ping\n\n';
@@ -15,6 +16,12 @@ const heartbeatComment = ': ping\n\n';
  * closing an idle stream. A consumer too slow to keep its buffer under
  * listenBufferedBytesMax gets `event: close` with the reason, then the
  * connection ends; it resumes with s=bucket:stream:<last id + 1>.
+ *
+ * The session is re-checked on every delivery and every heartbeat: a stream
+ * whose `get` grant was revoked is dropped with one
+ * `data: {"type":"unsubscribed","bucket","stream","reason"}` event (and the
+ * connection ends with `event: close` when no stream is left), and a token
+ * that expired ends the connection with `event: close`, reason 'session expired'.
  */
 export class SseListener implements ListenConnection, SubscriptionSink {
   readonly kind = ConnectionKind.sse;
@@ -27,7 +34,7 @@ export class SseListener implements ListenConnection, SubscriptionSink {
   constructor(
     private readonly context: ListenContext,
     private readonly reply: FastifyReply,
-    private readonly username: string,
+    private readonly session: ListenSession,
   ) {
     this.raw = reply.raw;
   }
@@ -64,6 +71,8 @@ export class SseListener implements ListenConnection, SubscriptionSink {
   }
 
   heartbeat(): void {
+    if (this.closed || !this.checkSession()) return;
+    for (const subscription of [...this.subscriptions]) this.checkGrant(subscription);
     if (this.closed || this.raw.writableLength > listenReplayHighWaterBytes) return;
     this.raw.write(heartbeatComment);
   }
@@ -72,20 +81,20 @@ export class SseListener implements ListenConnection, SubscriptionSink {
     this.endWith('server shutting down');
   }
 
-  replay(_subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
-    if (!this.checkBuffered()) return;
+  replay(subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
+    if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
     const written = this.raw.write('data: ' + batch.arrayFrom(from) + '\n\n');
     if (written || this.raw.writableLength <= listenReplayHighWaterBytes) return;
     return new Promise<void>((resolve) => this.drainWaiters.add(resolve));
   }
 
-  live(_subscription: Subscription, batch: EncodedBatch, from: number): void {
-    if (!this.checkBuffered()) return;
+  live(subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
     this.raw.write(batch.sseBytesFrom(from));
   }
 
-  truncated(_subscription: Subscription, notice: TruncatedNotice): void {
-    if (this.closed) return;
+  truncated(subscription: Subscription, notice: TruncatedNotice): void {
+    if (this.closed || !this.mayDeliver(subscription)) return;
     this.raw.write('data: ' + JSON.stringify(notice) + '\n\n');
   }
 
@@ -95,10 +104,37 @@ export class SseListener implements ListenConnection, SubscriptionSink {
     this.endWith(`replay of ${bucket}/${stream} failed`);
   }
 
+  /** The session still holds and may still get the subscription's stream (else the connection or the stream is dropped). */
+  private mayDeliver(subscription: Subscription): boolean {
+    return this.checkSession() && this.checkGrant(subscription);
+  }
+
+  /** False (and the connection ended) once the session ended: expired token, deleted user. */
+  private checkSession(): boolean {
+    const endedBecause = this.session.endedBecause();
+    if (endedBecause === undefined) return true;
+    this.context.logger.debug({ username: this.session.username, reason: endedBecause }, 'listen: closing sse, session ended');
+    this.endWith(endedBecause);
+    return false;
+  }
+
+  /** False (and the stream dropped, the client told) when its `get` grant was revoked; the connection ends with its last stream. */
+  private checkGrant(subscription: Subscription): boolean {
+    if (this.session.mayGet(subscription.ref)) return true;
+    subscription.close();
+    const index = this.subscriptions.indexOf(subscription);
+    if (index < 0) return false;
+    this.subscriptions.splice(index, 1);
+    const reason = this.session.revokedReason(subscription.ref);
+    this.raw.write('data: ' + JSON.stringify(revokedNotice(subscription.ref, reason)) + '\n\n');
+    if (this.subscriptions.length === 0) this.endWith(reason);
+    return false;
+  }
+
   private checkBuffered(): boolean {
     if (this.closed) return false;
     if (this.raw.writableLength <= listenBufferedBytesMax) return true;
-    this.context.logger.info({ username: this.username, bufferedBytes: this.raw.writableLength }, 'listen: closing slow sse consumer');
+    this.context.logger.info({ username: this.session.username, bufferedBytes: this.raw.writableLength }, 'listen: closing slow sse consumer');
     this.endWith('slow consumer');
     return false;
   }

@@ -5,10 +5,11 @@ import { nameProblem } from '../../core/names.js';
 import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
 import { streamKey, streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
 import { seqnumProblem, toSeqnum, type StreamSpec } from './params.js';
+import { revokedNotice, sessionEndedCloseCode, type ListenSession } from './session.js';
 import { Gate, Subscription, type SubscriptionSink } from './subscription.js';
 
 /** WebSocket close codes used by listen (RFC 6455 §7.4.1). */
-export const CloseCode = { goingAway: 1001, internalError: 1011, tryAgainLater: 1013 } as const;
+export const CloseCode = { goingAway: 1001, internalError: 1011, tryAgainLater: 1013, sessionEnded: sessionEndedCloseCode } as const;
 
 const ReplyType = { subscribe: 'subscribe', unsubscribe: 'unsubscribe', ping: 'ping' } as const;
 type ReplyType = (typeof ReplyType)[keyof typeof ReplyType];
@@ -23,6 +24,12 @@ type CommandId = unknown;
  * and gets `{"ok":true,"id","type"}` or `{"ok":false,"id","reason"}` back,
  * always before the events of the subscription it acknowledges. Events come
  * as JSON arrays, truncation notices as one JSON object.
+ *
+ * The session is re-checked on every delivery and every heartbeat: a stream
+ * whose `get` grant was revoked is dropped with one
+ * `{"type":"unsubscribed","bucket","stream","reason"}` message, and a
+ * connection whose token expired (or whose user was deleted) is closed with
+ * code 4401 and the reason ('session expired').
  */
 export class WebSocketListener implements ListenConnection, SubscriptionSink {
   readonly kind = ConnectionKind.websocket;
@@ -36,7 +43,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
   constructor(
     private readonly context: ListenContext,
     private readonly socket: WebSocket,
-    private readonly username: string,
+    private readonly session: ListenSession,
   ) {}
 
   /** Wires the socket's events (synchronously, so no early command is lost) and subscribes the `s` streams. */
@@ -56,10 +63,12 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
   heartbeat(): void {
     if (this.closed) return;
     if (this.missedPongs >= 2) {
-      this.context.logger.debug({ username: this.username }, 'listen: websocket missed two pongs, dropping it');
+      this.context.logger.debug({ username: this.session.username }, 'listen: websocket missed two pongs, dropping it');
       this.socket.terminate();
       return;
     }
+    if (!this.checkSession()) return;
+    for (const subscription of [...this.subscriptions.values()]) this.checkGrant(subscription);
     this.missedPongs += 1;
     this.socket.ping();
   }
@@ -68,8 +77,8 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     this.end(CloseCode.goingAway, 'server shutting down');
   }
 
-  replay(_subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
-    if (!this.checkBuffered()) return;
+  replay(subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
+    if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
     const text = batch.arrayFrom(from);
     if (this.socket.bufferedAmount + text.length <= listenReplayHighWaterBytes) {
       this.socket.send(text);
@@ -85,13 +94,13 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     });
   }
 
-  live(_subscription: Subscription, batch: EncodedBatch, from: number): void {
-    if (!this.checkBuffered()) return;
+  live(subscription: Subscription, batch: EncodedBatch, from: number): void {
+    if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
     this.socket.send(batch.arrayBytesFrom(from), { binary: false });
   }
 
-  truncated(_subscription: Subscription, notice: TruncatedNotice): void {
-    if (this.closed) return;
+  truncated(subscription: Subscription, notice: TruncatedNotice): void {
+    if (this.closed || !this.mayDeliver(subscription)) return;
     this.socket.send(JSON.stringify(notice));
   }
 
@@ -130,6 +139,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
   }
 
   private onSubscribe(id: CommandId, fields: Record<string, unknown>): void {
+    if (!this.checkSession()) return;
     const problem = this.streamProblem(fields);
     if (problem !== undefined) return this.reply({ ok: false, id, reason: problem });
     const bucket = fields['bucket'] as string;
@@ -139,7 +149,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
       const fromProblem = seqnumProblem(rawFrom);
       if (fromProblem !== undefined) return this.reply({ ok: false, id, reason: `invalid from: ${fromProblem}` });
     }
-    if (!this.context.deps.auth.can(this.username, 'get', bucket, stream)) {
+    if (!this.context.deps.auth.can(this.session.username, 'get', bucket, stream)) {
       return this.reply({ ok: false, id, reason: `no permission to get ${bucket}/${stream}` });
     }
     if (!this.subscriptions.has(streamKey(bucket, stream)) && this.subscriptions.size >= listenStreamsMax) {
@@ -189,11 +199,36 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     this.socket.send(JSON.stringify(body));
   }
 
+  /** The session still holds and may still get the subscription's stream (else the connection or the stream is dropped). */
+  private mayDeliver(subscription: Subscription): boolean {
+    return this.checkSession() && this.checkGrant(subscription);
+  }
+
+  /** False (and the connection closed with 4401) once the session ended: expired token, deleted user. */
+  private checkSession(): boolean {
+    const endedBecause = this.session.endedBecause();
+    if (endedBecause === undefined) return true;
+    this.context.logger.debug({ username: this.session.username, reason: endedBecause }, 'listen: closing websocket, session ended');
+    this.end(CloseCode.sessionEnded, endedBecause.slice(0, 120));
+    return false;
+  }
+
+  /** False (and the stream dropped, the client told) when its `get` grant was revoked. */
+  private checkGrant(subscription: Subscription): boolean {
+    if (this.session.mayGet(subscription.ref)) return true;
+    subscription.close();
+    if (this.subscriptions.get(subscription.ref.key) === subscription) {
+      this.subscriptions.delete(subscription.ref.key);
+      this.socket.send(JSON.stringify(revokedNotice(subscription.ref, this.session.revokedReason(subscription.ref))));
+    }
+    return false;
+  }
+
   /** False (and the connection closed) when the client lets too much pile up: it resumes from its last id + 1. */
   private checkBuffered(): boolean {
     if (this.closed) return false;
     if (this.socket.bufferedAmount <= listenBufferedBytesMax) return true;
-    this.context.logger.info({ username: this.username, bufferedBytes: this.socket.bufferedAmount }, 'listen: closing slow websocket consumer');
+    this.context.logger.info({ username: this.session.username, bufferedBytes: this.socket.bufferedAmount }, 'listen: closing slow websocket consumer');
     this.end(CloseCode.tryAgainLater, 'slow consumer');
     return false;
   }

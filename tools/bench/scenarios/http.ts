@@ -58,11 +58,15 @@ async function appendRows(context: BenchContext, { node, bare, token }: Targets)
   const bareOutcome = await runLoad({ kind: 'autocannon', url: `${bare.url}/bare/streams/bench/append`, headers: json, ...common });
   context.log('POST append: iorio, one stream');
   const oneStream = await runLoad({ kind: 'autocannon', url: `${node.httpUrl}/streams/bench/append`, headers: auth, ...common });
+  // Varying the path makes autocannon build every request anew (slower on the
+  // client side), so the many-streams variant has a baseline sent the same way.
+  context.log(`POST append: bare route, ${connections} paths`);
+  const bareMany = await runLoad({ kind: 'autocannon', url: `${bare.url}/bare/streams/bench/append-0`, headers: json, pathPrefix: '/bare/streams/bench/append-', pathCount: connections, ...common });
   context.log(`POST append: iorio, ${connections} streams`);
   const manyStreams = await runLoad({ kind: 'autocannon', url: `${node.httpUrl}/streams/bench/append-0`, headers: auth, pathPrefix: '/streams/bench/append-', pathCount: connections, ...common });
-  const row = (variant: string, outcome: AutocannonOutcome, baseline = false): BenchRow => ({
+  const row = (variant: string, outcome: AutocannonOutcome, baseline = false, group = 'POST append'): BenchRow => ({
     variant,
-    group: 'POST append',
+    group,
     baseline,
     opsPerSec: outcome.requestsPerSec,
     unit: 'req/s',
@@ -70,7 +74,12 @@ async function appendRows(context: BenchContext, { node, bare, token }: Targets)
     p99Ms: outcome.p99Ms,
     notes: notesOf(outcome, baseline ? '' : 'target >= 0.8x'),
   });
-  return [row('bare POST', bareOutcome, true), row('iorio POST, 1 stream', oneStream), row(`iorio POST, ${connections} streams`, manyStreams)];
+  return [
+    row('bare POST', bareOutcome, true),
+    row('iorio POST, 1 stream', oneStream),
+    row(`bare POST, ${connections} paths`, bareMany, true, 'POST append, many streams'),
+    row(`iorio POST, ${connections} streams`, manyStreams, false, 'POST append, many streams'),
+  ];
 }
 
 async function readRows(context: BenchContext, { node, bare, token }: Targets): Promise<BenchRow[]> {

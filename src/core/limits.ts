@@ -22,6 +22,8 @@ export const listenTimeoutMsMax = 300_000;
 export const sparseIndexStrideBytes = 64 * 1024;
 /** Largest commit-log frame (one atomic batch). */
 export const commitLogFrameBytesMax = 256 * 1024 * 1024;
+/** Commit-log batches that may wait for their fdatasync at once (pipelined group commit). */
+export const commitLogSyncsInflightMax = 2;
 /** Idempotency keys remembered per node, and for how long. */
 export const idempotencyKeysMax = 100_000;
 export const idempotencyWindowMs = 10 * 60 * 1000;

@@ -17,10 +17,14 @@
  * Commit-log frame layout (node-wide write-ahead log, store/commit-log.ts):
  *
  *   0       4     u32 bodyLength
- *   4       4     u32 crc32 over the body's header bytes: everything but the
- *                 appended records, which carry their own checksums (so the
- *                 hot path checksums each payload once, not twice)
- *   8       ..    body:
+ *   4       4     u32 crc32 over the segment field and the body's header
+ *                 bytes: everything but the appended records, which carry
+ *                 their own checksums (so the hot path checksums each
+ *                 payload once, not twice)
+ *   8       4     u32 segment     id of the log segment the frame was written
+ *                 to: a recycled segment's old frames name an older one, so
+ *                 replay knows where the new frames end
+ *   12      ..    body:
  *                 u16 sectionCount
  *                 per section:
  *                   u8  op            1 = append records, 2 = delete stream
@@ -39,7 +43,7 @@ import { crc32 } from 'node:zlib';
 import { assert } from './errors.js';
 
 export const recordHeaderBytes = 28;
-export const frameHeaderBytes = 8;
+export const frameHeaderBytes = 12;
 
 export interface DecodedRecord {
   readonly seq: number;
@@ -202,11 +206,16 @@ function sectionBytes(section: FrameSection): number {
   return names + (section.op === FrameOp.append ? 4 + section.records.length : 8);
 }
 
-/**
- * Encodes one frame as pieces to write back to back: header bytes, and each
- * append section's records as they are (no copy).
- */
-export function encodeFramePieces(sections: readonly FrameSection[]): { pieces: Buffer[]; bytes: number } {
+export interface EncodedFrame {
+  /** To be written back to back: header bytes, and each append section's records as they are (no copy). */
+  readonly pieces: Buffer[];
+  readonly bytes: number;
+  /** Every byte of the frame but the records; `sealFrame` fills in its segment and checksum. */
+  readonly header: Buffer;
+}
+
+/** Encodes one frame, unsealed: the segment it goes to is known only when it is written. */
+export function encodeFramePieces(sections: readonly FrameSection[]): EncodedFrame {
   assert(sections.length > 0 && sections.length <= 0xffff, 'a frame holds 1..65535 sections');
   let headerBytes = frameHeaderBytes + 2;
   let bodyBytes = 2;
@@ -239,14 +248,21 @@ export function encodeFramePieces(sections: readonly FrameSection[]): { pieces: 
   }
   assert(offset === header.length, 'frame header encoded to its computed size');
   if (pieceStart < offset) pieces.push(header.subarray(pieceStart, offset));
-  header.writeUInt32LE(crc32(header.subarray(frameHeaderBytes)), 4);
-  return { pieces, bytes: frameHeaderBytes + bodyBytes };
+  return { pieces, bytes: frameHeaderBytes + bodyBytes, header };
 }
 
-/** Encodes one frame into one buffer. */
-export function encodeFrame(sections: readonly FrameSection[]): Buffer {
-  const { pieces, bytes } = encodeFramePieces(sections);
-  return Buffer.concat(pieces, bytes);
+/** Stamps the frame with the segment it is written to, and its checksum. */
+export function sealFrame(frame: EncodedFrame, segment: number): void {
+  assert(Number.isInteger(segment) && segment >= 0 && segment <= 0xffffffff, 'segment id fits u32');
+  frame.header.writeUInt32LE(segment, 8);
+  frame.header.writeUInt32LE(crc32(frame.header.subarray(8)), 4);
+}
+
+/** Encodes and seals one frame into one buffer. */
+export function encodeFrame(sections: readonly FrameSection[], segment = 0): Buffer {
+  const frame = encodeFramePieces(sections);
+  sealFrame(frame, segment);
+  return Buffer.concat(frame.pieces, frame.bytes);
 }
 
 function writeName(target: Buffer, offset: number, name: string): number {
@@ -257,26 +273,42 @@ function writeName(target: Buffer, offset: number, name: string): number {
 
 export type FrameDecodeResult =
   | { status: 'ok'; sections: FrameSection[]; bytes: number }
+  /** Zeros (a preallocated segment's unused space) or a frame of an older use of a recycled segment: the frames end here. */
+  | { status: 'end' }
   | { status: 'short' | 'corrupt' };
 
-/** Decodes the frame at `offset`, checking its header checksum, its structure and every record's checksum. */
-export function decodeFrame(source: Buffer, offset: number, frameBytesMax: number): FrameDecodeResult {
+/**
+ * Decodes the frame at `offset` of segment `segment`, checking its header
+ * checksum, its structure and every record's checksum.
+ */
+export function decodeFrame(source: Buffer, offset: number, frameBytesMax: number, segment: number): FrameDecodeResult {
   if (source.length - offset < frameHeaderBytes) return { status: 'short' };
   const bodyBytes = source.readUInt32LE(offset);
+  const isZero = bodyBytes === 0 && source.readUInt32LE(offset + 4) === 0 && source.readUInt32LE(offset + 8) === 0;
+  if (isZero || (source.readUInt32LE(offset + 8) !== segment && frameChecksumMatches(source, offset, frameBytesMax))) return { status: 'end' };
   if (bodyBytes < 2 || bodyBytes > frameBytesMax) return { status: 'corrupt' };
   const end = offset + frameHeaderBytes + bodyBytes;
   if (end > source.length) return { status: 'short' };
-  const sections = decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4));
+  if (source.readUInt32LE(offset + 8) !== segment) return { status: 'corrupt' };
+  const sections = decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4), crc32(source.subarray(offset + 8, offset + 12)));
   if (sections === undefined) return { status: 'corrupt' };
   return { status: 'ok', sections, bytes: frameHeaderBytes + bodyBytes };
 }
 
-function decodeSections(source: Buffer, start: number, end: number, expectedCrc: number): FrameSection[] | undefined {
+/** Whether the frame at `offset` is a whole frame of some segment (used to tell a recycled segment's old frames from a torn one). */
+function frameChecksumMatches(source: Buffer, offset: number, frameBytesMax: number): boolean {
+  const bodyBytes = source.readUInt32LE(offset);
+  if (bodyBytes < 2 || bodyBytes > frameBytesMax || offset + frameHeaderBytes + bodyBytes > source.length) return false;
+  const end = offset + frameHeaderBytes + bodyBytes;
+  return decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4), crc32(source.subarray(offset + 8, offset + 12))) !== undefined;
+}
+
+function decodeSections(source: Buffer, start: number, end: number, expectedCrc: number, initialCrc: number): FrameSection[] | undefined {
   const count = source.readUInt16LE(start);
   const sections: FrameSection[] = [];
   let offset = start + 2;
   let headerStart = start;
-  let crc = 0;
+  let crc = initialCrc;
   for (let index = 0; index < count; index++) {
     if (offset + 3 > end) return undefined;
     const op = source.readUInt8(offset);

@@ -63,6 +63,8 @@ export interface StoreSettings {
   readonly bucketBytesMax: number;
   /** Largest commit-log segment before it rolls. */
   readonly segmentBytesMax: number;
+  /** Bytes a commit-log segment is preallocated with (0: none). */
+  readonly segmentPreallocBytes: number;
   /**
    * Identity of the running OS boot (Linux's boot_id); recovery after a
    * process crash in the same boot trusts the page cache (see
@@ -95,6 +97,7 @@ export function storeSettings(dataDir: string, config: Config): StoreSettings {
     defaultPolicy: hasDefault ? defaultPolicy : undefined,
     bucketBytesMax: config['eviction.bucket.size.max'],
     segmentBytesMax: 64 * 1024 * 1024,
+    segmentPreallocBytes: 64 * 1024 * 1024,
     bootId: readBootId(),
   };
 }
@@ -293,6 +296,7 @@ export class StreamStore implements Store {
         sync: this.settings.sync,
         syncIntervalMs: this.settings.syncIntervalMs,
         segmentBytesMax: this.settings.segmentBytesMax,
+        preallocBytes: this.settings.segmentPreallocBytes,
         logger: this.logger,
       },
       nextSegment,

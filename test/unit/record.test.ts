@@ -81,19 +81,23 @@ describe('commit-log frame', () => {
   const record = Buffer.from(goldenRecordHex, 'hex');
   const goldenFrameHex =
     '4a000000' + // u32 body length = 2 + 48 + 24 = 74
-    '________' + // u32 crc32 over the body (checked separately)
+    '________' + // u32 crc32 over the segment field and the body's header bytes (checked separately)
+    '07000000' + // u32 segment = 7
     '0200' + // u16 sections = 2
     '01' + '0500' + '0100' + '62' + '0100' + '73' + '23000000' + goldenRecordHex + // append to b/s in partition 5
     '02' + '0500' + '0100' + '62' + '0800' + '73' + '2d247061746368' + '2a00000000000000'; // delete b/s-$patch at 42
 
   test('encodes to the documented golden bytes and decodes back', () => {
-    const frame = encodeFrame([
-      { op: FrameOp.append, partition: 5, bucket: 'b', stream: 's', records: record },
-      { op: FrameOp.delete, partition: 5, bucket: 'b', stream: 's-$patch', lastSeq: 42 },
-    ]);
+    const frame = encodeFrame(
+      [
+        { op: FrameOp.append, partition: 5, bucket: 'b', stream: 's', records: record },
+        { op: FrameOp.delete, partition: 5, bucket: 'b', stream: 's-$patch', lastSeq: 42 },
+      ],
+      7,
+    );
     const hex = frame.toString('hex');
     expect(hex.slice(0, 8) + '________' + hex.slice(16)).toBe(goldenFrameHex);
-    const decoded = decodeFrame(frame, 0, 1 << 20);
+    const decoded = decodeFrame(frame, 0, 1 << 20, 7);
     expect(decoded.status).toBe('ok');
     if (decoded.status !== 'ok') return;
     expect(decoded.bytes).toBe(frame.length);
@@ -105,15 +109,25 @@ describe('commit-log frame', () => {
   });
 
   test('torn and corrupt frames are told apart', () => {
-    const frame = encodeFrame([{ op: FrameOp.append, partition: 0, bucket: 'b', stream: 's', records: record }]);
-    for (let cut = 0; cut < frame.length; cut++) expect(decodeFrame(frame.subarray(0, cut), 0, 1 << 20).status).toBe('short');
-    for (let byte = 8; byte < frame.length; byte++) {
+    const frame = encodeFrame([{ op: FrameOp.append, partition: 0, bucket: 'b', stream: 's', records: record }], 3);
+    for (let cut = 0; cut < frame.length; cut++) expect(decodeFrame(frame.subarray(0, cut), 0, 1 << 20, 3).status).toBe('short');
+    for (let byte = 4; byte < frame.length; byte++) {
       const damaged = Buffer.from(frame);
       damaged[byte]! ^= 0x10;
-      expect(decodeFrame(damaged, 0, 1 << 20).status, `byte ${byte}`).toBe('corrupt');
+      expect(decodeFrame(damaged, 0, 1 << 20, 3).status, `byte ${byte}`).toBe('corrupt');
     }
     const huge = Buffer.from(frame);
     huge.writeUInt32LE(0xfffffff0, 0);
-    expect(decodeFrame(huge, 0, 1 << 20).status).toBe('corrupt');
+    expect(decodeFrame(huge, 0, 1 << 20, 3).status).toBe('corrupt');
+  });
+
+  test('zeros and whole frames of an older segment end the frames; a torn frame does not', () => {
+    expect(decodeFrame(Buffer.alloc(64), 0, 1 << 20, 3).status).toBe('end');
+    const older = encodeFrame([{ op: FrameOp.append, partition: 0, bucket: 'b', stream: 's', records: record }], 2);
+    expect(decodeFrame(older, 0, 1 << 20, 3).status).toBe('end');
+    expect(decodeFrame(older, 0, 1 << 20, 2).status).toBe('ok');
+    const tornOlder = Buffer.from(older);
+    tornOlder[tornOlder.length - 1]! ^= 0x01;
+    expect(decodeFrame(tornOlder, 0, 1 << 20, 3).status).toBe('corrupt');
   });
 });

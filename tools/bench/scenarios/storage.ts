@@ -154,13 +154,18 @@ async function recovery(dataDir: string, bytes: number): Promise<StorageRow> {
   });
   const logBytes = fs.readdirSync(path.join(dataDir, 'commitlog')).reduce((sum, name) => sum + fs.statSync(path.join(dataDir, 'commitlog', name)).size, 0);
   const began = performance.now();
+  let servingMs = Number.NaN;
   const output = await new Promise<string>((resolve, reject) => {
     const opener = spawn(process.execPath, [...nodeArgs, child, 'open', dataDir], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
-    opener.stdout.on('data', (data: Buffer) => (text += data.toString()));
+    opener.stdout.on('data', (data: Buffer) => {
+      text += data.toString();
+      // Serving from the moment the store is open; the child then closes it (a checkpoint), which is not counted.
+      if (Number.isNaN(servingMs) && text.includes('open ')) servingMs = performance.now() - began;
+    });
     opener.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`recovery open exited with ${code}`))));
   });
-  const processMs = performance.now() - began;
+  const processMs = servingMs;
   const openMs = Number(/open (\d+)/.exec(output)?.[1]);
   return {
     scenario: 'storage',

@@ -895,12 +895,6 @@ export class StreamStore implements Store {
     return this.handle(bucket, stream, false)?.durableLast ?? 0;
   }
 
-  /** Oldest kept and last seqnums, without reading entries. */
-  bounds(bucket: string, stream: string): { first: number; last: number } {
-    const handle = this.handle(bucket, stream, false);
-    return handle === undefined ? { first: 1, last: 0 } : { first: handle.first, last: handle.durableLast };
-  }
-
   subscribe(bucket: string, stream: string, listener: StreamListener): () => void {
     const handle = this.handle(bucket, stream, true)!;
     handle.listeners.add(listener);

@@ -316,6 +316,7 @@ export class StreamStore implements Store {
   private replaySection(section: FrameSection): number {
     const handle = this.handle(section.bucket, section.stream, true, true)!;
     if (section.op === FrameOp.delete) {
+      if (handle.replay) this.endReplayCursor(handle);
       if (handle.deletedAt < section.lastSeq || handle.chunks.length > 0) this.applyDelete(handle, section.lastSeq);
       handle.last = Math.max(handle.last, section.lastSeq);
       handle.durableLast = Math.max(handle.durableLast, section.lastSeq);

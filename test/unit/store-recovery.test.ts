@@ -201,3 +201,26 @@ describe.each([
     await expectAll(copy, acked);
   });
 });
+
+describe('replay of a deleted and re-created stream', () => {
+  test.each([
+    ['same boot', 'test-boot'],
+    ['another boot', 'another-boot'],
+  ])('after a crash (%s), the entries written after the delete come back, the ones before stay deleted', async (_name, bootAfter) => {
+    const dir = newDir();
+    const opened = await openTestStore(dir, { 'storage.checkpoint.interval': '24h', 'channel.max_items': 1 }, undefined, { bootId: 'test-boot' });
+    for (let index = 1; index <= 10; index++) await opened.store.append({ bucket: 'b', stream: 's', payloads: [json({ before: index })] });
+    await opened.store.deleteStream('b', 's');
+    for (let index = 11; index <= 20; index++) await opened.store.append({ bucket: 'b', stream: 's', payloads: [json({ after: index })] });
+    await opened.store.read('b', 's', { limit: 1, from: 11 }); // the new chunk is on disk
+    const crashed = newDir();
+    fs.cpSync(dir, crashed, { recursive: true });
+    await opened.close();
+    const reopened = await openTestStore(crashed, {}, undefined, { bootId: bootAfter });
+    const result = await reopened.store.read('b', 's', { limit: 100, from: 1 });
+    expect(result.entries.map((entry) => entry.seq)).toEqual(Array.from({ length: 10 }, (_, index) => index + 11));
+    expect(result.first).toBe(11);
+    expect((await reopened.store.append({ bucket: 'b', stream: 's', payloads: [json('next')] }))[0]!.id).toBe(21);
+    await reopened.close();
+  });
+});

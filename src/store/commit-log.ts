@@ -26,6 +26,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { decodeFrame, encodeFramePieces, sealFrame, type EncodedFrame, type FrameSection } from '../core/record.js';
 import { commitLogFrameBytesMax, commitLogSyncsInflightMax } from '../core/limits.js';
+import { fsyncDirectorySync } from './fsync.js';
 
 export type SyncMode = 'always' | 'batch' | 'none';
 
@@ -353,7 +354,7 @@ export class CommitLog {
     this.segmentBytes = 0;
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
     // The segment's name must survive an OS crash before any frame in it is acknowledged.
-    syncDirectory(this.options.directory);
+    fsyncDirectorySync(this.options.directory);
     return fd;
   }
 
@@ -452,15 +453,6 @@ export class CommitLog {
     if (this.batchTimer) clearInterval(this.batchTimer);
     if (!this.failure) fs.fdatasyncSync(this.fd);
     fs.closeSync(this.fd);
-  }
-}
-
-function syncDirectory(directory: string): void {
-  const fd = fs.openSync(directory, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

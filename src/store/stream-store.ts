@@ -28,9 +28,11 @@ import { partitionOf } from '../core/hash.js';
 import { payloadBytesMax, readLimitMax } from '../core/limits.js';
 import { encodePathSegment } from '../core/names.js';
 import { FrameOp, encodeRecordInto, peekRecord, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection } from '../core/record.js';
-import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type ChunkCapacity, type RetentionPolicy } from '../core/retention.js';
+import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type RetentionPolicy } from '../core/retention.js';
 import { CommitLog, listSegments, replayCommitLog, type SyncMode } from './commit-log.js';
-import { buildSparseIndex, chunkFileName, listChunkFiles, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
+import { buildSparseIndex, listChunkFiles, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
+import { StreamHandle, streamKey, type Chunk, type ChunkSummaryValue, type StreamState } from './stream-handle.js';
+import { fsyncDirectories } from './fsync.js';
 import { FilePool } from './file-pool.js';
 import type { MetaStore } from './meta.js';
 import type {
@@ -114,103 +116,11 @@ export async function openStreamStore(options: StreamStoreOptions): Promise<Stre
   return StreamStore.open(storeSettings(options.dataDir, options.config), options.meta, options.clock, options.logger);
 }
 
-/** What lmdb keeps of a stream at each checkpoint (meta.streams). */
-interface StreamState {
-  /** Last seqnum ever assigned and durable. */
-  readonly last: number;
-  /** First seqnum of the active chunk and its validated length (none: no chunk). */
-  readonly activeFirst: number | null;
-  readonly activeBytes: number;
-  /** Seqnum of the last record within activeBytes. */
-  readonly activeLast: number;
-  readonly lastMs: number;
-  /** Seqnum at which the stream was last deleted (0: never). */
-  readonly deletedAt: number;
-}
-
-/** A closed chunk's summary (meta.chunks). */
-interface ChunkSummaryValue {
-  readonly lastSeq: number;
-  readonly lastMs: number;
-  readonly bytes: number;
-}
-
-interface Chunk {
-  readonly firstSeq: number;
-  /** Logical size: written plus buffered bytes. */
-  bytes: number;
-  lastMs: number | undefined;
-  index: SparseIndex | undefined;
-}
-
+/** A stream's active-chunk writes are buffered up to this much, and all streams' together up to the second. */
 const writeBufferFlushBytes = 64 * 1024;
 const writeBuffersBytesMax = 32 * 1024 * 1024;
+/** Chunk files named one by one in a recovery warning, at most. */
 const recoveryLossLogMax = 100;
-
-class StreamHandle {
-  readonly key: string;
-  readonly bucket: string;
-  readonly stream: string;
-  readonly partition: number;
-  readonly directory: string;
-  /** Last seqnum assigned (in flight included). */
-  last = 0;
-  /** Last seqnum durable and visible. */
-  durableLast = 0;
-  lastMs = 0;
-  deletedAt = 0;
-  chunks: Chunk[] = [];
-  activeCount = 0;
-  /** Seqnum of the last record in the active chunk. */
-  activeLast = 0;
-  activeFirstMs: number | undefined;
-  writeBuffer: Buffer[] = [];
-  writeBufferBytes = 0;
-  tail: StoredEntry[] = [];
-  tailBytes = 0;
-  readonly listeners = new Set<StreamListener>();
-  inflight = 0;
-  dirty = false;
-  /** During a trusted replay: chunk bytes not yet matched to log records, and the files after them. */
-  replay: { files: { firstSeq: number; bytes: number }[]; remaining: number } | undefined;
-  /** lmdb holds a state for the stream (checkpointed, or recorded when it was created). */
-  hasState = false;
-  /** In the loaded set, and used since the last sweep passed it. */
-  isLoaded = false;
-  referenced = false;
-  capacity: ChunkCapacity | undefined;
-  policy: RetentionPolicy | undefined;
-
-  constructor(bucket: string, stream: string, partition: number, directory: string) {
-    this.key = streamKey(bucket, stream);
-    this.bucket = bucket;
-    this.stream = stream;
-    this.partition = partition;
-    this.directory = directory;
-  }
-
-  get first(): number {
-    const chunk = this.chunks[0];
-    return chunk !== undefined && chunk.firstSeq <= this.durableLast ? chunk.firstSeq : this.durableLast + 1;
-  }
-
-  get active(): Chunk | undefined {
-    return this.chunks[this.chunks.length - 1];
-  }
-
-  /** The stream holds entries written since it was last deleted. */
-  get exists(): boolean {
-    return this.durableLast > this.deletedAt;
-  }
-
-  chunkPath(firstSeq: number): string {
-    return path.join(this.directory, chunkFileName(firstSeq));
-  }
-}
-
-function streamKey(bucket: string, stream: string): string {
-  return `${bucket}\u0000${stream}`;
-}
 
 export class StreamStore implements Store {
   private readonly settings: StoreSettings;
@@ -1128,7 +1038,7 @@ export class StreamStore implements Store {
     const directories = [...this.dirtyDirectories];
     this.dirtyDirectories.clear();
     await this.syncFiles(files);
-    await syncDirectories(directories);
+    await fsyncDirectories(directories);
     await this.meta.root.transaction(() => {
       for (const [key, state] of states) this.meta.streams.put(key, state);
       this.meta.settings.put('checkpoint', { segment });
@@ -1233,31 +1143,4 @@ function findChunk(chunks: readonly Chunk[], seq: number): number {
     }
   }
   return found;
-}
-
-/** fsyncs the folders that gained files (and their parents), so new chunk files survive an OS crash. */
-async function syncDirectories(directories: string[]): Promise<void> {
-  const targets = new Set<string>();
-  for (const directory of directories) {
-    targets.add(directory);
-    targets.add(path.dirname(directory));
-    targets.add(path.dirname(path.dirname(directory)));
-  }
-  const list = [...targets];
-  let next = 0;
-  const worker = async () => {
-    while (next < list.length) {
-      const target = list[next++]!;
-      let handle: fs.promises.FileHandle | undefined;
-      try {
-        handle = await fs.promises.open(target, 'r');
-        await handle.sync();
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      } finally {
-        await handle?.close();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(8, list.length) }, worker));
 }

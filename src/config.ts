@@ -187,7 +187,7 @@ export const configSpec = {
   'http.ratelimit.enabled': { kind: 'bool', default: 'yes', doc: 'Limit the request rate per user (429 rate-limited beyond).' },
   'http.ratelimit.max': {
     kind: 'integer',
-    default: '1000',
+    default: '10000',
     min: 1,
     max: 1_000_000_000,
     doc: 'Requests one user may make per rate-limit window.',

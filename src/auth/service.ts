@@ -74,8 +74,15 @@ export class AuthService implements Auth {
     this.logger = options.logger;
   }
 
+  private changes = 0;
+
+  get generation(): number {
+    return this.changes;
+  }
+
   /** Drops every cached user and decision (tokens stay: their user is re-checked). */
   invalidateCaches(): void {
+    this.changes++;
     this.users.clear();
     this.decisions.clear();
   }

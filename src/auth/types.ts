@@ -40,6 +40,12 @@ export interface Auth {
   verifyToken(token: string): string;
   /** The username requests without credentials act as. */
   readonly anonymousUsername: string;
+  /**
+   * Changes whenever a user or a grant changes: a decision taken at one
+   * generation holds as long as the generation stays the same (and, for a
+   * session, until its token expires).
+   */
+  readonly generation: number;
   /** Throws `no-perm` unless `username` may do `permission` on the bucket (or the stream, or globally when bucket is absent). */
   check(username: string, permission: Permission, bucket?: string, stream?: string): void;
   can(username: string, permission: Permission, bucket?: string, stream?: string): boolean;

@@ -94,7 +94,7 @@ function prepareListen(deps: HttpDeps, request: FastifyRequest): ListenRequest {
     throw new IorioError('invalid-param', 'name at least one stream to listen to: s=bucket:stream or s=bucket:stream:from');
   }
   for (const spec of specs) deps.auth.check(username, 'get', spec.bucket, spec.stream);
-  return { session: new ListenSession(deps.auth, username, token), specs, timeoutMs };
+  return { session: new ListenSession(deps.auth, deps.clock, username, token), specs, timeoutMs };
 }
 
 function preparedOf(prepared: WeakMap<FastifyRequest, ListenRequest>, request: FastifyRequest): ListenRequest {

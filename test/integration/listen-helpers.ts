@@ -12,6 +12,7 @@ import WebSocket from 'ws';
 import { testConfig, type ConfigKey, type ConfigValue } from '../../src/config.js';
 import type { Clock } from '../../src/core/clock.js';
 import { startNode, type IorioNode } from '../../src/node.js';
+import { login } from './http-harness.js';
 
 export interface ListenEvent {
   meta: { id: number; t: number; bucket: string; stream: string };
@@ -50,15 +51,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
   };
 }
 
-export async function login(url: string, username: string, password: string): Promise<string> {
-  const response = await fetch(`${url}/sessions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ username, password }),
-  });
-  if (response.status !== 201) throw new Error(`login ${username}: ${response.status} ${await response.text()}`);
-  return ((await response.json()) as { token: string }).token;
-}
+export { login };
 
 export async function createUser(test: TestNode, username: string, password: string): Promise<string> {
   const response = await fetch(`${test.url}/users`, {

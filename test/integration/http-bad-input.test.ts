@@ -274,6 +274,32 @@ describe('malformed requests', () => {
   });
 });
 
+describe('a client that dies mid-request', () => {
+  test.each([
+    ['a JSON append', 'application/json', '{"half": "of a bo'],
+    ['an NDJSON batch', 'application/x-ndjson', '{"a":1}\n{"a":2}\n{"a":'],
+    ['a JSON Patch', 'application/json-patch+json', '[{"op":"add","path":"/x","val'],
+  ])('%s cut off after half its body writes nothing, and the node goes on', async (_label, type, half) => {
+    const { hostname, port } = new URL(node.url);
+    const method = type === 'application/json-patch+json' ? 'PATCH' : 'POST';
+    await new Promise<void>((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => {
+        socket.write(
+          `${method} /streams/keep/s HTTP/1.1\r\nhost: x\r\ncontent-type: ${type}\r\ncontent-length: ${half.length * 2}\r\nx-session: ${node.adminToken}\r\n\r\n${half}`,
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 50);
+      });
+      socket.on('error', reject);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await expectUnchanged();
+    expect((await call(node, 'GET', '/ping')).status).toBe(200);
+  });
+});
+
 describe('nothing outside the data folder', () => {
   test('after all of the above, every file is under data/', async () => {
     const after = await walk(node.root);

@@ -3,23 +3,26 @@
  * Frames (core/record.ts) are appended in order; a frame is acknowledged once
  * it is durable for the configured `storage.sync` mode:
  *
- * - always: written and fdatasync'd. Group commit: frames that arrive while a
- *   flush is in flight wait for the next flush, which takes them all, so one
- *   fdatasync covers every stream's appends of that moment.
+ * - always: written and fdatasync'd. Group commit: the frames of one turn of
+ *   the event loop go out in one write and one fdatasync, whatever their
+ *   streams; up to commitLogSyncsInflightMax syncs may run at once
+ *   (pipelined), and frames that arrive meanwhile wait for a free one.
  * - batch: written to the kernel (acknowledged then), fdatasync'd every
  *   `storage.sync.interval`.
  * - none: written to the kernel (acknowledged then); a process crash loses
  *   nothing, an OS crash may.
  *
- * Checkpoints (driven by the stream store) rotate to a new segment and delete
- * the segments before it once everything they hold is in fsync'd chunks.
+ * Checkpoints (driven by the stream store) rotate to a new segment and drop
+ * the segments before it once everything they hold is in fsync'd chunks; the
+ * newest dropped one is recycled as the spare.
  *
- * Segments are preallocated: a spare file is filled with zeros and fsync'd
- * in the background, and becomes the next segment. Frames are written in
- * place at the segment's write offset, so an fdatasync flushes data only and
- * never has to commit a new file size or newly allocated blocks to the
- * journal (measured here: 140 us per fdatasync instead of 210 us, +25%
- * appends/s). A zero frame header marks where a segment's frames end.
+ * Segments are preallocated: the spare (zero-filled and fsync'd in the
+ * background, or a recycled segment) becomes the next segment. Frames are
+ * written in place at the segment's write offset, so an fdatasync flushes
+ * data only and never has to commit a new file size or newly allocated
+ * blocks to the journal (measured here: 140 us per fdatasync instead of
+ * 210 us, +25% appends/s). Each frame names its segment: replay stops at
+ * zeros or at a recycled segment's old frames.
  */
 import fs from 'node:fs';
 import path from 'node:path';

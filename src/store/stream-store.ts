@@ -14,9 +14,13 @@
  *     records, and readers never see an entry that a crash could take back.
  *
  * A checkpoint rotates the commit log, writes out and fsyncs every chunk that
- * changed, records each stream's validated state in lmdb and deletes the old
- * log segments. Recovery validates the chunks changed since the checkpoint
- * (truncating at the first bad record) and replays the log from there.
+ * changed, records each stream's validated state in lmdb and drops the old
+ * log segments. Recovery replays the log from the checkpoint, stream by
+ * stream (store/stream-loader.ts): after a process crash in the same boot the
+ * chunks are matched to the log by size (the page cache kept every write);
+ * after an OS crash a stream goes back to its checkpointed chunks and is
+ * rewritten from the log; a stream the log does not name is checked from its
+ * checkpointed position and cut at its first bad record.
  */
 import fs from 'node:fs';
 import path from 'node:path';

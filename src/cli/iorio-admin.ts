@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { resourcePermissions, type Permission } from '../auth/types.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
+import { nodeUrlOf } from './node-url.js';
 
 /**
  * `iorio-admin [options] <command>`: administers a node through its HTTP API.
@@ -248,14 +247,9 @@ function expectCount(form: string, words: readonly string[], count: number): voi
 // Where and who
 
 /** The node's URL: --url, else what the running node recorded, else the configured address. */
-export function nodeUrlOf(config: Config, explicitUrl: string | undefined): string {
-  if (explicitUrl !== undefined) return checkedUrl(explicitUrl);
-  const recorded = readText(join(config['paths.data'], 'iorio.url'));
-  if (recorded !== undefined && recorded !== '') return checkedUrl(recorded);
-  const configured = config['http.host'];
-  // A node listening on every interface is reached on loopback.
-  const host = configured === '0.0.0.0' ? '127.0.0.1' : configured === '::' ? '::1' : configured;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config['http.port']}`;
+/** The node to talk to: `--url`, else where the running node says it answers (cli/node-url.ts). */
+export function adminUrlOf(config: Config, explicitUrl: string | undefined): string {
+  return checkedUrl(explicitUrl ?? nodeUrlOf(config));
 }
 
 function checkedUrl(text: string): string {
@@ -267,14 +261,6 @@ function checkedUrl(text: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`"${text}" is not an http or https URL`);
   return text.replace(/\/+$/, '');
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
 }
 
 export interface Credentials {
@@ -406,7 +392,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
       return 2;
     }
     config = loadConfig({ ...(parsed.file === undefined ? {} : { file: parsed.file }), env: io.env, flags: parsed.flags });
-    url = nodeUrlOf(config, parsed.url);
+    url = adminUrlOf(config, parsed.url);
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr(`iorio-admin: ${error.message}\n${usage}\n`);

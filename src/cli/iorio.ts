@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLogger } from '../log.js';
 import { startNode } from '../node.js';
+import { nodeUrlOf, readText, urlFileOf } from './node-url.js';
 
 /**
  * `iorio <command> [-c file] [--key value | --key=value ...]`
@@ -118,18 +119,6 @@ function pidFileOf(config: Config): string {
   return join(config['paths.data'], 'iorio.pid');
 }
 
-function urlFileOf(config: Config): string {
-  return join(config['paths.data'], 'iorio.url');
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
-
 /** The pid of the node running on this data folder, if one does. */
 function runningPid(config: Config): number | undefined {
   const pid = Number(readText(pidFileOf(config)));
@@ -146,13 +135,6 @@ function isAlive(pid: number): boolean {
 }
 
 /** The node's URL: the one it recorded when running, else the configured one. */
-function nodeUrlOf(config: Config): string {
-  const recorded = readText(urlFileOf(config));
-  if (recorded !== undefined && recorded !== '') return recorded;
-  const host = config['http.host'] === '0.0.0.0' ? '127.0.0.1' : config['http.host'];
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config['http.port']}`;
-}
-
 async function runConsole(config: Config): Promise<number> {
   const other = runningPid(config);
   if (other !== undefined && other !== process.pid) {

@@ -46,10 +46,3 @@ export function encodePathSegment(name: string): string {
   }
   return out;
 }
-
-export function decodePathSegment(segment: string): string {
-  return Buffer.from(
-    segment.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))),
-    'latin1',
-  ).toString('utf8');
-}

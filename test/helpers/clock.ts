@@ -14,7 +14,7 @@ export class ManualClock implements Clock {
   }
 }
 
-export const systemClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
+export { systemClock } from '../../src/node.js';
 
 /** A deterministic PRNG (mulberry32) in [0, 1), so a failing seed reproduces. */
 export function mulberry32(seed: number): () => number {

@@ -2,11 +2,10 @@
 import path from 'node:path';
 import pino from 'pino';
 import { testConfig, type ConfigKey, type ConfigValue } from '../../../src/config.js';
-import type { Clock } from '../../../src/core/clock.js';
+import { systemClock } from '../../../src/node.js';
 import { openMeta } from '../../../src/store/meta.js';
 import { StreamStore, storeSettings } from '../../../src/store/stream-store.js';
 
-export const systemClock: Clock = { now: () => Date.now(), monotonic: () => performance.now() };
 
 export async function openBenchStore(dataDir: string, overrides: Partial<Record<ConfigKey, ConfigValue>>) {
   const config = testConfig({ 'paths.data': dataDir, ...overrides });

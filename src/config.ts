@@ -199,6 +199,27 @@ export const configSpec = {
     max: timerMsMax,
     doc: 'Length of the rate-limit window.',
   },
+  'http.connections.max': {
+    kind: 'integer',
+    default: '0',
+    min: 0,
+    max: 10_000_000,
+    doc: 'Most client connections (HTTP, HTTPS, listeners) open at once; beyond it new ones are closed at once. 0 = derived from the open-file limit (RLIMIT_NOFILE minus storage.files.max minus 1024 kept for the node).',
+  },
+  'http.connections.per_client.max': {
+    kind: 'integer',
+    default: '0',
+    min: 0,
+    max: 10_000_000,
+    doc: 'Most connections one client address may hold open at once; beyond it new ones are closed at once. 0 = half of http.connections.max.',
+  },
+  'http.idle_timeout': {
+    kind: 'duration',
+    default: '10s',
+    min: 1,
+    max: timerMsMax,
+    doc: 'A connection that has not sent a whole request header this long after it opened (or after its last answer) is closed.',
+  },
 
   'https.enabled': { kind: 'bool', default: 'no', doc: 'Also serve the API over HTTPS (needs https.cert and https.key).' },
   'https.port': { kind: 'port', default: '8443', doc: 'TCP port of the HTTPS API; 0 picks a free port.' },
@@ -264,6 +285,20 @@ export const configSpec = {
     min: 4,
     max: 31,
     doc: 'bcrypt cost factor of stored passwords (each step doubles the hashing time).',
+  },
+  'auth.login.failures.max': {
+    kind: 'integer',
+    default: '5',
+    min: 1,
+    max: 1_000_000,
+    doc: 'Failed logins allowed per user name and per client address within auth.login.failures.window; beyond it logins get 429 rate-limited with Retry-After.',
+  },
+  'auth.login.failures.window': {
+    kind: 'duration',
+    default: '1m',
+    min: 1,
+    max: timerMsMax,
+    doc: 'Window over which failed logins are counted (and the longest a throttled login waits).',
   },
 
   'storage.sync': {

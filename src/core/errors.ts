@@ -15,6 +15,7 @@ export const ErrorCode = {
   tooLarge: 'too-large',
   rateLimited: 'rate-limited',
   unavailable: 'unavailable',
+  insufficientStorage: 'insufficient-storage',
   internal: 'internal-error',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -36,6 +37,7 @@ export const errorCatalogue: Readonly<Record<ErrorCode, ErrorSpec>> = {
   'too-large': { status: 413, message: 'the request is too large', retriable: false },
   'rate-limited': { status: 429, message: 'too many requests', retriable: true },
   unavailable: { status: 503, message: 'unavailable', retriable: true },
+  'insufficient-storage': { status: 507, message: 'the node is out of disk space', retriable: true },
   'internal-error': { status: 500, message: 'internal error', retriable: false },
 };
 

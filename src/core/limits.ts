@@ -12,6 +12,8 @@ export const readLimitMax = 1000;
 export const batchCountMax = 10_000;
 /** Largest payload of one entry (the record's u32 length field allows more). */
 export const payloadBytesMax = 16 * 1024 * 1024;
+/** Deepest nesting of arrays and objects in any JSON body (appends, PATCH, batches); deeper bodies get 400 invalid-body. */
+export const jsonDepthMax = 512;
 /** Largest seqnum a client may name; JavaScript numbers are exact up to 2^53. */
 export const seqnumMax = Number.MAX_SAFE_INTEGER;
 /** Streams a single listen request may subscribe to. */

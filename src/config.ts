@@ -301,6 +301,11 @@ export const configSpec = {
     doc: 'Window over which failed logins are counted (and the longest a throttled login waits).',
   },
 
+  'storage.meta.recreate': {
+    kind: 'bool',
+    default: 'no',
+    doc: 'Start even though meta/ is missing or empty while vnodes/ holds stream data: users, grants, policies and the session secret restart from their defaults; streams are kept.',
+  },
   'storage.sync': {
     kind: 'enum',
     default: 'always',

@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -13,6 +13,8 @@ import { buildApp } from './http/app.js';
 import { createClientErrorHandler } from './http/errors.js';
 import { statsSnapshot } from './http/metrics.js';
 import { createLogger } from './log.js';
+import { StartupError } from './core/errors.js';
+import { acquireDataLock, checkMetaFolder, holdsStreamData, prepareDataFolder, type DataLock } from './store/data-folder.js';
 import { openMeta, type MetaStore } from './store/meta.js';
 import { openStreamStore } from './store/stream-store.js';
 import type { Store } from './store/types.js';
@@ -55,15 +57,14 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
   const logger = rootLogger.child({ component: 'node' });
   const clock = options.clock ?? systemClock;
   const dataDir = config['paths.data'];
-  await mkdir(dataDir, { recursive: true });
-  const parts: NodeParts = { meta: openMeta(join(dataDir, 'meta')) };
+  const parts: NodeParts = openDataFolder(config);
   try {
     const store = await openStreamStore({ dataDir, meta: parts.meta, config, clock, logger: rootLogger });
     parts.store = store;
     const auth = await openAuth({ meta: parts.meta, config, clock, logger: rootLogger });
     const app = await buildApp({ config, logger: rootLogger, clock, store, auth, metrics: new Registry() });
     parts.app = app;
-    await app.listen({ host: config['http.host'], port: config['http.port'] });
+    await listenOrExplain(app, config);
     const httpUrl = urlOf('http', app.server.address() as AddressInfo);
     parts.https = config['https.enabled'] ? await listenHttps(app, config) : undefined;
     parts.metricsTimer = startMetricsTimer({ config, clock, logger, store, app });
@@ -87,7 +88,52 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
   }
 }
 
+/**
+ * Checks, locks and opens the data folder, in that order: nothing in it is
+ * read before the lock is held, and lmdb maps no file that failed its check.
+ */
+function openDataFolder(config: Config): NodeParts {
+  const dataDir = config['paths.data'];
+  prepareDataFolder(dataDir);
+  const lock = acquireDataLock(dataDir);
+  try {
+    checkMetaFolder(dataDir, config['storage.meta.recreate']);
+    const metaDir = join(dataDir, 'meta');
+    let meta: MetaStore;
+    try {
+      meta = openMeta(metaDir);
+    } catch (error) {
+      throw new StartupError(`cannot open the metadata store ${metaDir} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); check its owner and mode`);
+    }
+    if (!config['storage.meta.recreate'] && meta.users.getKeysCount() === 0 && holdsStreamData(dataDir)) {
+      void meta.close();
+      throw new StartupError(
+        `${join(dataDir, 'vnodes')} holds stream data but the metadata store ${metaDir} is empty (users, grants, policies and the session secret would be reset); restore it from a backup, or start once with --storage.meta.recreate yes to rebuild it from defaults`,
+      );
+    }
+    return { lock, meta };
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+/** Listens on http.host:http.port; a port in use or not ours to take is one line naming it. */
+async function listenOrExplain(app: FastifyInstance, config: Config): Promise<void> {
+  try {
+    await app.listen({ host: config['http.host'], port: config['http.port'] });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const where = `${config['http.host']}:${config['http.port']}`;
+    if (code === 'EADDRINUSE') throw new StartupError(`the HTTP address ${where} is in use; stop what listens there or choose another port with http.port`);
+    if (code === 'EACCES') throw new StartupError(`not allowed to listen on ${where}; choose a port above 1023 with http.port`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`${config['http.host']} is not an address of this machine; fix http.host`);
+    throw error;
+  }
+}
+
 interface NodeParts {
+  lock: DataLock;
   meta: MetaStore;
   store?: Store;
   app?: FastifyInstance;
@@ -107,6 +153,7 @@ async function stopParts(logger: Logger, parts: NodeParts): Promise<void> {
   await Promise.all([parts.app?.close(), parts.https === undefined ? undefined : closeServer(parts.https.server)]);
   await parts.store?.close();
   await parts.meta.close();
+  parts.lock.release();
   logger.info('node stopped');
 }
 

@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLogger } from '../log.js';
-import { startNode } from '../node.js';
+import { StartupError } from '../core/errors.js';
+import { startNode, type IorioNode } from '../node.js';
+import { lockHolder } from '../store/data-folder.js';
 import { nodeUrlOf, readText, urlFileOf } from './node-url.js';
 
 /**
@@ -119,10 +121,12 @@ function pidFileOf(config: Config): string {
   return join(config['paths.data'], 'iorio.pid');
 }
 
-/** The pid of the node running on this data folder, if one does. */
+/** The pid of the node running on this data folder (the holder of its lock), if one does. */
 function runningPid(config: Config): number | undefined {
-  const pid = Number(readText(pidFileOf(config)));
-  return Number.isSafeInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined;
+  const holder = lockHolder(config['paths.data']);
+  if (holder === undefined) return undefined;
+  // Locked a moment ago, pid not yet written: the pid file is written later still, so read the lock again.
+  return holder.pid ?? lockHolder(config['paths.data'])?.pid;
 }
 
 function isAlive(pid: number): boolean {
@@ -136,13 +140,17 @@ function isAlive(pid: number): boolean {
 
 /** The node's URL: the one it recorded when running, else the configured one. */
 async function runConsole(config: Config): Promise<number> {
-  const other = runningPid(config);
-  if (other !== undefined && other !== process.pid) {
-    process.stderr.write(`iorio: a node already runs on ${config['paths.data']} (pid ${other})\n`);
+  const logger = createLogger(config);
+  let node: IorioNode;
+  try {
+    node = await startNode(config, { logger });
+  } catch (error) {
+    if (!(error instanceof StartupError)) throw error;
+    logger.fatal({ reason: error.message }, 'the node cannot start');
+    logger.flush();
+    process.stderr.write(`iorio: ${error.message}\n`);
     return 1;
   }
-  const logger = createLogger(config);
-  const node = await startNode(config, { logger });
   writeFileSync(pidFileOf(config), `${process.pid}\n`);
   writeFileSync(urlFileOf(config), `${node.httpUrl}\n`);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -186,6 +194,7 @@ async function start(config: Config, parsed: CliArguments): Promise<number> {
   mkdirSync(logDir, { recursive: true });
   const logFile = join(logDir, 'iorio.log');
   const logFd = openSync(logFile, 'a');
+  const logStart = fstatSync(logFd).size;
   const consoleArgs = ['console', ...(parsed.file === undefined ? [] : ['-c', resolvePath(parsed.file)])];
   for (const [key, value] of Object.entries(parsed.flags)) consoleArgs.push(`--${key}=${value}`);
   const child = spawn(process.execPath, [mainScript(), ...consoleArgs], { detached: true, stdio: ['ignore', logFd, logFd] });
@@ -198,7 +207,10 @@ async function start(config: Config, parsed: CliArguments): Promise<number> {
   const deadline = Date.now() + startWaitMs;
   while (Date.now() < deadline) {
     if (exitCode !== undefined) {
-      process.stderr.write(`iorio: the node exited during start (code ${exitCode}); see ${logFile}\n`);
+      // The node's own one-line reason (a StartupError) is the last `iorio:` line it wrote.
+      const reason = readFileSync(logFile, 'utf8').slice(logStart).split('\n').filter((line) => line.startsWith('iorio: ')).pop();
+      process.stderr.write(`${reason ?? `iorio: the node exited during start (code ${exitCode})`}\n`);
+      process.stderr.write(`iorio: see ${logFile}\n`);
       return 1;
     }
     if (readText(pidFileOf(config)) === String(child.pid)) {
@@ -213,8 +225,8 @@ async function start(config: Config, parsed: CliArguments): Promise<number> {
 
 async function stop(config: Config): Promise<number> {
   const pid = runningPid(config);
-  if (pid === undefined) {
-    process.stderr.write(`iorio: not running (no live pid in ${pidFileOf(config)})\n`);
+  if (pid === undefined || pid <= 0) {
+    process.stderr.write(`iorio: not running (no node holds the lock of ${config['paths.data']})\n`);
     return 1;
   }
   process.kill(pid, 'SIGTERM');

@@ -68,6 +68,18 @@ export function isIorioError(error: unknown): error is IorioError {
   return error instanceof IorioError;
 }
 
+/**
+ * A node that must not start (its data folder is locked, unwritable or
+ * damaged; its port is taken): one line for the operator, naming the folder,
+ * file or port and what to do. The CLI prints the message alone and exits 1.
+ */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
 /** A programmer error: the process must not limp on. */
 export class AssertionError extends Error {
   constructor(message: string) {

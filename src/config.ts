@@ -306,6 +306,11 @@ export const configSpec = {
     default: 'no',
     doc: 'Start even though meta/ is missing or empty while vnodes/ holds stream data: users, grants, policies and the session secret restart from their defaults; streams are kept.',
   },
+  'storage.commitlog.accept_damage': {
+    kind: 'bool',
+    default: 'no',
+    doc: 'Start even though a commit-log segment is unreadable where it cannot be decided whether acknowledged entries were lost; the segment is first copied to commitlog/damaged/ and the range counted as lost.',
+  },
   'storage.sync': {
     kind: 'enum',
     default: 'always',

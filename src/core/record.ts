@@ -33,6 +33,13 @@
  *                   u16 streamLength, stream (UTF-8)
  *                   op 1: u32 recordsBytes, then chunk records as above
  *                   op 2: u64 lastSeq (the stream's last seqnum, kept as a tombstone)
+ *                   op 3: u64 previousSegmentBytes (partition 0, empty names):
+ *                         the first frame of every segment, alone in its
+ *                         frame: where the frames of the segment before it
+ *                         end. Replay then knows what of that segment was
+ *                         written before this one began (damage inside it
+ *                         is a loss to report; bytes after it were never
+ *                         acknowledged).
  *
  * A frame is the unit of atomicity: a PATCH writes its stream and the
  * `-$patch` log in one frame, so recovery replays both or neither. A frame is
@@ -181,6 +188,72 @@ export function isWholeRecordRun(source: Buffer): boolean {
   return true;
 }
 
+/**
+ * The offset of the next intact record at or after `from` whose seqnum lies
+ * in (afterSeq, maxSeq], if any: how a reader gets past a damaged record
+ * whose own length field cannot be trusted. Records are not aligned, so
+ * every byte is a candidate; the seqnum range and the checksum decide.
+ */
+export function resyncRecord(source: Buffer, from: number, afterSeq: number, maxSeq: number): number | undefined {
+  for (let offset = from; offset + recordHeaderBytes <= source.length; offset++) {
+    const seq = readU64(source, offset + 8);
+    if (seq <= afterSeq || seq > maxSeq) continue;
+    const end = offset + recordHeaderBytes + source.readUInt32LE(offset);
+    if (end > source.length) continue;
+    if (crc32(source.subarray(offset + 8, end)) === source.readUInt32LE(offset + 4)) return offset;
+  }
+  return undefined;
+}
+
+/** A run of seqnums that a chunk should hold and does not (damaged, truncated or lost). */
+export interface SeqRange {
+  readonly from: number;
+  readonly to: number;
+}
+
+export interface ChunkScan {
+  /** Intact records, ascending (payloads are views into the source). */
+  readonly records: DecodedRecord[];
+  /** Seqnums between `afterSeq` and the last intact record (or `maxSeq` for a damaged end) that are not there. */
+  readonly missing: SeqRange[];
+  /** Byte offset after the last intact record. */
+  readonly goodBytes: number;
+  /** The scan ended at bytes that are not an intact record (a torn or damaged end). */
+  readonly damagedEnd: boolean;
+}
+
+/**
+ * Reads every intact record of a chunk's bytes with seqnum in (afterSeq,
+ * maxSeq], stepping over damaged records instead of stopping at the first
+ * one: what follows a damaged record is still found and kept.
+ */
+export function scanChunkRecords(source: Buffer, afterSeq: number, maxSeq: number): ChunkScan {
+  const records: DecodedRecord[] = [];
+  const missing: SeqRange[] = [];
+  let previous = afterSeq;
+  let offset = 0;
+  let goodBytes = 0;
+  while (offset < source.length) {
+    const result = decodeRecord(source, offset);
+    if (result.status === 'ok' && result.record.seq > previous && result.record.seq <= maxSeq) {
+      const record = result.record;
+      if (record.seq > previous + 1) missing.push({ from: previous + 1, to: record.seq - 1 });
+      records.push(record);
+      previous = record.seq;
+      offset += record.bytes;
+      goodBytes = offset;
+      continue;
+    }
+    const next = resyncRecord(source, offset + 1, previous, maxSeq);
+    if (next === undefined) {
+      if (maxSeq > previous && maxSeq !== Number.MAX_SAFE_INTEGER) missing.push({ from: previous + 1, to: maxSeq });
+      return { records, missing, goodBytes, damagedEnd: true };
+    }
+    offset = next;
+  }
+  return { records, missing, goodBytes, damagedEnd: false };
+}
+
 /** The seqnum of the record at `offset` (no checks: the caller verified the records). */
 export function recordSeqAt(source: Buffer, offset: number): number {
   return readU64(source, offset + 8);
@@ -194,8 +267,11 @@ export function recordBytesAt(source: Buffer, offset: number): number {
 // ---------------------------------------------------------------------------
 // Commit-log frames
 
-export const FrameOp = { append: 1, delete: 2 } as const;
+export const FrameOp = { append: 1, delete: 2, segmentStart: 3 } as const;
 export type FrameOp = (typeof FrameOp)[keyof typeof FrameOp];
+
+/** Encoded size of a segment-start section: op, partition, two empty names, u64. */
+const segmentStartSectionBytes = 1 + 2 + 2 + 2 + 8;
 
 export type FrameSection =
   | { op: typeof FrameOp.append; partition: number; bucket: string; stream: string; records: Buffer }
@@ -272,7 +348,8 @@ function writeName(target: Buffer, offset: number, name: string): number {
 }
 
 export type FrameDecodeResult =
-  | { status: 'ok'; sections: FrameSection[]; bytes: number }
+  /** `previousSegmentBytes`: set for a segment-start frame (whose sections are empty). */
+  | { status: 'ok'; sections: FrameSection[]; bytes: number; previousSegmentBytes?: number }
   /** Zeros (a preallocated segment's unused space) or a frame of an older use of a recycled segment: the frames end here. */
   | { status: 'end' }
   | { status: 'short' | 'corrupt' };
@@ -290,9 +367,22 @@ export function decodeFrame(source: Buffer, offset: number, frameBytesMax: numbe
   const end = offset + frameHeaderBytes + bodyBytes;
   if (end > source.length) return { status: 'short' };
   if (source.readUInt32LE(offset + 8) !== segment) return { status: 'corrupt' };
-  const sections = decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4), crc32(source.subarray(offset + 8, offset + 12)));
+  const start: { previousSegmentBytes?: number } = {};
+  const sections = decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4), crc32(source.subarray(offset + 8, offset + 12)), start);
   if (sections === undefined) return { status: 'corrupt' };
+  if (start.previousSegmentBytes !== undefined) return { status: 'ok', sections, bytes: frameHeaderBytes + bodyBytes, previousSegmentBytes: start.previousSegmentBytes };
   return { status: 'ok', sections, bytes: frameHeaderBytes + bodyBytes };
+}
+
+/** A segment's first frame: where the frames of the segment before it end (unsealed, like encodeFramePieces). */
+export function encodeSegmentStartPieces(previousSegmentBytes: number): EncodedFrame {
+  assert(Number.isSafeInteger(previousSegmentBytes) && previousSegmentBytes >= 0, 'a segment length is a non-negative safe integer');
+  const header = Buffer.alloc(frameHeaderBytes + 2 + segmentStartSectionBytes);
+  header.writeUInt32LE(header.length - frameHeaderBytes, 0);
+  header.writeUInt16LE(1, frameHeaderBytes);
+  header.writeUInt8(FrameOp.segmentStart, frameHeaderBytes + 2);
+  header.writeBigUInt64LE(BigInt(previousSegmentBytes), header.length - 8);
+  return { pieces: [header], bytes: header.length, header };
 }
 
 /** Whether the frame at `offset` is a whole frame of some segment (used to tell a recycled segment's old frames from a torn one). */
@@ -303,7 +393,14 @@ function frameChecksumMatches(source: Buffer, offset: number, frameBytesMax: num
   return decodeSections(source, offset + frameHeaderBytes, end, source.readUInt32LE(offset + 4), crc32(source.subarray(offset + 8, offset + 12))) !== undefined;
 }
 
-function decodeSections(source: Buffer, start: number, end: number, expectedCrc: number, initialCrc: number): FrameSection[] | undefined {
+function decodeSections(
+  source: Buffer,
+  start: number,
+  end: number,
+  expectedCrc: number,
+  initialCrc: number,
+  segmentStart: { previousSegmentBytes?: number } = {},
+): FrameSection[] | undefined {
   const count = source.readUInt16LE(start);
   const sections: FrameSection[] = [];
   let offset = start + 2;
@@ -332,6 +429,10 @@ function decodeSections(source: Buffer, start: number, end: number, expectedCrc:
     } else if (op === FrameOp.delete) {
       if (offset + 8 > end) return undefined;
       sections.push({ op, partition, bucket: bucket.name, stream: stream.name, lastSeq: Number(source.readBigUInt64LE(offset)) });
+      offset += 8;
+    } else if (op === FrameOp.segmentStart && count === 1 && partition === 0 && bucket.name === '' && stream.name === '') {
+      if (offset + 8 > end) return undefined;
+      segmentStart.previousSegmentBytes = Number(source.readBigUInt64LE(offset));
       offset += 8;
     } else {
       return undefined;

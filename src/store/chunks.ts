@@ -5,9 +5,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { peekRecord, scanToLastGood, decodeRecord, type DecodedRecord } from '../core/record.js';
+import { peekRecord, scanChunkRecords, scanToLastGood, decodeRecord, type DecodedRecord } from '../core/record.js';
 import { sparseIndexStrideBytes } from '../core/limits.js';
-import { IorioError } from '../core/errors.js';
 
 const chunkPattern = /^(\d{20})\.chunk$/;
 
@@ -128,19 +127,25 @@ export class SparseIndex {
   }
 }
 
-/** Builds a chunk's sparse index by reading its record headers. */
-export async function buildSparseIndex(file: string, bytes: number): Promise<SparseIndex> {
+/**
+ * Builds a chunk's sparse index by reading its record headers. It stops at
+ * the first header out of sequence: past damage there are no index points,
+ * and reads scan (and step over the damage) from the last one before it.
+ */
+export async function buildSparseIndex(file: string, bytes: number, firstSeq: number): Promise<SparseIndex> {
   const index = new SparseIndex();
   const handle = await fs.promises.open(file, 'r');
   try {
     const data = Buffer.allocUnsafe(bytes);
     const { bytesRead } = await handle.read(data, 0, bytes, 0);
     let offset = 0;
+    let expected = firstSeq;
     while (offset < bytesRead) {
       const record = peekRecord(data.subarray(0, bytesRead), offset);
-      if (!record) break;
+      if (!record || record.seq !== expected) break;
       index.add(record.seq, offset, record.bytes, record.t);
       offset += record.bytes;
+      expected++;
     }
   } finally {
     await handle.close();
@@ -151,21 +156,34 @@ export async function buildSparseIndex(file: string, bytes: number): Promise<Spa
 const readWindowBytes = 256 * 1024;
 
 /**
- * Reads records with seqnums in [startSeq, endSeq] from one chunk, starting
- * the scan at `offset` (a record boundary at or before startSeq). Each record
- * is checked against its checksum after it is read back.
+ * Reads up to `countMax` records with seqnums in [startSeq, endSeq] from one
+ * chunk, starting the scan at `offset` (a record boundary; the record there
+ * has seqnum `offsetSeq`). Each record is checked against its checksum after
+ * it is read back. A damaged record does not end the read: the rest of the
+ * chunk is searched for the next intact record (core/record.ts
+ * scanChunkRecords), so whatever follows damage is still served; the caller
+ * sees the missing seqnums as a hole in what it got.
  */
 export async function readChunkRange(
   fd: number,
-  file: string,
   offset: number,
+  offsetSeq: number,
   chunkBytes: number,
   startSeq: number,
   endSeq: number,
+  countMax: number,
   into: DecodedRecord[],
 ): Promise<void> {
   let position = offset;
   let carry: Buffer = Buffer.alloc(0);
+  let previousSeq = offsetSeq - 1;
+  const take = (record: DecodedRecord): boolean => {
+    previousSeq = record.seq;
+    if (record.seq < startSeq) return true;
+    if (record.seq > endSeq) return false;
+    into.push({ ...record, payload: Buffer.from(record.payload) });
+    return record.seq < endSeq && --countMax > 0;
+  };
   while (position < chunkBytes) {
     const length = Math.min(readWindowBytes, chunkBytes - position);
     const window = Buffer.allocUnsafe(length);
@@ -176,18 +194,41 @@ export async function readChunkRange(
     let cursor = 0;
     while (cursor < data.length) {
       const result = decodeRecord(data, cursor);
-      if (result.status !== 'ok') {
-        if (result.status === 'short') break;
-        throw new IorioError('internal-error', `corrupt record in ${file} near byte ${position - data.length + cursor}`);
+      if (result.status === 'short' && position < chunkBytes) break;
+      if (result.status !== 'ok' || result.record.seq !== previousSeq + 1) {
+        const damagedAt = position - data.length + cursor;
+        await readPastDamage(fd, damagedAt, chunkBytes, previousSeq, endSeq, take);
+        return;
       }
-      const record = result.record;
-      cursor += record.bytes;
-      if (record.seq < startSeq) continue;
-      if (record.seq > endSeq) return;
-      into.push({ ...record, payload: Buffer.from(record.payload) });
-      if (record.seq === endSeq) return;
+      cursor += result.record.bytes;
+      if (!take(result.record)) return;
     }
     carry = data.subarray(cursor);
+  }
+  if (carry.length > 0) {
+    // The file ends inside a record: a truncated chunk. Nothing after it to find.
+    return;
+  }
+}
+
+/** The slow path once damage is met: the rest of the chunk read whole and searched record by record. */
+async function readPastDamage(
+  fd: number,
+  from: number,
+  chunkBytes: number,
+  previousSeq: number,
+  endSeq: number,
+  take: (record: DecodedRecord) => boolean,
+): Promise<void> {
+  const rest = Buffer.allocUnsafe(Math.max(0, chunkBytes - from));
+  let done = 0;
+  while (done < rest.length) {
+    const bytesRead = await readAt(fd, rest.subarray(done), from + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  for (const record of scanChunkRecords(rest.subarray(0, done), previousSeq, endSeq).records) {
+    if (!take(record)) return;
   }
 }
 

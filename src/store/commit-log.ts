@@ -27,7 +27,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { decodeFrame, encodeFramePieces, sealFrame, type EncodedFrame, type FrameSection } from '../core/record.js';
+import { StartupError, assert } from '../core/errors.js';
+import { decodeFrame, encodeFramePieces, encodeSegmentStartPieces, frameHeaderBytes, sealFrame, type EncodedFrame, type FrameSection } from '../core/record.js';
 import { commitLogFrameBytesMax, commitLogSyncsInflightMax } from '../core/limits.js';
 import { fsyncDirectorySync } from './fsync.js';
 
@@ -42,20 +43,37 @@ export interface CommitLogOptions {
   /** Largest preallocation of a segment (0: none, segments grow as written up to segmentBytesMax). */
   readonly preallocBytes: number;
   readonly logger: Logger;
+  /** Where the frames of the segment before the first one opened end (replay found it); 0 when there is none. */
+  readonly previousSegmentBytes?: number;
+  /** The file operations whose outcome decides acknowledgements; tests hold back or fail them. */
+  readonly files?: LogFileOps;
+}
+
+/** The log's durability-critical system calls, as a seam. */
+export interface LogFileOps {
+  writev(fd: number, buffers: Buffer[], position: number): number;
+  write(fd: number, buffer: Buffer, offset: number, length: number, position: number): number;
+  fdatasync(fd: number, callback: (error: NodeJS.ErrnoException | null) => void): void;
+}
+
+export const nodeLogFileOps: LogFileOps = {
+  writev: (fd, buffers, position) => fs.writevSync(fd, buffers, position),
+  write: (fd, buffer, offset, length, position) => fs.writeSync(fd, buffer, offset, length, position),
+  fdatasync: (fd, callback) => fs.fdatasync(fd, callback),
+};
+
+/** Errors of a full disk or quota: the write can be tried again once space is back. */
+export function isNoSpaceError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 /** Called once the frame is durable (no argument) or can never be (the error). */
 export type DurableCallback = (error?: Error) => void;
 
-export interface ReplayStats {
-  segments: number;
-  frames: number;
-  bytes: number;
-  /** Byte ranges dropped because a frame was torn or corrupt. */
-  dropped: { segment: string; start: number; end: number; reason: string }[];
-}
-
 const segmentPattern = /^(\d{20})\.log$/;
+/** Bytes of a segment-start frame. */
+const segmentStartFrameBytes = encodeSegmentStartPieces(0).bytes;
 
 /** The spare, preallocated segment, named so listSegments never takes it for a segment. */
 export const spareSegmentName = 'spare.log';
@@ -77,40 +95,198 @@ export function listSegments(directory: string): number[] {
     .sort((a, b) => a - b);
 }
 
+/** A byte range of a segment that replay could not read, or chose not to. */
+export interface LogRange {
+  readonly segment: string;
+  readonly start: number;
+  readonly end: number;
+  readonly reason: string;
+}
+
+export interface ReplayStats {
+  segments: number;
+  frames: number;
+  bytes: number;
+  /**
+   * Ranges inside what a segment held when the next one began (or with
+   * intact frames after them): frames there were written, maybe
+   * acknowledged, and are lost unless the chunk files hold their records.
+   */
+  damaged: LogRange[];
+  /** Torn tails after the last frame ever written: never acknowledged, ignored. */
+  cut: LogRange[];
+  /** The newest segment replayed and where its frames end: the next segment records it in its start frame. */
+  lastSegment: number | undefined;
+  lastSegmentBytes: number;
+}
+
+export interface ReplayOptions {
+  /**
+   * Damage that cannot be decided (a segment's tail unreadable while later
+   * segments hold frames) stops the start unless this is set; then the
+   * segment is first copied to `commitlog/damaged/` and its unreadable tail
+   * counted as lost.
+   */
+  readonly acceptDamage?: boolean;
+  /** Called as soon as a damaged range is found, before any frame after it is handed over. */
+  readonly onDamage?: (range: LogRange) => void;
+}
+
+/** Where damaged segments are copied before an accepted damage is replayed past. */
+export const damagedSegmentsFolder = 'damaged';
+
 /**
  * Reads every frame of the segments with id >= `fromSegment`, in order, and
- * hands each to `onFrame`. A torn or corrupt frame ends its segment: the rest
- * of that segment is truncated away and reported.
+ * hands each to `onFrame`. Never changes a segment: damage is skipped and
+ * reported, never truncated away.
+ *
+ * - A bad frame followed by an intact one of the same segment: the bytes
+ *   between are skipped and reported as damaged (resynchronised on the next
+ *   frame header whose segment id and checksums are right).
+ * - A segment's end is known from the next segment's start frame: what lies
+ *   within it and cannot be read is damaged; what lies after it was never
+ *   acknowledged.
+ * - Without a known end (the newest segment), unreadable bytes after the
+ *   last frame are a torn tail: cut (ignored), since nothing after it was
+ *   ever written. If later segments do hold frames, whether acknowledged
+ *   frames were lost cannot be decided: a StartupError names the segment and
+ *   offset, unless `acceptDamage`.
  */
 export function replayCommitLog(
   directory: string,
   fromSegment: number,
   onFrame: (sections: FrameSection[]) => void,
   logger: Logger,
+  options: ReplayOptions = {},
 ): ReplayStats {
-  const stats: ReplayStats = { segments: 0, frames: 0, bytes: 0, dropped: [] };
-  for (const id of listSegments(directory)) {
-    if (id < fromSegment) continue;
+  const stats: ReplayStats = { segments: 0, frames: 0, bytes: 0, damaged: [], cut: [], lastSegment: undefined, lastSegmentBytes: 0 };
+  const ids = listSegments(directory).filter((id) => id >= fromSegment);
+  for (let index = 0; index < ids.length; index++) {
+    const id = ids[index]!;
     const file = path.join(directory, segmentName(id));
     const data = fs.readFileSync(file);
+    const knownEnd = ids[index + 1] === id + 1 ? segmentStartOf(directory, id + 1) : undefined;
     stats.segments++;
-    let offset = 0;
-    while (offset < data.length) {
-      const result = decodeFrame(data, offset, commitLogFrameBytesMax, id);
-      if (result.status === 'end') break; // preallocated zeros, or a recycled segment's old frames
-      if (result.status !== 'ok') {
-        stats.dropped.push({ segment: segmentName(id), start: offset, end: data.length, reason: result.status });
-        logger.warn({ segment: segmentName(id), start: offset, end: data.length, reason: result.status }, 'commit log: dropping a torn or corrupt tail');
-        fs.truncateSync(file, offset);
-        break;
+    const end = replaySegment(data, id, knownEnd, onFrame, stats, options.onDamage);
+    if (end.damage !== undefined) {
+      const range = { segment: segmentName(id), ...end.damage };
+      if (knownEnd !== undefined) {
+        stats.damaged.push(range);
+        options.onDamage?.(range);
+      } else if (!ids.slice(index + 1).some((later) => segmentHoldsFrames(directory, later))) {
+        stats.cut.push(range);
+      } else if (options.acceptDamage) {
+        copyAside(directory, file);
+        stats.damaged.push(range);
+        options.onDamage?.(range);
+      } else {
+        throw new StartupError(undecidableMessage(directory, file, range));
       }
-      onFrame(result.sections);
-      stats.frames++;
-      offset += result.bytes;
     }
-    stats.bytes += offset;
+    stats.lastSegment = id;
+    stats.lastSegmentBytes = end.frameBytes;
+    stats.bytes += end.frameBytes;
   }
+  for (const range of stats.damaged) logger.error(range, 'commit log: damaged range skipped; entries logged in it are lost unless their chunk files hold them');
+  for (const range of stats.cut) logger.warn(range, 'commit log: torn tail after the last frame ignored (never acknowledged)');
   return stats;
+}
+
+interface SegmentEnd {
+  /** Where its last good frame ends. */
+  readonly frameBytes: number;
+  /** The unreadable range that ended the scan, if one did. */
+  readonly damage: { start: number; end: number; reason: string } | undefined;
+}
+
+function replaySegment(
+  data: Buffer,
+  id: number,
+  knownEnd: number | undefined,
+  onFrame: (sections: FrameSection[]) => void,
+  stats: ReplayStats,
+  onDamage: ((range: LogRange) => void) | undefined,
+): SegmentEnd {
+  const limit = knownEnd === undefined ? data.length : Math.min(knownEnd, data.length);
+  const view = data.subarray(0, limit);
+  let offset = 0;
+  let frameBytes = 0;
+  while (offset < limit) {
+    const result = decodeFrame(view, offset, commitLogFrameBytesMax, id);
+    if (result.status === 'ok') {
+      if (result.previousSegmentBytes === undefined) {
+        onFrame(result.sections);
+        stats.frames++;
+      }
+      offset += result.bytes;
+      frameBytes = offset;
+      continue;
+    }
+    // Zeros or a recycled segment's old frames end the frames, unless the segment is known to go on.
+    if (result.status === 'end' && knownEnd === undefined) return { frameBytes, damage: undefined };
+    const next = resynchronise(view, offset + 1, id);
+    const reason = result.status === 'end' ? 'zeros' : result.status;
+    if (next === undefined) return { frameBytes, damage: { start: offset, end: knownEnd ?? data.length, reason } };
+    const range = { segment: segmentName(id), start: offset, end: next, reason };
+    stats.damaged.push(range);
+    onDamage?.(range);
+    offset = next;
+  }
+  if (knownEnd !== undefined && knownEnd > data.length) {
+    return { frameBytes, damage: { start: data.length, end: knownEnd, reason: 'segment file shorter than its recorded end' } };
+  }
+  return { frameBytes, damage: undefined };
+}
+
+/** The offset of the next intact frame of segment `id` at or after `from`, if any. */
+function resynchronise(data: Buffer, from: number, id: number): number | undefined {
+  for (let offset = from; offset + frameHeaderBytes <= data.length; offset++) {
+    // Cheap filters first: the frame's segment id, then a plausible length.
+    if (data.readUInt32LE(offset + 8) !== id) continue;
+    const bodyBytes = data.readUInt32LE(offset);
+    if (bodyBytes < 2 || offset + frameHeaderBytes + bodyBytes > data.length) continue;
+    if (decodeFrame(data, offset, commitLogFrameBytesMax, id).status === 'ok') return offset;
+  }
+  return undefined;
+}
+
+/** The end of segment `id - 1` as recorded by segment `id`'s start frame, if it has an intact one. */
+function segmentStartOf(directory: string, id: number): number | undefined {
+  const head = readHead(path.join(directory, segmentName(id)), segmentStartFrameBytes);
+  const result = decodeFrame(head, 0, commitLogFrameBytesMax, id);
+  return result.status === 'ok' ? result.previousSegmentBytes : undefined;
+}
+
+function segmentHoldsFrames(directory: string, id: number): boolean {
+  const data = fs.readFileSync(path.join(directory, segmentName(id)));
+  return decodeFrame(data, 0, commitLogFrameBytesMax, id).status === 'ok' || resynchronise(data, 1, id) !== undefined;
+}
+
+function readHead(file: string, bytes: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(bytes);
+    const read = fs.readSync(fd, head, 0, bytes, 0);
+    return head.subarray(0, read);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function copyAside(directory: string, file: string): void {
+  const folder = path.join(directory, damagedSegmentsFolder);
+  fs.mkdirSync(folder, { recursive: true });
+  const target = path.join(folder, path.basename(file));
+  if (!fs.existsSync(target)) fs.copyFileSync(file, target);
+}
+
+function undecidableMessage(directory: string, file: string, range: LogRange): string {
+  return (
+    `commit log segment ${file} is unreadable from byte ${range.start} to ${range.end} (${range.reason}) and later segments hold frames, ` +
+    `so whether acknowledged entries were lost there cannot be decided; the node will not start on its own. ` +
+    `To start anyway, counting that range as lost: add --storage.commitlog.accept_damage yes ` +
+    `(the segment is first copied to ${path.join(directory, damagedSegmentsFolder)}/, nothing is deleted)`
+  );
 }
 
 /** A written batch of frames whose fdatasync has not yet returned. */
@@ -160,11 +336,16 @@ export class CommitLog {
   flushes = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly files: LogFileOps;
+  /** The current segment's start frame, until it is written (it goes first, with the segment's first batch). */
+  private startFrame: EncodedFrame | undefined;
 
   private constructor(options: CommitLogOptions, segmentId: number) {
     this.options = options;
+    this.files = options.files ?? nodeLogFileOps;
     this.segmentId = segmentId;
     this.fd = this.openSegment(segmentId);
+    this.startFrame = encodeSegmentStartPieces(options.previousSegmentBytes ?? 0);
     if (options.sync === 'batch') {
       this.batchTimer = setInterval(() => this.syncUnsynced(), Math.max(1, options.syncIntervalMs));
       this.batchTimer.unref();
@@ -229,9 +410,9 @@ export class CommitLog {
       return;
     }
     if (!this.canFlush()) return;
-    const frames = this.pending;
+    const frames = this.startFrame === undefined ? this.pending : [this.startFrame, ...this.pending];
     const waiters = this.pendingWaiters;
-    const bytes = this.pendingBytes;
+    const bytes = this.pendingBytes + (this.startFrame?.bytes ?? 0);
     this.pending = [];
     this.pendingWaiters = [];
     this.pendingBytes = 0;
@@ -241,11 +422,12 @@ export class CommitLog {
       for (const piece of frame.pieces) pieces.push(piece);
     }
     try {
-      writeAll(this.fd, pieces, bytes, this.segmentBytes);
+      writeAll(this.files, this.fd, pieces, bytes, this.segmentBytes);
     } catch (error) {
-      this.fail(error as Error, waiters);
+      this.writeFailed(error as WriteError, waiters);
       return;
     }
+    this.startFrame = undefined;
     const id = this.nextBatchId++;
     this.segmentBytes += bytes;
     this.bytesSinceRotation += bytes;
@@ -259,7 +441,7 @@ export class CommitLog {
       return;
     }
     this.inflight.push({ id, fd, waiters, synced: false });
-    fs.fdatasync(fd, (error) => {
+    this.files.fdatasync(fd, (error) => {
       if (error) {
         this.fail(error, []);
         return;
@@ -294,7 +476,7 @@ export class CommitLog {
     while (this.retiring.length > 0 && this.retiring[0]!.barrier <= this.ackedThrough) {
       const segment = this.retiring.shift()!;
       this.unsyncedFds.delete(segment.fd);
-      fs.fdatasync(segment.fd, (error) => {
+      this.files.fdatasync(segment.fd, (error) => {
         fs.close(segment.fd, () => undefined);
         if (error) this.fail(error, []);
         segment.onSynced?.(error ?? undefined);
@@ -302,14 +484,53 @@ export class CommitLog {
     }
   }
 
-  /** New frames go to a new segment; the old one is closed once what was written to it is durable. */
-  private switchSegment(onSynced?: (error?: Error) => void): number {
+  /**
+   * New frames go to a new segment, which starts by recording where this one
+   * ends; the old one is closed once what was written to it is durable. When
+   * no new segment can be opened (a full disk, no descriptors), writing goes
+   * on in the current one and the switch is tried again later; undefined.
+   */
+  private switchSegment(onSynced?: (error?: Error) => void): number | undefined {
     const old = this.fd;
+    const oldBytes = this.segmentBytes;
+    const oldCapacity = this.segmentCapacity;
+    let fd: number;
+    try {
+      fd = this.openSegment(this.segmentId + 1);
+    } catch (error) {
+      this.segmentBytes = oldBytes;
+      this.segmentCapacity = oldCapacity;
+      this.options.logger.warn({ err: error, segment: this.segmentId }, 'commit log: could not open the next segment; writing on in the current one');
+      return undefined;
+    }
     this.segmentId++;
-    this.fd = this.openSegment(this.segmentId);
+    this.fd = fd;
+    this.startFrame = encodeSegmentStartPieces(oldBytes);
     this.retiring.push({ fd: old, barrier: this.nextBatchId - 1, onSynced });
     this.retireSynced();
     return this.segmentId;
+  }
+
+  /**
+   * A batch could not be written. On a full disk the batch fails alone, as
+   * retriable: the partial write is zeroed (those blocks are allocated
+   * already), so no frame of it can ever be replayed, and the next batch is
+   * written at the same offset. Anything else, or a partial write that cannot
+   * be zeroed, leaves the segment's state unknown: the log fails.
+   */
+  private writeFailed(error: WriteError, waiters: DurableCallback[]): void {
+    if (isNoSpaceError(error)) {
+      try {
+        zeroRange(this.files, this.fd, this.segmentBytes, error.bytesWritten ?? 0);
+        this.options.logger.warn({ code: error.code, segment: this.segmentId }, 'commit log: disk full, a batch was refused');
+        for (const waiter of waiters) waiter(error);
+        this.notifyIdleIfIdle();
+        return;
+      } catch (zeroError) {
+        this.options.logger.error({ err: zeroError }, 'commit log: could not zero a partial write');
+      }
+    }
+    this.fail(error, waiters);
   }
 
   private fail(error: Error, waiters: DurableCallback[]): void {
@@ -399,7 +620,7 @@ export class CommitLog {
   private syncUnsynced(): void {
     for (const fd of this.unsyncedFds) {
       this.unsyncedFds.delete(fd);
-      fs.fdatasync(fd, (error) => {
+      this.files.fdatasync(fd, (error) => {
         if (error) this.fail(error, []);
       });
     }
@@ -414,7 +635,11 @@ export class CommitLog {
   rotate(): Promise<number> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      const id = this.switchSegment((error) => (error ? reject(error) : resolve(id)));
+      const id = this.switchSegment((error) => (error ? reject(error) : resolve(id!)));
+      if (id === undefined) {
+        reject(new Error('commit log: could not open a new segment'));
+        return;
+      }
       this.bytesSinceRotation = 0;
     });
   }
@@ -473,22 +698,42 @@ async function zeroFill(file: string, bytes: number): Promise<void> {
   }
 }
 
+/** A failed write, with how many of its bytes reached the file before it failed. */
+type WriteError = NodeJS.ErrnoException & { bytesWritten?: number };
+
 /** Writes the buffers back to back at `position`: writev, in slices of the kernel's IOV_MAX. */
-function writeAll(fd: number, buffers: Buffer[], bytes: number, position: number): void {
+function writeAll(files: LogFileOps, fd: number, buffers: Buffer[], bytes: number, position: number): void {
   const iovMax = 1024;
   let written = 0;
-  for (let start = 0; start < buffers.length; start += iovMax) {
-    const slice = buffers.slice(start, start + iovMax);
-    let sliceBytes = 0;
-    for (const buffer of slice) sliceBytes += buffer.length;
-    const done = fs.writevSync(fd, slice, position + written);
-    if (done < sliceBytes) {
-      // A short write (rare: a signal, a full disk): write the rest plainly.
-      const rest = Buffer.concat(slice, sliceBytes).subarray(done);
-      let offset = 0;
-      while (offset < rest.length) offset += fs.writeSync(fd, rest, offset, rest.length - offset, position + written + done + offset);
+  try {
+    for (let start = 0; start < buffers.length; start += iovMax) {
+      const slice = buffers.slice(start, start + iovMax);
+      let sliceBytes = 0;
+      for (const buffer of slice) sliceBytes += buffer.length;
+      const done = files.writev(fd, slice, position + written);
+      if (done < sliceBytes) {
+        // A short write (rare: a signal, a full disk): write the rest plainly.
+        const rest = Buffer.concat(slice, sliceBytes).subarray(done);
+        written += done;
+        let offset = 0;
+        while (offset < rest.length) {
+          const more = files.write(fd, rest, offset, rest.length - offset, position + written);
+          offset += more;
+          written += more;
+        }
+        continue;
+      }
+      written += sliceBytes;
     }
-    written += sliceBytes;
+  } catch (error) {
+    (error as WriteError).bytesWritten = written;
+    throw error;
   }
-  if (written !== bytes) throw new Error(`commit log: wrote ${written} bytes, expected ${bytes}`);
+  assert(written === bytes, 'a commit-log batch is written whole');
+}
+
+/** Overwrites `bytes` bytes at `position` with zeros. */
+function zeroRange(files: LogFileOps, fd: number, position: number, bytes: number): void {
+  const zeros = Buffer.alloc(Math.min(bytes, 1024 * 1024));
+  for (let done = 0; done < bytes; ) done += files.write(fd, zeros, 0, Math.min(zeros.length, bytes - done), position + done);
 }

@@ -4,6 +4,7 @@
  * the stream store (store/stream-store.ts) owns every change to it.
  */
 import path from 'node:path';
+import type { DecodedRecord } from '../core/record.js';
 import type { ChunkCapacity, RetentionPolicy } from '../core/retention.js';
 import { chunkFileName, type SparseIndex } from './chunks.js';
 import type { StoredEntry, StreamListener } from './types.js';
@@ -35,6 +36,12 @@ export interface Chunk {
   bytes: number;
   lastMs: number | undefined;
   index: SparseIndex | undefined;
+  /**
+   * Durable records not yet written to the chunk file, oldest first: they
+   * wait in memory (the commit log holds them) until a write succeeds.
+   */
+  unwritten?: Buffer[];
+  unwrittenBytes?: number;
 }
 
 
@@ -55,8 +62,8 @@ export class StreamHandle {
   /** Seqnum of the last record in the active chunk. */
   activeLast = 0;
   activeFirstMs: number | undefined;
-  writeBuffer: Buffer[] = [];
-  writeBufferBytes = 0;
+  /** Bytes of this stream's chunks waiting in memory to be written. */
+  unwrittenBytes = 0;
   tail: StoredEntry[] = [];
   tailBytes = 0;
   readonly listeners = new Set<StreamListener>();
@@ -64,6 +71,12 @@ export class StreamHandle {
   dirty = false;
   /** During a trusted replay: chunk bytes not yet matched to log records, and the files after them. */
   replay: { files: { firstSeq: number; bytes: number }[]; remaining: number } | undefined;
+  /**
+   * Recovery only: intact records read from chunk bytes that recovery cut
+   * (past what the log confirmed), ascending. A damaged commit log may have
+   * lost their frames; they fill such gaps instead of being lost.
+   */
+  salvage: DecodedRecord[] | undefined;
   /** lmdb holds a state for the stream (checkpointed, or recorded when it was created). */
   hasState = false;
   /** In the loaded set, and used since the last sweep passed it. */

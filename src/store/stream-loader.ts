@@ -7,13 +7,10 @@
  */
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { peekRecord, recordBytesAt, recordSeqAt } from '../core/record.js';
-import { listChunkFiles, validateChunk } from './chunks.js';
+import { peekRecord, recordBytesAt, recordSeqAt, scanChunkRecords, type DecodedRecord, type SeqRange } from '../core/record.js';
+import { listChunkFiles } from './chunks.js';
 import type { MetaStore } from './meta.js';
 import type { Chunk, ChunkSummaryValue, StreamHandle, StreamState } from './stream-handle.js';
-
-/** Chunk files named one by one in a recovery warning, at most. */
-const recoveryLossLogMax = 100;
 
 export interface LoaderHost {
   readonly logger: Logger;
@@ -21,6 +18,8 @@ export interface LoaderHost {
   refreshPolicy(handle: StreamHandle): void;
   /** The handle (and the chunk file, when given) changed since the last checkpoint. */
   markDirty(handle: StreamHandle, chunkFile: string | undefined): void;
+  /** Entries found lost or unreadable: reported once, stepped over by reads. */
+  reportDamage(handle: StreamHandle, range: SeqRange, reason: string): void;
 }
 
 export class StreamLoader {
@@ -32,7 +31,8 @@ export class StreamLoader {
     handle.lastMs = state?.lastMs ?? 0;
     let last = Math.max(state?.last ?? 0, handle.deletedAt);
     // Chunks before the checkpointed active one were fsync'd and checked when
-    // they closed; validate from the checkpointed position onward.
+    // they closed: their sizes are checked against what lmdb recorded; the
+    // rest is read and checked record by record from the checkpointed position.
     const validateFrom = this.validationStart(files, state);
     const chunks: Chunk[] = [];
     let repaired = false;
@@ -40,30 +40,41 @@ export class StreamLoader {
     for (let index = 0; index < files.length; index++) {
       const file = files[index]!;
       if (index < validateFrom.index) {
-        chunks.push({ firstSeq: file.firstSeq, bytes: file.bytes, lastMs: this.closedChunkLastMs(handle, file.firstSeq), index: undefined });
+        chunks.push(this.checkClosedChunk(handle, file));
         continue;
       }
       const resume = index === validateFrom.index && file.bytes >= validateFrom.offset && validateFrom.offset > 0;
       const offset = resume ? validateFrom.offset : 0;
       const expected = resume ? validateFrom.expected : file.firstSeq;
-      const result = file.bytes === offset ? undefined : validateChunk(handle.chunkPath(file.firstSeq), offset, expected);
-      if (result === undefined) {
+      if (file.bytes === offset) {
         chunks.push({ firstSeq: file.firstSeq, bytes: file.bytes, lastMs: state?.lastMs, index: undefined });
         chunkLast = expected - 1;
         last = Math.max(last, chunkLast);
         continue;
       }
-      if (result.goodBytes > 0) {
-        chunks.push({ firstSeq: file.firstSeq, bytes: result.goodBytes, lastMs: result.lastMs, index: undefined });
-        chunkLast = result.lastSeq;
-        last = Math.max(last, chunkLast);
-        if (result.lastMs !== undefined) handle.lastMs = Math.max(handle.lastMs, result.lastMs);
-      }
-      if (result.stop !== 'end') {
-        this.dropBadTail(handle, files.slice(index), result.goodBytes, result.stop);
+      const isLast = index === files.length - 1;
+      const maxSeq = isLast ? Number.MAX_SAFE_INTEGER : files[index + 1]!.firstSeq - 1;
+      const scan = scanChunkRecords(readFileFrom(handle.chunkPath(file.firstSeq), offset), expected - 1, maxSeq);
+      for (const range of scan.missing) this.host.reportDamage(handle, range, 'damaged in its chunk file');
+      let bytes = file.bytes;
+      if (scan.damagedEnd && isLast) {
+        // A torn tail after the last intact record of the stream (a write the crash cut short): cut it.
+        this.host.logger.warn({ bucket: handle.bucket, stream: handle.stream, chunk: file.firstSeq, start: offset + scan.goodBytes, end: file.bytes }, 'chunk: cutting a torn tail');
+        bytes = offset + scan.goodBytes;
+        if (bytes === 0) fs.rmSync(handle.chunkPath(file.firstSeq), { force: true });
+        else fs.truncateSync(handle.chunkPath(file.firstSeq), bytes);
         repaired = true;
-        break;
       }
+      const lastRecord = scan.records[scan.records.length - 1];
+      if (bytes > 0) chunks.push({ firstSeq: file.firstSeq, bytes, lastMs: lastRecord?.t ?? state?.lastMs, index: undefined });
+      if (lastRecord !== undefined) {
+        chunkLast = lastRecord.seq;
+        last = Math.max(last, chunkLast);
+        handle.lastMs = Math.max(handle.lastMs, lastRecord.t);
+      } else if (bytes > 0) {
+        chunkLast = expected - 1;
+      }
+      if (!isLast && scan.damagedEnd) last = Math.max(last, maxSeq);
     }
     handle.chunks = chunks;
     handle.last = last;
@@ -74,7 +85,7 @@ export class StreamLoader {
     if (active && chunkLast < last) {
       // Checkpointed records are gone (the disk lost fsync'd data). Their
       // seqnums are not handed out again: a reader may have seen them.
-      this.host.logger.error({ bucket: handle.bucket, stream: handle.stream, lostFrom: chunkLast + 1, lostTo: last }, 'chunk: checkpointed entries are missing');
+      this.host.reportDamage(handle, { from: chunkLast + 1, to: last }, 'checkpointed entries missing from the chunk files');
     }
     handle.activeCount = active ? Math.max(0, handle.activeLast - active.firstSeq + 1) : 0;
     handle.activeFirstMs = undefined;
@@ -82,6 +93,21 @@ export class StreamLoader {
       // The next checkpoint records the repaired state, so later opens need not check again.
       this.host.markDirty(handle, active ? handle.chunkPath(active.firstSeq) : undefined);
     }
+  }
+
+  /**
+   * A closed chunk as lmdb recorded it when it closed: a file shorter than
+   * that lost entries (reported, with their seqnums); reads step over them.
+   */
+  private checkClosedChunk(handle: StreamHandle, file: { firstSeq: number; bytes: number }): Chunk {
+    const summary = this.host.meta.chunks.get([handle.bucket, handle.stream, file.firstSeq]) as ChunkSummaryValue | undefined;
+    if (summary !== undefined && file.bytes < summary.bytes) {
+      const scan = scanChunkRecords(readFileFrom(handle.chunkPath(file.firstSeq), 0), file.firstSeq - 1, summary.lastSeq);
+      const missing = scan.missing.length > 0 ? scan.missing : [{ from: file.firstSeq, to: summary.lastSeq }];
+      for (const range of missing) this.host.reportDamage(handle, range, `chunk file truncated (${file.bytes} of ${summary.bytes} bytes)`);
+    }
+    const bytes = summary !== undefined && file.bytes > summary.bytes ? summary.bytes : file.bytes;
+    return { firstSeq: file.firstSeq, bytes, lastMs: summary?.lastMs, index: undefined };
   }
 
   /**
@@ -159,6 +185,45 @@ export class StreamLoader {
     return position;
   }
 
+  /**
+   * The intact records a trusted replay's chunk files hold past what the
+   * log confirmed (read before they are cut: a damaged log may have lost
+   * their frames).
+   */
+  readUnconfirmed(handle: StreamHandle): DecodedRecord[] {
+    const cursor = handle.replay!;
+    const active = handle.active;
+    const records: DecodedRecord[] = [];
+    let previous = handle.durableLast;
+    const collect = (file: string, offset: number) => {
+      for (const record of scanChunkRecords(readFileFrom(file, offset), previous, Number.MAX_SAFE_INTEGER).records) {
+        records.push(record);
+        previous = record.seq;
+      }
+    };
+    if (active !== undefined && cursor.remaining > 0) collect(handle.chunkPath(active.firstSeq), active.bytes);
+    for (const file of cursor.files) collect(handle.chunkPath(file.firstSeq), 0);
+    return records;
+  }
+
+  /** The intact records past a stream's checkpoint, read before resetToCheckpoint cuts them. */
+  readPastCheckpoint(handle: StreamHandle, state: StreamState): DecodedRecord[] {
+    const records: DecodedRecord[] = [];
+    let previous = state.activeFirst === null ? state.last : state.activeLast;
+    for (const file of listChunkFiles(handle.directory)) {
+      let offset: number;
+      if (state.activeFirst !== null && file.firstSeq === state.activeFirst) offset = state.activeBytes;
+      else if (state.activeFirst === null || file.firstSeq > state.activeFirst) offset = 0;
+      else continue;
+      if (file.bytes <= offset) continue;
+      for (const record of scanChunkRecords(readFileFrom(handle.chunkPath(file.firstSeq), offset), previous, Number.MAX_SAFE_INTEGER).records) {
+        records.push(record);
+        previous = record.seq;
+      }
+    }
+    return records;
+  }
+
   /** Ends a trusted replay: what the chunks hold past the confirmed records is cut away. */
   endReplayCursor(handle: StreamHandle): void {
     const cursor = handle.replay!;
@@ -190,20 +255,18 @@ export class StreamLoader {
     return { index: later < 0 ? files.length : later, offset: 0, expected: 0 };
   }
 
-  private dropBadTail(handle: StreamHandle, files: { firstSeq: number; bytes: number }[], goodBytes: number, reason: string): void {
-    const [bad, ...later] = files;
-    const badPath = handle.chunkPath(bad!.firstSeq);
-    this.host.logger.warn({ file: badPath, start: goodBytes, end: bad!.bytes, reason }, 'chunk: truncating a torn or corrupt tail');
-    if (goodBytes === 0) fs.rmSync(badPath, { force: true });
-    else fs.truncateSync(badPath, goodBytes);
-    for (const file of later.slice(0, recoveryLossLogMax)) {
-      this.host.logger.warn({ file: handle.chunkPath(file.firstSeq), start: 0, end: file.bytes }, 'chunk: removing a chunk after a bad one');
-    }
-    for (const file of later) fs.rmSync(handle.chunkPath(file.firstSeq), { force: true });
-  }
-
   private closedChunkLastMs(handle: StreamHandle, firstSeq: number): number | undefined {
     const summary = this.host.meta.chunks.get([handle.bucket, handle.stream, firstSeq]) as ChunkSummaryValue | undefined;
     return summary?.lastMs;
+  }
+}
+
+function readFileFrom(file: string, offset: number): Buffer {
+  try {
+    const data = fs.readFileSync(file);
+    return data.subarray(Math.min(offset, data.length));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return Buffer.alloc(0);
+    throw error;
   }
 }

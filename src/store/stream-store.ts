@@ -31,9 +31,9 @@ import { IorioError, assert } from '../core/errors.js';
 import { partitionOf } from '../core/hash.js';
 import { payloadBytesMax, readLimitMax } from '../core/limits.js';
 import { encodePathSegment } from '../core/names.js';
-import { FrameOp, encodeRecordInto, peekRecord, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection } from '../core/record.js';
+import { FrameOp, encodeRecord, encodeRecordInto, peekRecord, scanChunkRecords, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection, type SeqRange } from '../core/record.js';
 import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type RetentionPolicy } from '../core/retention.js';
-import { CommitLog, listSegments, replayCommitLog, type SyncMode } from './commit-log.js';
+import { CommitLog, isNoSpaceError, listSegments, replayCommitLog, type LogFileOps, type SyncMode } from './commit-log.js';
 import { buildSparseIndex, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
 import { StreamHandle, streamKey, type Chunk, type ChunkSummaryValue, type StreamState } from './stream-handle.js';
 import { StreamLoader } from './stream-loader.js';
@@ -43,6 +43,7 @@ import type { MetaStore } from './meta.js';
 import type {
   AppendMeta,
   AppendRequest,
+  DamageReport,
   EvictionPolicy,
   ReadOptions,
   ReadResult,
@@ -78,6 +79,10 @@ export interface StoreSettings {
    * loadForTrustedReplay). Undefined: never trust it.
    */
   readonly bootId: string | undefined;
+  /** Start even though the commit log is damaged in a way that cannot be decided (storage.commitlog.accept_damage). */
+  readonly acceptLogDamage: boolean;
+  /** The commit log's durability-critical calls (tests hold back or fail them). */
+  readonly logFiles?: LogFileOps;
 }
 
 export function storeSettings(dataDir: string, config: Config): StoreSettings {
@@ -106,6 +111,7 @@ export function storeSettings(dataDir: string, config: Config): StoreSettings {
     segmentBytesMax: 64 * 1024 * 1024,
     segmentPreallocBytes: 64 * 1024 * 1024,
     bootId: readBootId(),
+    acceptLogDamage: config['storage.commitlog.accept_damage'],
   };
 }
 
@@ -124,6 +130,10 @@ export async function openStreamStore(options: StreamStoreOptions): Promise<Stre
 /** A stream's active-chunk writes are buffered up to this much, and all streams' together up to the second. */
 const writeBufferFlushBytes = 64 * 1024;
 const writeBuffersBytesMax = 32 * 1024 * 1024;
+/** Damage reports kept for stats (each is also logged once). */
+const damageReportsMax = 100;
+/** While writes fail for want of disk space or descriptors, how often they are tried again. */
+const writeRetryMs = 1000;
 
 export class StreamStore implements Store {
   private readonly settings: StoreSettings;
@@ -135,6 +145,15 @@ export class StreamStore implements Store {
   private readonly loader: StreamLoader;
   /** Recovery only: the OS has not restarted since the data was written. */
   private sameBoot = false;
+  /** Recovery only: the commit log is damaged; chunk bytes are read before they are cut. */
+  private salvageMode = false;
+  /** Lost or unreadable ranges found since start, by stream and first seqnum. */
+  private readonly damage = new Map<string, DamageReport>();
+  /** The error a chunk write last failed with, while buffered chunk bytes wait to be written. */
+  private chunkWriteError: NodeJS.ErrnoException | undefined;
+  private writeRetryTimer: NodeJS.Timeout | undefined;
+  /** Until then (monotonic ms) appends are refused at once: the commit log just met a full disk. */
+  private logNoSpaceUntilMs = 0;
   /** Every stream handle in memory: loaded ones, and dirty ones until the next checkpoint. */
   private readonly handles = new Map<string, StreamHandle>();
   /** Loaded handles (tail, indexes) in least-recently-used order. */
@@ -160,6 +179,9 @@ export class StreamStore implements Store {
     evictedBytes: 0,
     openStreams: 0,
     openFiles: 0,
+    damagedRanges: 0,
+    damaged: [],
+    writesRefused: null,
   };
 
   private constructor(settings: StoreSettings, meta: MetaStore, clock: Clock, logger: Logger) {
@@ -173,6 +195,7 @@ export class StreamStore implements Store {
       meta,
       refreshPolicy: (handle) => this.refreshPolicy(handle),
       markDirty: (handle, chunkFile) => this.markDirty(handle, chunkFile),
+      reportDamage: (handle, range, reason) => this.reportDamage(handle, range, reason),
     });
   }
 
@@ -203,18 +226,29 @@ export class StreamStore implements Store {
     const checkpoint = (this.meta.settings.get('checkpoint') as { segment: number } | undefined) ?? { segment: 0 };
     const bootId = this.settings.bootId;
     this.sameBoot = bootId !== undefined && this.meta.settings.get('bootId') === bootId;
-    let losses = 0;
+    const sameBoot = this.sameBoot;
+    const replayOptions = { acceptDamage: this.settings.acceptLogDamage, onDamage: () => this.enterSalvageMode() };
+    // After an OS crash streams go back to their checkpoint before the log
+    // is replayed; if the log is damaged, what the chunks hold past the
+    // checkpoint must be kept, so find out first (a read-only pass).
+    if (!sameBoot && replayCommitLog(this.logDirectory, checkpoint.segment, () => undefined, this.logger.child({ pass: 'check' }), { acceptDamage: this.settings.acceptLogDamage }).damaged.length > 0) {
+      this.enterSalvageMode();
+    }
     const stats = replayCommitLog(
       this.logDirectory,
       checkpoint.segment,
       (sections) => {
-        for (const section of sections) losses += this.replaySection(section);
+        for (const section of sections) this.replaySection(section);
       },
       this.logger,
+      replayOptions,
     );
-    for (const handle of this.handles.values()) if (handle.replay) this.loader.endReplayCursor(handle);
+    for (const handle of this.handles.values()) {
+      if (handle.replay) this.salvageCursor(handle);
+      if (handle.salvage) this.applySalvage(handle, Number.MAX_SAFE_INTEGER);
+    }
     this.sameBoot = false;
-    if (bootId !== undefined) await this.meta.settings.put('bootId', bootId);
+    if (bootId !== undefined) await this.meta.settings.put('bootId', bootId).catch((error: Error) => this.logger.warn({ err: error }, 'could not record the boot id'));
     const segments = listSegments(this.logDirectory);
     const nextSegment = Math.max(checkpoint.segment, (segments[segments.length - 1] ?? -1) + 1);
     this.log = CommitLog.open(
@@ -225,12 +259,14 @@ export class StreamStore implements Store {
         segmentBytesMax: this.settings.segmentBytesMax,
         preallocBytes: this.settings.segmentPreallocBytes,
         logger: this.logger,
+        previousSegmentBytes: stats.lastSegment === nextSegment - 1 ? stats.lastSegmentBytes : 0,
+        ...(this.settings.logFiles === undefined ? {} : { files: this.settings.logFiles }),
       },
       nextSegment,
     );
-    if (stats.frames > 0 || stats.dropped.length > 0) {
+    if (stats.frames > 0 || stats.damaged.length > 0 || stats.cut.length > 0) {
       this.logger.info(
-        { frames: stats.frames, bytes: stats.bytes, segments: stats.segments, dropped: stats.dropped, gaps: losses, sameBoot: bootId !== undefined && this.meta.settings.get('bootId') === bootId, ms: this.clock.monotonic() - started },
+        { frames: stats.frames, bytes: stats.bytes, segments: stats.segments, damaged: stats.damaged, cut: stats.cut, lost: this.damage.size, sameBoot, ms: this.clock.monotonic() - started },
         'recovered from the commit log',
       );
       // Make the recovered state the new checkpoint in the background; the
@@ -239,34 +275,125 @@ export class StreamStore implements Store {
     }
   }
 
-  /** Re-applies one logged section; returns 1 when it found a gap it could not fill. */
-  private replaySection(section: FrameSection): number {
+  /**
+   * The commit log is damaged: from now on no chunk byte past what the log
+   * confirmed is cut without being read first. Trusted cursors are ended
+   * (their unconfirmed bytes salvaged) and later streams take the checked
+   * path, since the log no longer accounts for every record in order.
+   */
+  private enterSalvageMode(): void {
+    if (this.salvageMode) return;
+    this.salvageMode = true;
+    this.sameBoot = false;
+    for (const handle of this.handles.values()) if (handle.replay) this.salvageCursor(handle);
+  }
+
+  private salvageCursor(handle: StreamHandle): void {
+    this.addSalvage(handle, this.loader.readUnconfirmed(handle));
+    this.loader.endReplayCursor(handle);
+  }
+
+  private addSalvage(handle: StreamHandle, records: DecodedRecord[]): void {
+    if (records.length === 0) return;
+    handle.salvage = [...(handle.salvage ?? []), ...records].sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Re-applies one logged section: what the chunks lack, salvaged records first, gaps counted as lost. */
+  private replaySection(section: FrameSection): void {
     const handle = this.handle(section.bucket, section.stream, true, true)!;
     if (section.op === FrameOp.delete) {
-      if (handle.replay) this.loader.endReplayCursor(handle);
+      if (handle.replay) this.salvageCursor(handle);
+      handle.salvage = undefined;
       if (handle.deletedAt < section.lastSeq || handle.chunks.length > 0) this.applyDelete(handle, section.lastSeq);
       handle.last = Math.max(handle.last, section.lastSeq);
       handle.durableLast = Math.max(handle.durableLast, section.lastSeq);
-      return 0;
+      return;
     }
-    // Skip what the chunks already hold; apply the rest as one contiguous run.
     const source = section.records;
-    let offset = 0;
-    while (offset < source.length && recordSeqAt(source, offset) <= handle.durableLast) offset += recordBytesAt(source, offset);
+    let offset = this.skipHeld(handle, source, 0);
     if (handle.replay) offset = this.loader.confirmFromCursor(handle, source, offset);
-    if (offset >= source.length) return 0;
+    if (offset >= source.length) return;
     const firstSeq = recordSeqAt(source, offset);
-    if (firstSeq !== handle.durableLast + 1) {
-      this.logger.error({ bucket: handle.bucket, stream: handle.stream, expected: handle.durableLast + 1, found: firstSeq }, 'commit log replay: gap in seqnums');
-      return 1;
+    if (firstSeq !== handle.durableLast + 1 && handle.salvage) {
+      this.applySalvage(handle, firstSeq - 1);
+      offset = this.skipHeld(handle, source, offset);
+      if (offset >= source.length) return;
     }
+    const runSeq = recordSeqAt(source, offset);
+    if (runSeq > handle.durableLast + 1) this.acceptGap(handle, runSeq - 1, 'commit log damage');
     const records: DecodedRecord[] = [];
     for (let position = offset; position < source.length; position += recordBytesAt(source, position)) records.push(peekRecord(source, position)!);
     const lastRecord = records[records.length - 1]!;
     handle.last = Math.max(handle.last, lastRecord.seq);
     handle.lastMs = Math.max(handle.lastMs, lastRecord.t);
     this.applyRecords(handle, records, source, offset);
-    return 0;
+  }
+
+  /** The offset of the first record in `source` (from `offset`) that the stream does not hold yet. */
+  private skipHeld(handle: StreamHandle, source: Buffer, offset: number): number {
+    while (offset < source.length && recordSeqAt(source, offset) <= handle.durableLast) offset += recordBytesAt(source, offset);
+    return offset;
+  }
+
+  /** Applies the salvaged records that continue the stream, up to `uptoSeq`; a gap before one is counted as lost. */
+  private applySalvage(handle: StreamHandle, uptoSeq: number): void {
+    const salvage = handle.salvage!;
+    let index = 0;
+    while (index < salvage.length && salvage[index]!.seq <= handle.durableLast) index++;
+    const run: DecodedRecord[] = [];
+    while (index < salvage.length && salvage[index]!.seq <= uptoSeq) {
+      const record = salvage[index]!;
+      if (record.seq > handle.durableLast + run.length + 1) {
+        this.applySalvaged(handle, run.splice(0));
+        this.acceptGap(handle, record.seq - 1, 'commit log damage');
+      }
+      run.push(record);
+      index++;
+    }
+    this.applySalvaged(handle, run);
+    handle.salvage = index < salvage.length ? salvage.slice(index) : undefined;
+  }
+
+  private applySalvaged(handle: StreamHandle, records: DecodedRecord[]): void {
+    if (records.length === 0) return;
+    const source = Buffer.concat(records.map((record) => encodeRecord(record.seq, record.t, record.epoch, record.payload)));
+    let offset = 0;
+    const decoded = records.map((record) => {
+      const copy = peekRecord(source, offset)!;
+      offset += record.bytes;
+      return copy;
+    });
+    const last = decoded[decoded.length - 1]!;
+    handle.last = Math.max(handle.last, last.seq);
+    handle.lastMs = Math.max(handle.lastMs, last.t);
+    this.applyRecords(handle, decoded, source, 0);
+    this.logger.warn({ bucket: handle.bucket, stream: handle.stream, from: decoded[0]!.seq, to: last.seq }, 'recovery: entries the damaged commit log lost were found in their chunk files and kept');
+  }
+
+  /**
+   * Seqnums up to `uptoSeq` that nothing holds any more: they are never
+   * handed out again (a reader may have seen them), reads step over them and
+   * say so, and the loss is reported.
+   */
+  private acceptGap(handle: StreamHandle, uptoSeq: number, reason: string): void {
+    const range = { from: handle.durableLast + 1, to: uptoSeq };
+    this.reportDamage(handle, range, reason);
+    handle.last = Math.max(handle.last, uptoSeq);
+    handle.durableLast = uptoSeq;
+    // The tail stays contiguous: reads index it by seqnum.
+    handle.tail = [];
+    handle.tailBytes = 0;
+  }
+
+  /** Records (once per stream and range) entries that are lost or unreadable: logged, and listed in stats. */
+  private reportDamage(handle: StreamHandle, range: SeqRange, reason: string): void {
+    const key = `${handle.key}\u0000${range.from}`;
+    if (this.damage.has(key)) return;
+    const entry: DamageReport = { bucket: handle.bucket, stream: handle.stream, from: range.from, to: range.to, reason };
+    this.damage.set(key, entry);
+    this.counters.damagedRanges++;
+    if (this.damage.size > damageReportsMax) this.damage.delete(this.damage.keys().next().value!);
+    this.logger.error(entry, 'entries lost or unreadable: reads step over them');
   }
 
   // -------------------------------------------------------------------------
@@ -296,7 +423,10 @@ export class StreamStore implements Store {
       if (replaying && state !== undefined && this.sameBoot) {
         this.loader.loadForTrustedReplay(handle, state);
       } else {
-        if (replaying && state !== undefined) this.loader.resetToCheckpoint(handle, state);
+        if (replaying && state !== undefined) {
+          if (this.salvageMode) this.addSalvage(handle, this.loader.readPastCheckpoint(handle, state));
+          this.loader.resetToCheckpoint(handle, state);
+        }
         this.loader.load(handle, state);
       }
       this.handles.set(key, handle);
@@ -354,7 +484,10 @@ export class StreamStore implements Store {
       return new Promise((resolve, reject) => {
         this.log.append([section], (error) => {
           handle.inflight--;
-          if (error) return reject(logFailure(error));
+          if (error) {
+            this.rollBack(handle, batch.metas[0]!.id);
+            return reject(this.logFailure(error));
+          }
           this.applyDurable(handle, batch.records, batch.decoded);
           resolve(batch.metas);
           this.afterWrite();
@@ -374,8 +507,8 @@ export class StreamStore implements Store {
   }
 
   private checkWritable(): void {
-    if (this.closed) throw new IorioError('unavailable', 'the store is closing');
-    if (this.log.failed) throw new IorioError('unavailable', 'the commit log failed; the node must be restarted');
+    const trouble = this.writeTrouble();
+    if (trouble !== undefined) throw trouble;
   }
 
   private writableHandle(request: AppendRequest): StreamHandle {
@@ -418,12 +551,24 @@ export class StreamStore implements Store {
     return new Promise((resolve, reject) => {
       this.log.append(sections, (error) => {
         for (const batch of batches) batch.handle.inflight--;
-        if (error) return reject(logFailure(error));
+        if (error) {
+          for (const batch of batches) this.rollBack(batch.handle, batch.metas[0]!.id);
+          return reject(this.logFailure(error));
+        }
         for (const batch of batches) this.applyDurable(batch.handle, batch.records, batch.decoded);
         resolve(batches.map((batch) => batch.metas));
         this.afterWrite();
       });
     });
+  }
+
+  /**
+   * A batch the log refused never happened: its seqnums are handed out again
+   * (every later batch of the stream was refused with it, since the log
+   * fails whole batches in order, and a refused frame can never be replayed).
+   */
+  private rollBack(handle: StreamHandle, firstSeq: number): void {
+    handle.last = Math.min(handle.last, firstSeq - 1);
   }
 
   private encodeBatch(handle: StreamHandle, payloads: readonly Buffer[], now: number): { records: Buffer; metas: AppendMeta[]; decoded: DecodedRecord[] } {
@@ -478,7 +623,7 @@ export class StreamStore implements Store {
         // An empty chunk named for a seqnum that will not come (lost data was skipped): replace it.
         handle.chunks.pop();
         this.pool.close(handle.chunkPath(active.firstSeq));
-        fs.rmSync(handle.chunkPath(active.firstSeq), { force: true });
+        this.removeFile(handle.chunkPath(active.firstSeq));
         active = undefined;
       }
       if (active === undefined) {
@@ -486,8 +631,8 @@ export class StreamStore implements Store {
         handle.chunks.push(active);
         handle.activeCount = 0;
         handle.activeFirstMs = record.t;
+        // The file (and the stream's folder) is made by its first write.
         this.dirtyDirectories.add(handle.directory);
-        fs.mkdirSync(handle.directory, { recursive: true });
       }
       active.index?.add(record.seq, active.bytes, record.bytes, record.t);
       active.bytes += record.bytes;
@@ -520,7 +665,7 @@ export class StreamStore implements Store {
     const closingPath = handle.chunkPath(closing.firstSeq);
     this.dirtyChunkFiles.add(closingPath);
     this.pool.close(closingPath);
-    const summary: ChunkSummaryValue = { lastSeq: nextSeq - 1, lastMs: closing.lastMs ?? handle.lastMs, bytes: closing.bytes };
+    const summary: ChunkSummaryValue = { lastSeq: handle.activeLast, lastMs: closing.lastMs ?? handle.lastMs, bytes: closing.bytes };
     this.meta.chunks.put([handle.bucket, handle.stream, closing.firstSeq], summary).catch((error: Error) => {
       this.logger.error({ err: error }, 'could not record a chunk summary');
     });
@@ -540,27 +685,136 @@ export class StreamStore implements Store {
 
   private bufferWrite(handle: StreamHandle, bytes: Buffer): void {
     if (bytes.length === 0) return;
-    handle.writeBuffer.push(bytes);
-    handle.writeBufferBytes += bytes.length;
+    const chunk = handle.active!;
+    (chunk.unwritten ??= []).push(bytes);
+    chunk.unwrittenBytes = (chunk.unwrittenBytes ?? 0) + bytes.length;
+    handle.unwrittenBytes += bytes.length;
     this.writeBuffersBytes += bytes.length;
     this.bufferedHandles.add(handle);
-    if (handle.writeBufferBytes >= writeBufferFlushBytes) this.flushWriteBuffer(handle);
+    if (chunk.unwrittenBytes >= writeBufferFlushBytes) this.flushWriteBuffer(handle);
   }
 
-  private flushWriteBuffer(handle: StreamHandle): void {
-    if (handle.writeBufferBytes === 0) return;
-    const active = handle.active!;
-    const file = handle.chunkPath(active.firstSeq);
-    const data = handle.writeBuffer.length === 1 ? handle.writeBuffer[0]! : Buffer.concat(handle.writeBuffer, handle.writeBufferBytes);
-    this.writeBuffersBytes -= handle.writeBufferBytes;
-    handle.writeBuffer = [];
-    handle.writeBufferBytes = 0;
+  /**
+   * Writes a stream's buffered chunk bytes to their files, oldest chunk
+   * first. Never throws: the bytes are durable in the commit log already,
+   * so a failed write (a full disk, no descriptors, EIO) leaves them
+   * buffered and readable, appends are refused meanwhile, and the write is
+   * tried again until it succeeds. False when something is still waiting.
+   */
+  private flushWriteBuffer(handle: StreamHandle): boolean {
+    if (handle.unwrittenBytes === 0) return true;
+    for (const chunk of handle.chunks) {
+      if (!chunk.unwrittenBytes) continue;
+      if (!this.writeChunk(handle, chunk)) return false;
+    }
     this.bufferedHandles.delete(handle);
-    this.pool.with(file, (fd) => {
-      let offset = 0;
-      while (offset < data.length) offset += fs.writeSync(fd, data, offset, data.length - offset);
-    });
+    return true;
+  }
+
+  private writeChunk(handle: StreamHandle, chunk: Chunk): boolean {
+    const file = handle.chunkPath(chunk.firstSeq);
+    const pieces = chunk.unwritten!;
+    const data = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, chunk.unwrittenBytes);
+    let written = 0;
+    const write = () =>
+      this.pool.with(file, (fd) => {
+        while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written);
+      });
+    try {
+      try {
+        write();
+      } catch (error) {
+        // A new stream's first chunk: its folder is made on first write.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        fs.mkdirSync(handle.directory, { recursive: true });
+        this.dirtyDirectories.add(handle.directory);
+        write();
+      }
+    } catch (error) {
+      this.keepUnwritten(handle, chunk, data, written);
+      this.writeFailed(error as NodeJS.ErrnoException);
+      return false;
+    }
+    this.keepUnwritten(handle, chunk, data, written);
     this.dirtyChunkFiles.add(file);
+    return true;
+  }
+
+  /** Drops the first `written` bytes of a chunk's buffer (they reached the file). */
+  private keepUnwritten(handle: StreamHandle, chunk: Chunk, data: Buffer, written: number): void {
+    if (written === 0) return;
+    this.writeBuffersBytes -= written;
+    handle.unwrittenBytes -= written;
+    const rest = data.length - written;
+    chunk.unwritten = rest === 0 ? undefined : [data.subarray(written)];
+    chunk.unwrittenBytes = rest === 0 ? undefined : rest;
+    if (written > 0 && rest < data.length) this.dirtyChunkFiles.add(handle.chunkPath(chunk.firstSeq));
+  }
+
+  /** A chunk write failed: appends are refused until every buffered byte is written again. */
+  /** A chunk whose file goes away (deleted, evicted): its buffered bytes go with it. */
+  private dropUnwritten(handle: StreamHandle, chunk: Chunk): void {
+    const bytes = chunk.unwrittenBytes ?? 0;
+    if (bytes === 0) return;
+    this.writeBuffersBytes -= bytes;
+    handle.unwrittenBytes -= bytes;
+    chunk.unwritten = undefined;
+    chunk.unwrittenBytes = undefined;
+    if (handle.unwrittenBytes === 0) this.bufferedHandles.delete(handle);
+  }
+
+  /** Removes a file or folder that is no longer needed; a failure is logged (recovery removes it again), never thrown. */
+  private removeFile(target: string): void {
+    try {
+      fs.rmSync(target, { recursive: true, force: true });
+    } catch (error) {
+      this.logger.error({ code: (error as NodeJS.ErrnoException).code }, 'could not remove a deleted stream\'s file');
+    }
+  }
+
+  private writeFailed(error: NodeJS.ErrnoException): void {
+    if (this.chunkWriteError === undefined) {
+      this.logger.error({ code: error.code, message: error.message }, 'chunk writes failing: appends refused until they succeed again; nothing acknowledged is lost');
+    }
+    this.chunkWriteError = error;
+    if (this.writeRetryTimer !== undefined || this.closed) return;
+    this.writeRetryTimer = setInterval(() => this.retryWrites(), writeRetryMs);
+    this.writeRetryTimer.unref();
+  }
+
+  private retryWrites(): void {
+    for (const handle of [...this.bufferedHandles]) {
+      if (!this.flushWriteBuffer(handle)) return;
+    }
+    clearInterval(this.writeRetryTimer);
+    this.writeRetryTimer = undefined;
+    this.chunkWriteError = undefined;
+    this.logger.info('chunk writes succeed again: appends accepted');
+  }
+
+  /** Why appends are refused right now, if they are: a full disk is 507, anything else 503; both retriable. */
+  private writeTrouble(): IorioError | undefined {
+    if (this.closed) return new IorioError('unavailable', 'the store is closing');
+    if (this.log?.failed) return new IorioError('unavailable', `the commit log failed (${(this.log.failed as NodeJS.ErrnoException).code ?? 'error'}); the node must be restarted`);
+    const error = this.chunkWriteError;
+    if (error !== undefined) {
+      return isNoSpaceError(error)
+        ? new IorioError('insufficient-storage', 'the disk of this node is full; appends resume by themselves once space is freed')
+        : new IorioError('unavailable', `writing chunk files fails (${error.code ?? 'error'}); appends resume by themselves once it succeeds`);
+    }
+    if (this.clock.monotonic() < this.logNoSpaceUntilMs) {
+      return new IorioError('insufficient-storage', 'the disk of this node is full; appends resume by themselves once space is freed');
+    }
+    return undefined;
+  }
+
+  /** A commit-log failure as the error the caller gets (a full disk is 507 and starts a short refusal window). */
+  private logFailure(error: Error): IorioError {
+    if (isNoSpaceError(error)) {
+      this.logNoSpaceUntilMs = this.clock.monotonic() + writeRetryMs;
+      return new IorioError('insufficient-storage', 'the disk of this node is full; appends resume by themselves once space is freed');
+    }
+    return new IorioError('unavailable', `the commit log failed (${(error as NodeJS.ErrnoException).code ?? error.message})`);
   }
 
   private afterWrite(): void {
@@ -593,36 +847,68 @@ export class StreamStore implements Store {
       return { entries: handle.tail.slice(from, from + (end - start + 1)), first, last, truncated };
     }
     this.counters.readsFromDisk++;
-    const entries = await this.readFromDisk(handle, start, end);
-    return { entries, first: handle.first, last, truncated };
+    // A read from a seqnum goes on past missing entries until it has `limit` of them.
+    const result = await this.readFromDisk(handle, start, options.from === undefined ? end : last, limit);
+    return { entries: result.entries, first: handle.first, last, truncated, ...(result.missing.length > 0 ? { missing: result.missing } : {}) };
   }
 
-  private async readFromDisk(handle: StreamHandle, start: number, end: number): Promise<StoredEntry[]> {
+  private async readFromDisk(handle: StreamHandle, start: number, end: number, limit: number): Promise<{ entries: StoredEntry[]; missing: SeqRange[] }> {
     this.flushWriteBuffer(handle);
     const records: DecodedRecord[] = [];
+    const missing: SeqRange[] = [];
     let seq = start;
-    while (seq <= end) {
+    while (seq <= end && records.length < limit) {
       const chunkIndex = findChunk(handle.chunks, seq);
-      if (chunkIndex < 0) break;
-      const chunk = handle.chunks[chunkIndex]!;
-      const file = handle.chunkPath(chunk.firstSeq);
-      const chunkEnd = chunkIndex + 1 < handle.chunks.length ? handle.chunks[chunkIndex + 1]!.firstSeq - 1 : handle.durableLast;
-      const before = records.length;
-      try {
-        const diskBytes = chunk.bytes;
-        const index = chunk.index ?? (chunk.index = await buildSparseIndex(file, diskBytes));
-        const point = index.floor(seq);
-        await this.pool.withAsync(file, (fd) => readChunkRange(fd, file, point?.offset ?? 0, diskBytes, seq, Math.min(end, chunkEnd), records));
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        // The chunk was evicted under the read: go on from the oldest kept entry.
-        seq = Math.max(seq, handle.first);
+      if (chunkIndex < 0) {
+        // Evicted under the read: go on from the oldest kept entry.
+        if (handle.chunks.length === 0 || handle.chunks[0]!.firstSeq <= seq) break;
+        seq = handle.chunks[0]!.firstSeq;
         continue;
       }
-      if (records.length === before) break;
-      seq = records[records.length - 1]!.seq + 1;
+      const chunk = handle.chunks[chunkIndex]!;
+      const stop = Math.min(end, chunkIndex + 1 < handle.chunks.length ? handle.chunks[chunkIndex + 1]!.firstSeq - 1 : handle.durableLast);
+      const want = limit - records.length;
+      const got: DecodedRecord[] = [];
+      try {
+        await this.readChunk(handle, chunk, seq, stop, want, got);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw storeReadError(error);
+      }
+      let expected = seq;
+      for (const record of got) {
+        if (record.seq > expected) missing.push({ from: expected, to: record.seq - 1 });
+        records.push(record);
+        expected = record.seq + 1;
+      }
+      if (got.length === want) break;
+      if (expected <= stop) missing.push({ from: expected, to: stop });
+      seq = stop + 1;
     }
-    return records.map(toEntry);
+    for (const range of missing) this.reportDamage(handle, range, 'unreadable in its chunk file');
+    return { entries: records.map(toEntry), missing };
+  }
+
+  /** Reads records [startSeq, stopSeq] (at most `countMax`) of one chunk: from its file, then from what waits in memory to be written. */
+  private async readChunk(handle: StreamHandle, chunk: Chunk, startSeq: number, stopSeq: number, countMax: number, into: DecodedRecord[]): Promise<void> {
+    const file = handle.chunkPath(chunk.firstSeq);
+    const unwritten = chunk.unwrittenBytes ?? 0;
+    const diskBytes = chunk.bytes - unwritten;
+    if (diskBytes > 0) {
+      const index = chunk.index ?? (chunk.index = await buildSparseIndex(file, diskBytes, chunk.firstSeq));
+      const point = index.floor(startSeq);
+      if ((point?.offset ?? 0) < diskBytes) {
+        await this.pool.withAsync(file, (fd) => readChunkRange(fd, point?.offset ?? 0, point?.seq ?? chunk.firstSeq, diskBytes, startSeq, stopSeq, countMax, into));
+      }
+    }
+    if (unwritten === 0 || into.length >= countMax || into[into.length - 1]?.seq === stopSeq) return;
+    const buffered = Buffer.concat(chunk.unwritten!, unwritten);
+    const after = into.length > 0 ? into[into.length - 1]!.seq : startSeq - 1;
+    for (const record of scanChunkRecords(buffered, 0, stopSeq).records) {
+      if (record.seq <= after) continue;
+      into.push({ ...record, payload: Buffer.from(record.payload) });
+      if (into.length >= countMax) return;
+    }
   }
 
   async lastSeq(bucket: string, stream: string): Promise<number> {
@@ -650,7 +936,7 @@ export class StreamStore implements Store {
       this.log.append([{ op: FrameOp.delete, partition: handle.partition, bucket, stream, lastSeq }], (error) => {
         handle.inflight--;
         if (error) {
-          reject(new IorioError('unavailable', `the commit log failed: ${error.message}`));
+          reject(this.logFailure(error));
           return;
         }
         this.applyDelete(handle, lastSeq);
@@ -660,14 +946,15 @@ export class StreamStore implements Store {
   }
 
   private applyDelete(handle: StreamHandle, lastSeq: number): void {
-    this.flushWriteBuffer(handle);
     for (const chunk of handle.chunks) {
       const file = handle.chunkPath(chunk.firstSeq);
+      this.dropUnwritten(handle, chunk);
       this.pool.close(file);
       this.dirtyChunkFiles.delete(file);
       this.meta.chunks.remove([handle.bucket, handle.stream, chunk.firstSeq]).catch(() => undefined);
     }
-    fs.rmSync(handle.directory, { recursive: true, force: true });
+    this.bufferedHandles.delete(handle);
+    this.removeFile(handle.directory);
     handle.chunks = [];
     handle.tail = [];
     handle.tailBytes = 0;
@@ -766,9 +1053,10 @@ export class StreamStore implements Store {
   private evictOldestChunk(handle: StreamHandle): void {
     const chunk = handle.chunks.shift()!;
     const file = handle.chunkPath(chunk.firstSeq);
+    this.dropUnwritten(handle, chunk);
     this.pool.close(file);
     this.dirtyChunkFiles.delete(file);
-    fs.rmSync(file, { force: true });
+    this.removeFile(file);
     this.meta.chunks.remove([handle.bucket, handle.stream, chunk.firstSeq]).catch(() => undefined);
     this.counters.evictedChunks++;
     this.counters.evictedBytes += chunk.bytes;
@@ -830,13 +1118,34 @@ export class StreamStore implements Store {
 
   private async runCheckpoint(): Promise<void> {
     const segment = await this.log.rotate();
-    const states: [string[], StreamState][] = [];
     const handles = [...this.dirtyHandles];
+    const files = [...this.dirtyChunkFiles];
+    const directories = [...this.dirtyDirectories];
     this.dirtyHandles.clear();
+    this.dirtyChunkFiles.clear();
+    this.dirtyDirectories.clear();
+    for (const handle of handles) handle.dirty = false;
+    try {
+      await this.writeCheckpoint(segment, handles, files, directories);
+    } catch (error) {
+      // Nothing was recorded: everything stays dirty for the next checkpoint, and the log keeps every segment.
+      for (const handle of handles) this.markDirty(handle);
+      for (const file of files) this.dirtyChunkFiles.add(file);
+      for (const directory of directories) this.dirtyDirectories.add(directory);
+      throw error;
+    }
+    this.log.deleteBefore(segment);
+    this.counters.checkpoints++;
     for (const handle of handles) {
-      handle.dirty = false;
-      handle.hasState = true;
-      this.flushWriteBuffer(handle);
+      if (!this.loaded.has(handle.key) && !handle.dirty && handle.inflight === 0 && handle.listeners.size === 0) this.handles.delete(handle.key);
+    }
+  }
+
+  private async writeCheckpoint(segment: number, handles: StreamHandle[], files: string[], directories: string[]): Promise<void> {
+    const states: [string[], StreamState][] = [];
+    for (const handle of handles) {
+      // A state may only name bytes that are in the chunk file.
+      if (!this.flushWriteBuffer(handle)) throw new IorioError('unavailable', 'checkpoint postponed: chunk writes are failing');
       const active = handle.active;
       states.push([
         [handle.bucket, handle.stream],
@@ -850,9 +1159,10 @@ export class StreamStore implements Store {
         },
       ]);
     }
-    const files = [...this.dirtyChunkFiles];
+    // Written since the dirty sets were taken (flushes above): synced too.
+    for (const file of this.dirtyChunkFiles) files.push(file);
+    for (const directory of this.dirtyDirectories) directories.push(directory);
     this.dirtyChunkFiles.clear();
-    const directories = [...this.dirtyDirectories];
     this.dirtyDirectories.clear();
     await this.syncFiles(files);
     await fsyncDirectories(directories);
@@ -861,11 +1171,7 @@ export class StreamStore implements Store {
       this.meta.settings.put('checkpoint', { segment });
     });
     await this.meta.root.flushed;
-    this.log.deleteBefore(segment);
-    this.counters.checkpoints++;
-    for (const handle of handles) {
-      if (!this.loaded.has(handle.key) && !handle.dirty && handle.inflight === 0 && handle.listeners.size === 0) this.handles.delete(handle.key);
-    }
+    for (const handle of handles) handle.hasState = true;
   }
 
   private async syncFiles(files: string[]): Promise<void> {
@@ -895,7 +1201,15 @@ export class StreamStore implements Store {
   }
 
   stats(): StoreStats {
-    return { ...this.counters, logFlushes: this.log.flushes, openStreams: this.loaded.size, openFiles: this.pool.size };
+    const refused = this.writeTrouble();
+    return {
+      ...this.counters,
+      logFlushes: this.log.flushes,
+      openStreams: this.loaded.size,
+      openFiles: this.pool.size,
+      damaged: [...this.damage.values()],
+      writesRefused: refused === undefined ? null : refused.message,
+    };
   }
 
   async close(): Promise<void> {
@@ -933,8 +1247,11 @@ function checkAppend(request: AppendRequest, handle: StreamHandle): void {
   }
 }
 
-function logFailure(error: Error): IorioError {
-  return new IorioError('unavailable', `the commit log failed: ${error.message}`);
+/** An unexpected failure reading chunk files, as a retriable error that names no path of the server. */
+function storeReadError(error: unknown): IorioError {
+  if (error instanceof IorioError) return error;
+  const code = (error as NodeJS.ErrnoException).code;
+  return new IorioError('unavailable', `reading the stream failed${code === undefined ? '' : ` (${code})`}; try again`);
 }
 
 function stateExists(state: StreamState): boolean {

@@ -1,3 +1,7 @@
+import type { SeqRange } from '../core/record.js';
+
+export type { SeqRange };
+
 /**
  * The stream store's public contract, used by the HTTP layer (and later by
  * replication). Implemented by `StreamStore` in store/stream-store.ts.
@@ -41,6 +45,21 @@ export interface ReadResult {
   readonly last: number;
   /** True when `from` was below `first`: the range started at the oldest kept entry instead. */
   readonly truncated: boolean;
+  /**
+   * Seqnums inside the span read that no longer exist (lost to a damaged
+   * file): the entries after them are returned, and the caller is told.
+   */
+  readonly missing?: readonly SeqRange[];
+}
+
+
+/** Entries of a stream that were lost or cannot be read (a damaged chunk or commit log). */
+export interface DamageReport {
+  readonly bucket: string;
+  readonly stream: string;
+  readonly from: number;
+  readonly to: number;
+  readonly reason: string;
 }
 
 export interface EvictionPolicy {
@@ -63,6 +82,12 @@ export interface StoreStats {
   evictedBytes: number;
   openStreams: number;
   openFiles: number;
+  /** Ranges of entries found lost or unreadable since start (each reported once). */
+  damagedRanges: number;
+  /** The most recent of them (bounded). */
+  damaged: DamageReport[];
+  /** Why appends are refused right now (a full disk, a failing chunk write), or null. */
+  writesRefused: string | null;
 }
 
 export interface Store {

@@ -62,10 +62,11 @@ describe('commit log', () => {
     const { seen, stats } = replay(dir);
     expect(seen).toHaveLength(2000);
     expect(seen[1999]).toBe('s:2000');
-    expect(stats.dropped).toEqual([]);
+    expect(stats.damaged).toEqual([]);
+    expect(stats.cut).toEqual([]);
   });
 
-  test('a torn frame before the zeros of a preallocated segment is dropped and reported', async () => {
+  test('a torn frame before the zeros of the newest segment is cut (ignored) and reported, the file left as it is', async () => {
     const { log, dir } = openLog();
     for (let round = 0; round < 30; round++) await Promise.all(Array.from({ length: 50 }, (_, index) => append(log, [section('s', round * 50 + index + 1, 1000)])));
     await log.close();
@@ -79,10 +80,13 @@ describe('commit log', () => {
     const torn = Buffer.alloc(40, 0x5a);
     torn.writeUInt32LE(500, 0);
     fs.writeFileSync(file, Buffer.concat([data.subarray(0, end), torn, data.subarray(end + torn.length)]));
+    const damagedBytes = fs.readFileSync(file);
     const { seen, stats } = replay(dir);
     expect(seen).toHaveLength(before);
-    expect(stats.dropped).toHaveLength(1);
-    expect(stats.dropped[0]!.start).toBe(end);
+    expect(stats.damaged).toEqual([]);
+    expect(stats.cut).toHaveLength(1);
+    expect(stats.cut[0]!.start).toBe(end);
+    expect(fs.readFileSync(file).equals(damagedBytes)).toBe(true);
   });
 
   test('rotate starts a new segment and resolves once everything before it is durable', async () => {
@@ -131,7 +135,8 @@ describe('commit log', () => {
     expect(fs.statSync(path.join(dir, segmentName(third))).size).toBeGreaterThanOrEqual(1024 * 1024);
     const { seen, stats } = replay(dir, third);
     expect(seen).toEqual(['new:1']);
-    expect(stats.dropped).toEqual([]);
+    expect(stats.damaged).toEqual([]);
+    expect(stats.cut).toEqual([]);
   });
 
   test('without preallocation segments grow as written', async () => {

@@ -337,6 +337,9 @@ export class CommitLog {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private readonly files: LogFileOps;
+  /** fdatasyncs running per descriptor, and retired descriptors to close once none runs. */
+  private readonly syncsRunning = new Map<number, number>();
+  private readonly closing = new Set<number>();
   /** The current segment's start frame, until it is written (it goes first, with the segment's first batch). */
   private startFrame: EncodedFrame | undefined;
 
@@ -441,7 +444,7 @@ export class CommitLog {
       return;
     }
     this.inflight.push({ id, fd, waiters, synced: false });
-    this.files.fdatasync(fd, (error) => {
+    this.syncFile(fd, (error) => {
       if (error) {
         this.fail(error, []);
         return;
@@ -476,12 +479,34 @@ export class CommitLog {
     while (this.retiring.length > 0 && this.retiring[0]!.barrier <= this.ackedThrough) {
       const segment = this.retiring.shift()!;
       this.unsyncedFds.delete(segment.fd);
-      this.files.fdatasync(segment.fd, (error) => {
-        fs.close(segment.fd, () => undefined);
+      this.syncFile(segment.fd, (error) => {
+        this.closeWhenIdle(segment.fd);
         if (error) this.fail(error, []);
         segment.onSynced?.(error ?? undefined);
       });
     }
+  }
+
+  /**
+   * fdatasync through the seam, counted per descriptor: a later sync of a
+   * file can return first (it covers the earlier writes too), and the file
+   * must not be closed under a sync still running on it.
+   */
+  private syncFile(fd: number, callback: (error: NodeJS.ErrnoException | null) => void): void {
+    this.syncsRunning.set(fd, (this.syncsRunning.get(fd) ?? 0) + 1);
+    this.files.fdatasync(fd, (error) => {
+      const running = this.syncsRunning.get(fd)! - 1;
+      if (running > 0) this.syncsRunning.set(fd, running);
+      else this.syncsRunning.delete(fd);
+      callback(error);
+      if (running === 0 && this.closing.delete(fd)) fs.close(fd, () => undefined);
+    });
+  }
+
+  /** Closes a retired segment's descriptor once no sync runs on it. */
+  private closeWhenIdle(fd: number): void {
+    if (this.syncsRunning.has(fd)) this.closing.add(fd);
+    else fs.close(fd, () => undefined);
   }
 
   /**
@@ -620,7 +645,7 @@ export class CommitLog {
   private syncUnsynced(): void {
     for (const fd of this.unsyncedFds) {
       this.unsyncedFds.delete(fd);
-      this.files.fdatasync(fd, (error) => {
+      this.syncFile(fd, (error) => {
         if (error) this.fail(error, []);
       });
     }

@@ -34,7 +34,7 @@ import { encodePathSegment } from '../core/names.js';
 import { FrameOp, encodeRecord, encodeRecordInto, peekRecord, scanChunkRecords, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection, type SeqRange } from '../core/record.js';
 import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type RetentionPolicy } from '../core/retention.js';
 import { CommitLog, isNoSpaceError, listSegments, replayCommitLog, type LogFileOps, type SyncMode } from './commit-log.js';
-import { buildSparseIndex, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
+import { buildSparseIndex, chunkFileName, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
 import { StreamHandle, streamKey, type Chunk, type ChunkSummaryValue, type StreamState } from './stream-handle.js';
 import { StreamLoader } from './stream-loader.js';
 import { fsyncDirectories } from './fsync.js';
@@ -149,6 +149,8 @@ export class StreamStore implements Store {
   private salvageMode = false;
   /** Lost or unreadable ranges found since start, by stream and first seqnum. */
   private readonly damage = new Map<string, DamageReport>();
+  /** Resolves (with the number of damaged chunks) once every closed chunk was checked after open. */
+  closedChunksChecked: Promise<number> = Promise.resolve(0);
   /** The error a chunk write last failed with, while buffered chunk bytes wait to be written. */
   private chunkWriteError: NodeJS.ErrnoException | undefined;
   private writeRetryTimer: NodeJS.Timeout | undefined;
@@ -210,6 +212,10 @@ export class StreamStore implements Store {
     const store = new StreamStore(settings, meta, clock, logger);
     await store.recover();
     store.startTimers();
+    store.closedChunksChecked = store.checkClosedChunks().catch((error: unknown) => {
+      store.logger.error({ err: error }, 'checking closed chunks failed');
+      return 0;
+    });
     return store;
   }
 
@@ -389,11 +395,37 @@ export class StreamStore implements Store {
   private reportDamage(handle: StreamHandle, range: SeqRange, reason: string): void {
     const key = `${handle.key}\u0000${range.from}`;
     if (this.damage.has(key)) return;
+    for (const known of this.damage.values()) {
+      if (known.bucket === handle.bucket && known.stream === handle.stream && known.from <= range.from && range.to <= known.to) return;
+    }
     const entry: DamageReport = { bucket: handle.bucket, stream: handle.stream, from: range.from, to: range.to, reason };
     this.damage.set(key, entry);
     this.counters.damagedRanges++;
     if (this.damage.size > damageReportsMax) this.damage.delete(this.damage.keys().next().value!);
     this.logger.error(entry, 'entries lost or unreadable: reads step over them');
+  }
+
+  /**
+   * Every closed chunk's file against the size lmdb recorded when it closed,
+   * in the background after open, a slice at a time: a stream with a damaged
+   * chunk is loaded at once, which reports what was lost (the rest of the
+   * checking happens when a stream is opened and when a record is read).
+   */
+  private async checkClosedChunks(): Promise<number> {
+    let damaged = 0;
+    let checked = 0;
+    for (const { key, value } of this.meta.chunks.getRange({})) {
+      if (this.closed) break;
+      const [bucket, stream, firstSeq] = key as [string, string, number];
+      const file = path.join(this.streamDirectory(partitionOf(bucket, stream, this.settings.ringSize), bucket, stream), chunkFileName(firstSeq));
+      const size = fileSizeOrUndefined(file);
+      if (size !== undefined && size < (value as ChunkSummaryValue).bytes && !this.handles.has(streamKey(bucket, stream))) {
+        damaged++;
+        this.handle(bucket, stream, false);
+      }
+      if (++checked % 1000 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    return damaged;
   }
 
   // -------------------------------------------------------------------------
@@ -1244,6 +1276,14 @@ function checkAppend(request: AppendRequest, handle: StreamHandle): void {
       expected: request.expectSeq,
       got: handle.last,
     });
+  }
+}
+
+function fileSizeOrUndefined(file: string): number | undefined {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return undefined;
   }
 }
 

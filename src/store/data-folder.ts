@@ -54,11 +54,11 @@ export function acquireDataLock(dataDir: string): DataLock {
   } catch (error) {
     fs.closeSync(fd);
     if (!isWouldBlock(error)) throw new StartupError(`cannot lock ${file} (${codeOf(error)})`);
-    const holder = readPid(file);
+    const holder = readHolderPid(file);
     throw new StartupError(`the data folder ${dataDir} is in use by another node${holder === undefined ? '' : ` (pid ${holder})`}; stop it first, or choose another folder with paths.data`);
   }
-  const pid = Buffer.from(`${process.pid}\n`);
-  fs.ftruncateSync(fd, 0);
+  // Fixed width, written in place: no truncation, so no new block is needed even on a full disk.
+  const pid = Buffer.from(`${String(process.pid).padEnd(20)}\n`);
   fs.writeSync(fd, pid, 0, pid.length, 0);
   let released = false;
   return {
@@ -141,6 +141,17 @@ function fileSize(file: string): number {
   } catch {
     return 0;
   }
+}
+
+/** The holder's pid, waiting a moment for it: the holder writes it just after it takes the lock. */
+function readHolderPid(file: string): number | undefined {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const pid = readPid(file);
+    if (pid !== undefined) return pid;
+    Atomics.wait(pause, 0, 0, 5);
+  }
+  return undefined;
 }
 
 function readPid(file: string): number | undefined {

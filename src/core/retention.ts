@@ -1,12 +1,14 @@
 /**
  * Eviction decisions, pure. Iorio never rewrites a chunk: it deletes whole
  * oldest chunks, and never the stream's active (last) chunk, so the newest
- * entries always stay. The semantics are Kafka's retention ones: a chunk goes
- * only when what remains still satisfies the policy.
+ * entries always stay. The semantics are Kafka's retention ones: each limit
+ * is a cap, and a chunk goes as soon as any one of them lets it go, never
+ * further than that limit allows:
  *
- * - max_count: keep at least the last `max_count` entries.
- * - max_bytes: keep at least the last `max_bytes` bytes of chunk data.
- * - max_age_secs: a chunk goes once its newest entry is older than that.
+ * - max_count: a chunk goes if at least `max_count` entries remain after it.
+ * - max_bytes: a chunk goes if at least `max_bytes` bytes remain after it.
+ * - max_age_secs: a chunk goes once its newest entry is older than that (a
+ *   chunk whose time is unknown never goes by age).
  *
  * To make small policies bite, the active chunk rolls over early when a policy
  * is set (see chunkCapacity), so a stream holds between the policy's amount

@@ -704,7 +704,13 @@ export class StreamStore implements Store {
     handle.chunks.push({ firstSeq: nextSeq, bytes: 0, lastMs: undefined, index: new SparseIndex() });
     handle.activeCount = 0;
     handle.activeFirstMs = undefined;
-    queueMicrotask(() => this.enforceRetention(handle));
+    queueMicrotask(() => {
+      try {
+        this.enforceRetention(handle);
+      } catch (error) {
+        this.logger.error({ err: error }, 'eviction after a chunk roll failed');
+      }
+    });
   }
 
   private pushTail(handle: StreamHandle, entry: StoredEntry): void {
@@ -1075,8 +1081,15 @@ export class StreamStore implements Store {
       const chunk = handle.chunks[index]!;
       if (chunk.lastMs !== undefined) continue;
       const next = handle.chunks[index + 1]!;
-      const result = validateChunk(handle.chunkPath(chunk.firstSeq), 0, chunk.firstSeq);
-      chunk.lastMs = result.lastMs ?? 0;
+      let lastMs: number | undefined;
+      try {
+        lastMs = validateChunk(handle.chunkPath(chunk.firstSeq), 0, chunk.firstSeq).lastMs;
+      } catch {
+        lastMs = undefined; // not written yet, or unreadable: its age stays unknown
+      }
+      // An unknown time never makes a chunk look old (eviction by age skips it).
+      if (lastMs === undefined) continue;
+      chunk.lastMs = lastMs;
       const summary: ChunkSummaryValue = { lastSeq: next.firstSeq - 1, lastMs: chunk.lastMs, bytes: chunk.bytes };
       this.meta.chunks.put([handle.bucket, handle.stream, chunk.firstSeq], summary).catch(() => undefined);
     }

@@ -1,6 +1,7 @@
 import bcrypt from 'bcryptjs';
 import { IorioError } from '../core/errors.js';
 import { passwordBytesMax } from '../core/limits.js';
+import { PasswordWorkerPool, type PasswordPoolOptions } from './password-pool.js';
 
 /** Why a new password is not acceptable, or undefined when it is. */
 export function passwordProblem(password: unknown): string | undefined {
@@ -19,23 +20,31 @@ export function checkPassword(password: unknown): string {
 }
 
 /**
- * bcrypt hashing at the configured cost. `verify` against a user that does
- * not exist still compares against a real hash of the same cost, so a wrong
- * user name costs as much time as a wrong password.
+ * bcrypt hashing at the configured cost, on worker threads (a hash at the
+ * default cost is ~100 ms of CPU the event loop must not spend). `verify`
+ * against a user that does not exist still compares against a real hash of
+ * the same cost, so a wrong user name costs as much time as a wrong password.
  */
 export class Passwords {
   private constructor(
     readonly rounds: number,
+    private readonly pool: PasswordWorkerPool,
     private readonly dummyHash: string,
   ) {}
 
-  static async create(rounds: number): Promise<Passwords> {
-    const dummyHash = await bcrypt.hash('iorio: no such user', rounds);
-    return new Passwords(rounds, dummyHash);
+  static async create(rounds: number, options: PasswordPoolOptions = {}): Promise<Passwords> {
+    const pool = new PasswordWorkerPool(options);
+    try {
+      const dummyHash = await pool.hash('iorio: no such user', rounds);
+      return new Passwords(rounds, pool, dummyHash);
+    } catch (error) {
+      await pool.close();
+      throw error;
+    }
   }
 
   hash(password: string): Promise<string> {
-    return bcrypt.hash(password, this.rounds);
+    return this.pool.hash(password, this.rounds);
   }
 
   /**
@@ -45,13 +54,18 @@ export class Passwords {
    */
   async verify(password: string, hash: string | undefined): Promise<boolean> {
     const usable = hash !== undefined && isBcryptHash(hash);
-    const matches = await bcrypt.compare(password, usable ? hash : this.dummyHash);
+    const matches = await this.pool.compare(password, usable ? hash : this.dummyHash);
     return usable && matches && passwordProblem(password) === undefined;
   }
 
   /** True when a stored hash was made with another cost than the configured one. */
   needsRehash(hash: string): boolean {
     return isBcryptHash(hash) && bcrypt.getRounds(hash) !== this.rounds;
+  }
+
+  /** Stops the worker threads; hashing after it fails with 503. */
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }
 

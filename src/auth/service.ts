@@ -14,10 +14,11 @@ import {
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
 import { checkName } from '../core/names.js';
-import { nameBytesMax } from '../core/limits.js';
+import { nameBytesMax, sessionGenerationBytes } from '../core/limits.js';
 import type { MetaStore } from '../store/meta.js';
 import { describeResource, parseGrantChange } from './access.js';
 import type { GrantTable } from './grants.js';
+import type { LoginThrottle } from './login-throttle.js';
 import { checkPassword, type Passwords } from './passwords.js';
 import type { SessionClaims, Sessions } from './sessions.js';
 import type { AccessListing, Auth, GrantChange, Permission } from './types.js';
@@ -37,9 +38,14 @@ export interface AuthServiceOptions {
   readonly grants: GrantTable;
   readonly passwords: Passwords;
   readonly sessions: Sessions;
+  readonly throttle: LoginThrottle;
   readonly clock: Clock;
+  /** Source of session generations (crypto.randomBytes in a node). */
+  readonly randomBytes: (size: number) => Buffer;
   readonly logger: Logger;
   readonly adminUsername: string;
+  /** The built-in default of auth.admin.password: the admin keeping it is warned about. */
+  readonly defaultAdminPassword: string;
   readonly anonymousUsername: string;
   readonly userHasBucket: boolean;
 }
@@ -58,7 +64,10 @@ const decisionCacheEntriesMax = 100_000;
  * decisions are cached in memory. Every change to users or grants goes
  * through this service and drops the caches (`invalidateCaches`), so a
  * check never sees a revoked grant or a deleted user; an expired token is
- * refused from the cache by its own `exp`.
+ * refused from the cache by its own `exp`. A token is checked against its
+ * user's current session generation on every call (one string comparison
+ * with the cached user), so a password change, a revoke or a delete ends
+ * its sessions at once.
  */
 export class AuthService implements Auth {
   readonly anonymousUsername: string;
@@ -67,6 +76,8 @@ export class AuthService implements Auth {
   private readonly tokens = new Map<string, SessionClaims>();
   private readonly users = new Map<string, UserRecord | null>();
   private readonly decisions = new Map<string, boolean>();
+  /** The last answer of adminPasswordIsDefault, for the admin hash it was computed from (bcrypt is slow). */
+  private defaultAdminCheck: { hash: string; isDefault: boolean } | undefined;
 
   constructor(options: AuthServiceOptions) {
     this.options = options;
@@ -108,16 +119,28 @@ export class AuthService implements Auth {
   // -------------------------------------------------------------------------
   // Sessions
 
-  async login(username: string, password: string): Promise<string> {
-    const { users, passwords, sessions, clock } = this.options;
+  async login(username: string, password: string, clientAddress: string): Promise<string> {
+    const { users, passwords, sessions, clock, throttle } = this.options;
+    // Before the password is looked at: a throttled guess costs no bcrypt and learns nothing.
+    const attempt = throttle.admit(username, clientAddress);
     const user = username === this.anonymousUsername ? undefined : users.get(username);
-    const matches = await passwords.verify(typeof password === 'string' ? password : '', user?.passwordHash);
+    let matches: boolean;
+    try {
+      matches = await passwords.verify(typeof password === 'string' ? password : '', user?.passwordHash);
+    } catch (error) {
+      attempt.abandoned();
+      throw error;
+    }
     if (user === undefined || !matches) {
-      this.logger.info({ username: typeof username === 'string' ? username.slice(0, 128) : undefined }, 'login refused');
+      const reached = attempt.failed();
+      const shownName = typeof username === 'string' ? username.slice(0, 128) : undefined;
+      this.logger.info({ username: shownName, clientAddress }, 'login refused');
+      if (reached.length > 0) this.logger.warn({ username: shownName, clientAddress, throttled: reached }, 'too many failed logins: throttling');
       throw new IorioError('unauthorized', 'wrong username or password');
     }
+    attempt.succeeded();
     if (passwords.needsRehash(user.passwordHash)) await this.rehash(user, password);
-    return sessions.sign(user.username, clock.now());
+    return sessions.sign(user.username, user.sessionGeneration, clock.now());
   }
 
   verifyToken(token: string): string {
@@ -132,9 +155,45 @@ export class AuthService implements Auth {
     if (user === undefined || user.username === this.anonymousUsername) {
       throw new IorioError('unauthorized', 'the session user does not exist');
     }
-    // A token issued before the user was (re)created belongs to an older user of the same name.
-    if (claims.issuedAtSec < Math.floor(user.createdMs / 1000)) throw new IorioError('unauthorized', 'invalid session token');
+    // Another generation: the password changed, the sessions were revoked, or the name now belongs to a new user.
+    if (claims.generation !== user.sessionGeneration) throw new IorioError('unauthorized', 'session ended: log in again');
     return user.username;
+  }
+
+  async revokeSessions(actor: string, username: string): Promise<void> {
+    checkName('user', username);
+    const target = this.authorizeUserChange(actor, username, 'end the sessions of');
+    if (target.username === this.anonymousUsername) {
+      throw new IorioError('invalid-param', `${username} is the anonymous user and has no sessions`);
+    }
+    const sessionGeneration = this.newSessionGeneration();
+    const revoked = await this.write(() => {
+      const current = this.options.users.get(username);
+      if (current === undefined) return false;
+      this.options.users.putSync({ ...current, sessionGeneration });
+      return true;
+    });
+    if (!revoked) throw unknownUser(username);
+    this.logger.info({ actor, username }, 'sessions revoked');
+  }
+
+  /** A fresh random session generation: tokens of any earlier one no longer fit. */
+  newSessionGeneration(): string {
+    return this.options.randomBytes(sessionGenerationBytes).toString('base64url');
+  }
+
+  async adminPasswordIsDefault(): Promise<boolean> {
+    const admin = this.options.users.get(this.options.adminUsername);
+    if (admin === undefined) return false;
+    const known = this.defaultAdminCheck;
+    if (known !== undefined && known.hash === admin.passwordHash) return known.isDefault;
+    const isDefault = await this.options.passwords.verify(this.options.defaultAdminPassword, admin.passwordHash);
+    this.defaultAdminCheck = { hash: admin.passwordHash, isDefault };
+    return isDefault;
+  }
+
+  close(): Promise<void> {
+    return this.options.passwords.close();
   }
 
   // -------------------------------------------------------------------------
@@ -179,7 +238,13 @@ export class AuthService implements Auth {
     checkPassword(password);
     if (this.options.users.exists(username)) throw conflictUser(username);
     const passwordHash = await this.options.passwords.hash(password);
-    const user: UserRecord = { username, passwordHash, groups: [], createdMs: this.options.clock.now() };
+    const user: UserRecord = {
+      username,
+      passwordHash,
+      groups: [],
+      createdMs: this.options.clock.now(),
+      sessionGeneration: this.newSessionGeneration(),
+    };
     const created = await this.write(() => this.insertUserSync(user));
     if (!created) throw conflictUser(username);
     this.logger.info({ actor, username }, 'user created');
@@ -193,14 +258,16 @@ export class AuthService implements Auth {
     }
     checkPassword(password);
     const passwordHash = await this.options.passwords.hash(password);
+    // Whoever had the old password may hold a token: every earlier session ends with it.
+    const sessionGeneration = this.newSessionGeneration();
     const changed = await this.write(() => {
       const current = this.options.users.get(username);
       if (current === undefined) return false;
-      this.options.users.putSync({ ...current, passwordHash });
+      this.options.users.putSync({ ...current, passwordHash, sessionGeneration });
       return true;
     });
     if (!changed) throw unknownUser(username);
-    this.logger.info({ actor, username }, 'password changed');
+    this.logger.info({ actor, username }, 'password changed, earlier sessions ended');
   }
 
   async deleteUser(actor: string, username: string): Promise<void> {

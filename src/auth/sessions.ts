@@ -15,6 +15,8 @@ export type SessionAlgorithm = Config['auth.algorithm'];
 
 export interface SessionClaims {
   readonly username: string;
+  /** The user's session generation when the token was issued (claim `g`): the token holds while it is still the user's. */
+  readonly generation: string;
   /** Issued at, seconds since the epoch. */
   readonly issuedAtSec: number;
   /** Expires at, seconds since the epoch. */
@@ -46,9 +48,12 @@ export async function loadSessionSecret(
 }
 
 /**
- * JWT sessions `{u, iat, exp}`, signed and verified with the configured
+ * JWT sessions `{u, g, iat, exp}`, signed and verified with the configured
  * HMAC algorithm only: a token with `alg: none` or any other algorithm is
- * refused. Times come from the caller (the injected clock).
+ * refused. Times come from the caller (the injected clock). `g` is the
+ * user's session generation (see UserRecord): whether it is still current is
+ * the auth service's question, since `iat` (whole seconds) cannot tell a
+ * token issued just before a password change from one issued just after.
  */
 export class Sessions {
   /** A KeyObject made once: given a string, jsonwebtoken builds one per call, which is 50 times slower. */
@@ -62,10 +67,11 @@ export class Sessions {
     this.key = createSecretKey(Buffer.from(secret, 'utf8'));
   }
 
-  sign(username: string, nowMs: number): string {
+  sign(username: string, generation: string, nowMs: number): string {
+    if (generation === '') throw new Error('assertion failed: a session is signed with the user\'s session generation');
     const issuedAtSec = Math.floor(nowMs / 1000);
     const durationSec = Math.max(1, Math.floor(this.durationMs / 1000));
-    return jwt.sign({ u: username, iat: issuedAtSec, exp: issuedAtSec + durationSec }, this.key, { algorithm: this.algorithm });
+    return jwt.sign({ u: username, g: generation, iat: issuedAtSec, exp: issuedAtSec + durationSec }, this.key, { algorithm: this.algorithm });
   }
 
   /** The claims of a valid token; throws `unauthorized` for an expired, tampered, malformed or foreign one. */
@@ -85,9 +91,11 @@ export class Sessions {
 
 function claimsOf(payload: unknown): SessionClaims {
   if (payload === null || typeof payload !== 'object') throw new IorioError('unauthorized', 'invalid session token');
-  const { u, iat, exp } = payload as Record<string, unknown>;
+  const { u, g, iat, exp } = payload as Record<string, unknown>;
   if (typeof u !== 'string' || typeof iat !== 'number' || typeof exp !== 'number') {
     throw new IorioError('unauthorized', 'invalid session token');
   }
-  return { username: u, issuedAtSec: iat, expiresAtSec: exp };
+  // Tokens from before sessions could be ended carry no generation: accepting them would keep them unrevocable.
+  if (typeof g !== 'string' || g === '') throw new IorioError('unauthorized', 'session token of an older format: log in again');
+  return { username: u, generation: g, issuedAtSec: iat, expiresAtSec: exp };
 }

@@ -34,10 +34,29 @@ export interface GrantChange {
 }
 
 export interface Auth {
-  /** Checks the password (bcrypt) and returns a signed JWT `{u, exp}`; throws `unauthorized`. */
-  login(username: string, password: string): Promise<string>;
-  /** Verifies a JWT with the configured algorithm only; returns the username; throws `unauthorized`. */
+  /**
+   * Checks the password (bcrypt, on a worker thread) and returns a signed
+   * JWT `{u, g, iat, exp}`; throws `unauthorized`, or `rate-limited` (429,
+   * details.retry_after_secs) once the user name or the client address has
+   * had auth.login.failures.max failures within auth.login.failures.window.
+   */
+  login(username: string, password: string, clientAddress: string): Promise<string>;
+  /**
+   * Verifies a JWT with the configured algorithm only, and that its session
+   * generation `g` is still its user's; returns the username; throws
+   * `unauthorized`.
+   */
   verifyToken(token: string): string;
+  /**
+   * Ends every session of `username` issued so far (its tokens get 401 from
+   * now on, open listeners end at their next check): the user itself, or an
+   * actor with `adminusers` (a g-admin member for a g-admin user).
+   */
+  revokeSessions(actor: string, username: string): Promise<void>;
+  /** True while the configured admin user's stored password is still the default one (`secret`). */
+  adminPasswordIsDefault(): Promise<boolean>;
+  /** Stops the password worker threads. The node calls it once HTTP is closed; idempotent. */
+  close(): Promise<void>;
   /** The username requests without credentials act as. */
   readonly anonymousUsername: string;
   /**
@@ -51,7 +70,9 @@ export interface Auth {
   can(username: string, permission: Permission, bucket?: string, stream?: string): boolean;
   userExists(username: string): boolean;
   createUser(actor: string, username: string, password: string): Promise<void>;
+  /** Also ends every session of the user issued before (see revokeSessions). */
   changePassword(actor: string, username: string, password: string): Promise<void>;
+  /** Its sessions end with it; a user created again under the name does not inherit them. */
   deleteUser(actor: string, username: string): Promise<void>;
   listUsers(actor: string): { username: string }[];
   changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void>;

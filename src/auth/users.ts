@@ -5,12 +5,18 @@ import { isValidName } from '../core/names.js';
  * A user as kept in meta.users (key: username). `passwordHash` is a bcrypt
  * hash, or '' for a user nobody can log in as (the anonymous user).
  * `groups` lists explicit memberships only: g-authenticated is implicit.
+ * `sessionGeneration` is random, carried by every token issued to the user
+ * (claim `g`), and replaced when the password changes or the sessions are
+ * revoked: tokens with another one are refused. A user created again under
+ * the same name gets a new one, so the old user's tokens never fit it. ''
+ * only in records written before it existed (filled in at start-up).
  */
 export interface UserRecord {
   readonly username: string;
   readonly passwordHash: string;
   readonly groups: readonly string[];
   readonly createdMs: number;
+  readonly sessionGeneration: string;
 }
 
 /** Reads of meta.users; writes happen inside the callers' lmdb transactions with the `*Sync` helpers. */
@@ -54,5 +60,6 @@ function toUserRecord(value: unknown): UserRecord | undefined {
   if (typeof record.username !== 'string' || typeof record.passwordHash !== 'string') return undefined;
   const groups = Array.isArray(record.groups) ? record.groups.filter((group): group is string => typeof group === 'string') : [];
   const createdMs = typeof record.createdMs === 'number' ? record.createdMs : 0;
-  return { username: record.username, passwordHash: record.passwordHash, groups, createdMs };
+  const sessionGeneration = typeof record.sessionGeneration === 'string' ? record.sessionGeneration : '';
+  return { username: record.username, passwordHash: record.passwordHash, groups, createdMs, sessionGeneration };
 }

@@ -28,6 +28,7 @@ commands:
   user passwd <name> <password>     change a user's password
   user del <name>                   delete a user
   user list                         list the users
+  user revoke-sessions <name>       end every session of a user (its tokens stop working)
   grant <permission>[,<permission>...] on <bucket>[/<stream>] to <user>|group:<group>
   revoke <permission>[,<permission>...] on <bucket>[/<stream>] from <user>|group:<group>
                                     permissions: ${resourcePermissions.join(', ')}
@@ -144,7 +145,7 @@ export type GrantTarget = { readonly username: string } | { readonly group: stri
 
 export type AdminCommand =
   | { readonly kind: 'user-add' | 'user-passwd'; readonly username: string; readonly password: string }
-  | { readonly kind: 'user-del'; readonly username: string }
+  | { readonly kind: 'user-del' | 'user-revoke-sessions'; readonly username: string }
   | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' }
   | {
       readonly kind: 'grant' | 'revoke';
@@ -205,8 +206,13 @@ function parseUserCommand(words: readonly string[]): AdminCommand {
     case 'list':
       expectCount('user list', rest, 0);
       return { kind: 'user-list' };
+    case 'revoke-sessions':
+      expectCount('user revoke-sessions <name>', rest, 1);
+      return { kind: 'user-revoke-sessions', username: rest[0]! };
     default:
-      throw new UsageError(subcommand === undefined ? 'user needs add, passwd, del or list' : `unknown user command "${subcommand}"`);
+      throw new UsageError(
+        subcommand === undefined ? 'user needs add, passwd, del, list or revoke-sessions' : `unknown user command "${subcommand}"`,
+      );
   }
 }
 
@@ -437,6 +443,10 @@ async function execute(command: Exclude<AdminCommand, { kind: 'unavailable' }>, 
     case 'user-del': {
       const json = await client.call('DELETE', `/users/${encodeURIComponent(command.username)}`);
       return { text: `user ${command.username} deleted`, json };
+    }
+    case 'user-revoke-sessions': {
+      const json = await client.call('DELETE', `/sessions/${encodeURIComponent(command.username)}`);
+      return { text: `sessions of ${command.username} ended`, json };
     }
     case 'user-list': {
       const json = await client.call('GET', '/users');

@@ -55,3 +55,13 @@ export const listenCloseGraceMs = 5_000;
  * listeners is 50,000 messages/s, not a million) for at most this much delay.
  */
 export const listenCoalesceMs = 20;
+/** Random bytes of a user's session generation (the `g` claim): a new one ends every earlier session of the user. */
+export const sessionGenerationBytes = 12;
+/** User names, and separately client addresses, whose failed logins are remembered (least recently used forgotten first). */
+export const loginThrottleEntriesMax = 50_000;
+/** Retry-After given when a login is refused only because others of the same user or address are still being checked. */
+export const loginInFlightRetryMs = 1_000;
+/** Worker threads hashing and comparing passwords (bcrypt), at most; fewer on machines with fewer cores. */
+export const passwordWorkersMax = 4;
+/** Password jobs (logins, password changes) waiting for a worker; past it they are refused with 503 unavailable. */
+export const passwordQueueCountMax = 1_000;

@@ -63,6 +63,9 @@ export function toIorioError(error: unknown): IorioError | undefined {
 }
 
 export function sendError(reply: FastifyReply, error: IorioError): FastifyReply {
+  // A refusal that knows when to come back says so in the standard header too (clients and proxies read it).
+  const retryAfterSecs = error.details?.['retry_after_secs'];
+  if (typeof retryAfterSecs === 'number') reply.header('retry-after', String(retryAfterSecs));
   return reply.code(error.status).type('application/json; charset=utf-8').send(error.toBody());
 }
 

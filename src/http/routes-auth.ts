@@ -10,7 +10,11 @@ import { resourceParams } from './params.js';
 /** Longest password accepted, in bytes (bcrypt itself only reads the first 72). */
 const passwordBytesMax = 1024;
 
-/** /sessions, /users and /access. */
+/**
+ * /sessions, /users and /access. Ending sessions works per user, not per
+ * token: DELETE /sessions ends every session of the caller (all its tokens,
+ * on every device), DELETE /sessions/:username every session of that user.
+ */
 export function registerAuthRoutes(app: FastifyInstance, context: RouteContext): void {
   const { auth } = context.deps;
 
@@ -18,12 +22,24 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
     const body = objectBodyOf(request);
     const username = stringField(body, 'username');
     const password = stringField(body, 'password');
-    const token = await auth.login(username, password);
+    // request.ip is the peer's address: behind a reverse proxy every client shares the proxy's throttle.
+    const token = await auth.login(username, password, request.ip);
     return reply.code(201).send({ ok: true, token, username });
   });
   app.get('/sessions', async (request) => {
     requireSession(auth, request);
     return { username: request.username };
+  });
+  app.delete('/sessions', async (request) => {
+    requireSession(auth, request);
+    await auth.revokeSessions(request.username, request.username);
+    return { ok: true };
+  });
+  // NEW: the user itself, or one with adminusers (a g-admin member for a g-admin user).
+  app.delete('/sessions/:username', async (request) => {
+    const username = checkName('user', (request.params as Record<string, unknown>)['username']);
+    await auth.revokeSessions(request.username, username);
+    return { ok: true };
   });
 
   app.post('/users', { onRequest: requirePermission(auth, 'adminusers', 'global') }, async (request, reply) => {

@@ -1,6 +1,7 @@
 import jwt from 'jsonwebtoken';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { append, call, createUser, login, readAll, startTestNode, testSecret, type TestNode } from './http-harness.js';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { ManualClock } from '../helpers/clock.js';
+import { append, call, createUser, login, readAll, startTestNode, testSecret, type Reply, type TestNode } from './http-harness.js';
 
 let node: TestNode;
 let alice: string;
@@ -20,13 +21,14 @@ function base64url(value: unknown): string {
 }
 
 describe('sessions', () => {
-  test('POST /sessions answers 201 with a JWT whose body is {u, exp}', async () => {
+  test('POST /sessions answers 201 with a JWT whose body is {u, exp} plus the session generation g', async () => {
     const reply = await call(node, 'POST', '/sessions', { json: { username: 'admin', password: 'secret' } });
     expect(reply.status).toBe(201);
     expect(reply.body).toEqual({ ok: true, token: expect.any(String), username: 'admin' });
     const claims = jwt.decode(reply.body.token) as Record<string, unknown>;
     expect(claims['u']).toBe('admin');
     expect(typeof claims['exp']).toBe('number');
+    expect(claims['g']).toEqual(expect.any(String));
   });
 
   test.each([
@@ -135,9 +137,11 @@ describe('users', () => {
   test('a user changes their own password (PUT /users/:username and IorioDB PUT /users)', async () => {
     const dave = await createUser(node, 'dave', 'old-pw');
     expect((await call(node, 'PUT', '/users/dave', { token: dave, json: { password: 'new-pw' } })).status).toBe(200);
-    await login(node.url, 'dave', 'new-pw');
+    const daveAgain = await login(node.url, 'dave', 'new-pw');
     await expect(login(node.url, 'dave', 'old-pw')).rejects.toThrow(/401/);
-    expect((await call(node, 'PUT', '/users', { token: dave, json: { username: 'dave', password: 'newer-pw' } })).body).toEqual({ ok: true });
+    // The change ended the session it was made with.
+    expect((await call(node, 'GET', '/sessions', { token: dave })).status).toBe(401);
+    expect((await call(node, 'PUT', '/users', { token: daveAgain, json: { username: 'dave', password: 'newer-pw' } })).body).toEqual({ ok: true });
     await login(node.url, 'dave', 'newer-pw');
   });
 
@@ -239,5 +243,148 @@ describe('ownership and grants', () => {
   test('$sys: admin may get, others not', async () => {
     expect((await call(node, 'GET', '/streams/$sys/metrics', { token: node.adminToken })).status).toBe(200);
     expect((await call(node, 'GET', '/streams/$sys/metrics', { token: alice })).status).toBe(403);
+  });
+});
+
+describe('ending sessions (the node clock stands still: every token here is issued in the same second)', () => {
+  const clock = new ManualClock();
+  let frozen: TestNode;
+  beforeAll(async () => {
+    frozen = await startTestNode({}, { clock });
+  });
+  afterAll(async () => {
+    await frozen?.stop();
+  });
+
+  async function whoami(token: string): Promise<number> {
+    return (await call(frozen, 'GET', '/sessions', { token })).status;
+  }
+  const issuedAt = (token: string) => (jwt.decode(token) as { iat: number }).iat;
+
+  test('a password change ends every earlier token of the user at once, and nobody else\'s', async () => {
+    const first = await createUser(frozen, 'pat', 'old-pw');
+    const second = await login(frozen.url, 'pat', 'old-pw');
+    const other = await createUser(frozen, 'quinn');
+    expect([await whoami(first), await whoami(second)]).toEqual([200, 200]);
+    expect((await call(frozen, 'PUT', '/users/pat', { token: frozen.adminToken, json: { password: 'new-pw' } })).status).toBe(200);
+    expect([await whoami(first), await whoami(second)]).toEqual([401, 401]);
+    const fresh = await login(frozen.url, 'pat', 'new-pw');
+    // Same second as the ended ones: their iat alone could not tell them apart.
+    expect(issuedAt(fresh)).toBe(issuedAt(first));
+    expect(await whoami(fresh)).toBe(200);
+    expect([await whoami(other), await whoami(frozen.adminToken)]).toEqual([200, 200]);
+  });
+
+  test('a user deleted and created again in the same second does not accept the old user\'s token', async () => {
+    const old = await createUser(frozen, 'rita', 'same-pw');
+    expect((await call(frozen, 'DELETE', '/users/rita', { token: frozen.adminToken })).status).toBe(200);
+    expect((await call(frozen, 'POST', '/users', { token: frozen.adminToken, json: { username: 'rita', password: 'same-pw' } })).status).toBe(201);
+    const reply = await call(frozen, 'GET', '/sessions', { token: old });
+    expect([reply.status, reply.body.type]).toEqual([401, 'unauthorized']);
+    const fresh = await login(frozen.url, 'rita', 'same-pw');
+    expect(issuedAt(fresh)).toBe(issuedAt(old));
+    expect(await whoami(fresh)).toBe(200);
+  });
+
+  test('DELETE /sessions ends every session of the caller, and only the caller\'s', async () => {
+    const one = await createUser(frozen, 'sam');
+    const two = await login(frozen.url, 'sam', 'pw-sam');
+    const other = await createUser(frozen, 'tom');
+    const reply = await call(frozen, 'DELETE', '/sessions', { token: one });
+    expect([reply.status, reply.body]).toEqual([200, { ok: true }]);
+    expect([await whoami(one), await whoami(two)]).toEqual([401, 401]);
+    expect([await whoami(other), await whoami(frozen.adminToken)]).toEqual([200, 200]);
+    expect((await call(frozen, 'DELETE', '/sessions', { token: one })).status).toBe(401);
+    const anonymous = await call(frozen, 'DELETE', '/sessions');
+    expect([anonymous.status, anonymous.body.type]).toEqual([403, 'no-perm']);
+    expect(await whoami(await login(frozen.url, 'sam', 'pw-sam'))).toBe(200);
+  });
+
+  test('DELETE /sessions/:username: an admin or the user itself, nobody else', async () => {
+    const uma = await createUser(frozen, 'uma');
+    const vic = await createUser(frozen, 'vic');
+    const byOther = await call(frozen, 'DELETE', '/sessions/uma', { token: vic });
+    expect([byOther.status, byOther.body.type]).toEqual([403, 'no-perm']);
+    expect((await call(frozen, 'DELETE', '/sessions/uma')).status).toBe(403);
+    expect(await whoami(uma)).toBe(200);
+    expect((await call(frozen, 'DELETE', '/sessions/uma', { token: frozen.adminToken })).body).toEqual({ ok: true });
+    expect([await whoami(uma), await whoami(vic)]).toEqual([401, 200]);
+    expect((await call(frozen, 'DELETE', '/sessions/vic', { token: vic })).status).toBe(200);
+    expect(await whoami(vic)).toBe(401);
+    const errors = await Promise.all(['/sessions/nobody', '/sessions/anonymous', '/sessions/bad%2Fname'].map((path) => call(frozen, 'DELETE', path, { token: frozen.adminToken })));
+    expect(errors.map((reply) => [reply.status, reply.body.type])).toEqual([[404, 'not-found'], [400, 'invalid-param'], [400, 'invalid-name']]);
+    expect(await whoami(frozen.adminToken)).toBe(200);
+  });
+
+  test('a token without a session generation (issued before the upgrade) is refused: log in again', async () => {
+    const nowSec = Math.floor(clock.now() / 1000);
+    const old = jwt.sign({ u: 'admin', iat: nowSec, exp: nowSec + 600 }, testSecret, { algorithm: 'HS256' });
+    const reply = await call(frozen, 'GET', '/sessions', { token: old });
+    expect([reply.status, reply.body.type]).toEqual([401, 'unauthorized']);
+    expect(reply.body.reason).toMatch(/older format: log in again/);
+  });
+});
+
+describe('login throttling (auth.login.failures.max = 5 within 1m; clients on distinct loopback addresses)', () => {
+  const clock = new ManualClock();
+  let guarded: TestNode;
+  beforeAll(async () => {
+    guarded = await startTestNode({}, { clock });
+    for (const username of ['tina', 'ursula', 'wade', 'xena', 'yann', 'zoe']) {
+      const reply = await call(guarded, 'POST', '/users', { token: guarded.adminToken, json: { username, password: `pw-${username}` } });
+      expect(reply.status).toBe(201);
+    }
+  });
+  afterAll(async () => {
+    await guarded?.stop();
+  });
+  afterEach(() => {
+    // Every window of the previous test passes.
+    clock.advance(60_000);
+  });
+
+  function attempt(username: string, password: string, from: string): Promise<Reply> {
+    return call(guarded, 'POST', '/sessions', { json: { username, password }, localAddress: from });
+  }
+
+  function expectThrottled(reply: Reply, retryAfterSecs: number, reason: RegExp): void {
+    expect(reply.status).toBe(429);
+    expect(reply.headers.get('retry-after')).toBe(String(retryAfterSecs));
+    expect(reply.body).toEqual({ type: 'rate-limited', reason: expect.stringMatching(reason), retry_after_secs: retryAfterSecs });
+  }
+
+  test('after 5 failures from one address its next login is 429 with Retry-After, even with the right password; other addresses log in', async () => {
+    for (const username of ['tina', 'nobody-1', 'ursula', 'nobody-2', 'tina']) {
+      expect((await attempt(username, 'wrong', '127.0.0.2')).status).toBe(401);
+    }
+    expectThrottled(await attempt('wade', 'pw-wade', '127.0.0.2'), 60, /from 127\.0\.0\.2/);
+    expect((await attempt('wade', 'pw-wade', '127.0.0.3')).status).toBe(201);
+    clock.advance(30_000);
+    expectThrottled(await attempt('wade', 'pw-wade', '127.0.0.2'), 30, /from 127\.0\.0\.2/);
+    clock.advance(30_000);
+    expect((await attempt('wade', 'pw-wade', '127.0.0.2')).status).toBe(201);
+  });
+
+  test('after 5 failures of one user name, from any addresses, its next login is 429 even with the right password; other users log in', async () => {
+    for (const last of [4, 5, 6, 7, 8]) expect((await attempt('xena', 'wrong', `127.0.0.${last}`)).status).toBe(401);
+    expectThrottled(await attempt('xena', 'pw-xena', '127.0.0.9'), 60, /for user xena/);
+    expect((await attempt('yann', 'pw-yann', '127.0.0.9')).status).toBe(201);
+    clock.advance(59_999);
+    expectThrottled(await attempt('xena', 'pw-xena', '127.0.0.9'), 1, /for user xena/);
+    clock.advance(1);
+    expect((await attempt('xena', 'pw-xena', '127.0.0.9')).status).toBe(201);
+  });
+
+  test('an unknown user name is throttled like a known one: a 429 tells nothing about which users exist', async () => {
+    for (const last of [10, 11, 12, 13, 14]) expect((await attempt('nobody-at-all', 'wrong', `127.0.0.${last}`)).status).toBe(401);
+    expectThrottled(await attempt('nobody-at-all', 'wrong', '127.0.0.15'), 60, /for user nobody-at-all/);
+  });
+
+  test('a successful login resets the count of its user name', async () => {
+    for (const last of [20, 21, 22, 23]) expect((await attempt('zoe', 'wrong', `127.0.0.${last}`)).status).toBe(401);
+    expect((await attempt('zoe', 'pw-zoe', '127.0.0.24')).status).toBe(201);
+    // Without the reset the second of these would already be the 6th failure.
+    for (const last of [25, 26, 27, 28, 29]) expect((await attempt('zoe', 'wrong', `127.0.0.${last}`)).status).toBe(401);
+    expectThrottled(await attempt('zoe', 'pw-zoe', '127.0.0.30'), 60, /for user zoe/);
   });
 });

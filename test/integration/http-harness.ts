@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import pino from 'pino';
 import { testConfig, type ConfigKey, type ConfigValue } from '../../src/config.js';
+import type { Clock } from '../../src/core/clock.js';
 import { startNode, type IorioNode } from '../../src/node.js';
 
 /** A known signing secret, so tests can forge expired or foreign tokens. */
@@ -23,7 +24,8 @@ export interface TestNode {
   stop(): Promise<void>;
 }
 
-export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}): Promise<TestNode> {
+/** `options.clock`: the node's clock (a ManualClock freezes time: every token of a test is issued in the same second). */
+export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}, options: { clock?: Clock } = {}): Promise<TestNode> {
   const root = await mkdtemp(join(tmpdir(), 'iorio-http-'));
   const dataDir = join(root, 'data');
   const config = testConfig({
@@ -35,7 +37,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
     'http.ratelimit.enabled': false,
     ...overrides,
   });
-  const node = await startNode(config, { logger: pino({ level: process.env['IORIO_TEST_LOG'] ?? 'silent' }) });
+  const node = await startNode(config, { logger: pino({ level: process.env['IORIO_TEST_LOG'] ?? 'silent' }), ...options });
   const url = node.httpUrl;
   let adminToken = '';
   try {
@@ -52,6 +54,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
     adminToken,
     async stop() {
       await node.stop();
+      await node.auth.close();
       await rm(root, { recursive: true, force: true });
     },
   };
@@ -77,6 +80,11 @@ export interface RequestOptions {
    * URL parser resolves `..` and `%2e%2e` segments before sending.
    */
   raw?: boolean;
+  /**
+   * Connect from this loopback address (127.0.0.2, ...; through node:http),
+   * so that the node sees another client address.
+   */
+  localAddress?: string;
 }
 
 export async function call(node: { url: string }, method: string, path: string, options: RequestOptions = {}): Promise<Reply> {
@@ -90,8 +98,8 @@ export async function call(node: { url: string }, method: string, path: string, 
     body = options.body;
     if (options.contentType !== undefined) headers['content-type'] = options.contentType;
   }
-  const { status, responseHeaders, text } = options.raw
-    ? await rawRequest(node.url, method, path, headers, body)
+  const { status, responseHeaders, text } = options.raw || options.localAddress !== undefined
+    ? await rawRequest(node.url, method, path, headers, body, options.localAddress)
     : await fetchRequest(node.url, method, path, headers, body);
 
   let parsed: unknown;
@@ -114,10 +122,17 @@ async function fetchRequest(url: string, method: string, path: string, headers: 
   return { status: response.status, responseHeaders: response.headers, text: await response.text() };
 }
 
-function rawRequest(url: string, method: string, path: string, headers: Record<string, string>, body?: string | Buffer): Promise<RawReply> {
+function rawRequest(
+  url: string,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string | Buffer,
+  localAddress?: string,
+): Promise<RawReply> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
-    const request = http.request({ host: hostname, port, method, path, headers }, (response) => {
+    const request = http.request({ host: hostname, port, method, path, headers, localAddress }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
       response.on('end', () => {

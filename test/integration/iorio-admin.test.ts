@@ -37,13 +37,23 @@ let url = '';
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'iorio-admin-'));
   dataDir = join(root, 'data');
-  const config = testConfig({ 'http.port': 0, 'paths.data': dataDir, 'auth.bcrypt.rounds': 4, nodename, 'http.ratelimit.enabled': false });
+  // This file logs in with wrong passwords on purpose, all from 127.0.0.1: more than login throttling
+  // (tested in http-auth.test.ts) lets through in a minute.
+  const config = testConfig({
+    'http.port': 0,
+    'paths.data': dataDir,
+    'auth.bcrypt.rounds': 4,
+    nodename,
+    'http.ratelimit.enabled': false,
+    'auth.login.failures.max': 1000,
+  });
   node = await startNode(config, { logger: pino({ level: 'silent' }) });
   url = node.httpUrl;
 });
 
 afterAll(async () => {
   await node?.stop();
+  await node?.auth.close();
   if (root !== '') await rm(root, { recursive: true, force: true });
 });
 
@@ -66,6 +76,13 @@ async function loginStatus(username: string, password: string): Promise<number> 
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ username, password }),
   });
+  await response.body?.cancel();
+  return response.status;
+}
+
+/** GET /sessions with the token: 200 while the session holds, 401 once it ended. */
+async function sessionStatus(token: string): Promise<number> {
+  const response = await fetch(`${url}/sessions`, { headers: { 'x-session': token } });
   await response.body?.cancel();
   return response.status;
 }
@@ -164,8 +181,26 @@ describe('user', () => {
     expect((await admin('user', 'add', 'dash2', '-pw-')).code).toBe(2);
   });
 
+  test('revoke-sessions ends every session of that user, and nobody else\'s', async () => {
+    expect((await admin('user', 'add', 'kim', 'kim-pw')).code).toBe(0);
+    expect((await admin('user', 'add', 'lee', 'lee-pw')).code).toBe(0);
+    const kimTokens = [await tokenOf('kim', 'kim-pw'), await tokenOf('kim', 'kim-pw')];
+    const lee = await tokenOf('lee', 'lee-pw');
+    const adminToken = await tokenOf('admin', 'secret');
+    const revoked = await admin('user', 'revoke-sessions', 'kim');
+    expect(revoked).toEqual({ code: 0, stdout: 'sessions of kim ended\n', stderr: '' });
+    expect(await Promise.all(kimTokens.map(sessionStatus))).toEqual([401, 401]);
+    expect([await sessionStatus(lee), await sessionStatus(adminToken)]).toEqual([200, 200]);
+    expect(await sessionStatus(await tokenOf('kim', 'kim-pw'))).toBe(200);
+    expect(JSON.parse((await admin('--json', 'user', 'revoke-sessions', 'lee')).stdout)).toEqual({ ok: true });
+    expect(await sessionStatus(lee)).toBe(401);
+    const unknown = await admin('user', 'revoke-sessions', 'nobody-here');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^iorio-admin: 404 not-found: /);
+  });
+
   test('missing or extra arguments are usage errors (exit 2) and change nothing', async () => {
-    for (const line of [['user'], ['user', 'add'], ['user', 'add', 'carl'], ['user', 'add', 'carl', 'pw', 'extra'], ['user', 'passwd', 'carl'], ['user', 'del'], ['user', 'list', 'x'], ['user', 'rename', 'a', 'b']]) {
+    for (const line of [['user'], ['user', 'add'], ['user', 'add', 'carl'], ['user', 'add', 'carl', 'pw', 'extra'], ['user', 'passwd', 'carl'], ['user', 'del'], ['user', 'list', 'x'], ['user', 'rename', 'a', 'b'], ['user', 'revoke-sessions'], ['user', 'revoke-sessions', 'a', 'b']]) {
       const result = await admin(...line);
       expect(result.code, line.join(' ')).toBe(2);
       expect(result.stderr).toContain('usage: iorio-admin');

@@ -46,6 +46,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
     adminToken,
     async stop() {
       await node.stop();
+      await node.auth.close();
       await rm(dataDir, { recursive: true, force: true });
     },
   };

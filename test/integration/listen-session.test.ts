@@ -1,7 +1,7 @@
 /**
  * An open listener is held to its session, not only the request that opened
  * it: a revoked `get` grant takes the stream away, an expired token (or a
- * deleted user) ends the connection. Checked on delivery and on the shared
+ * deleted user, a changed password, revoked sessions) ends the connection. Checked on delivery and on the shared
  * heartbeat timer, for WebSocket, SSE and long-poll. The node runs on a
  * clock the test can move forward, so tokens expire without waiting.
  */
@@ -69,6 +69,12 @@ describe('listen sessions', () => {
     });
     expect(response.status).toBe(200);
     return { token, bucket: `_user_${name}`, shared, own: 'own' };
+  }
+
+  /** DELETE /sessions[/:username] with the token: ends every session of that user. */
+  async function endSessions(token: string, username?: string): Promise<void> {
+    const response = await fetch(`${test.url}/sessions${username === undefined ? '' : `/${username}`}`, { method: 'DELETE', headers: { 'x-session': token } });
+    expect(response.status).toBe(200);
   }
 
   async function revoke(shared: string): Promise<void> {
@@ -176,6 +182,41 @@ describe('listen sessions', () => {
       expect(client.closeCode).toBe(4401);
       expect(client.events).toEqual([]);
     });
+
+    it('closes with 4401 at the next entry once the session is revoked (DELETE /sessions); another user listening goes on', async () => {
+      const bob = await bobWithGrant();
+      const client = await ListenSocket.open(test.wsUrl, `?jwt=${bob.token}&s=_user_alice:${bob.shared}`);
+      const owner = await ListenSocket.open(test.wsUrl, `?jwt=${aliceToken}&s=_user_alice:${bob.shared}`);
+      try {
+        await append(test, '_user_alice', bob.shared, { n: 1 });
+        await client.waitForEvents(1);
+        await endSessions(bob.token);
+        await append(test, '_user_alice', bob.shared, { n: 2 });
+        await waitFor('the close', () => client.closeCode !== undefined);
+        expect([client.closeCode, client.closeReason]).toEqual([4401, 'session ended: log in again']);
+        expect(client.ids()).toEqual([1]);
+        await owner.waitForEvents(2);
+        expect(owner.closeCode).toBeUndefined();
+      } finally {
+        await owner.close();
+      }
+    });
+
+    it('closes an idle connection at the next heartbeat once its user\'s password changed', async () => {
+      const bob = await bobWithGrant();
+      vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+      const client = await ListenSocket.open(test.wsUrl, `?jwt=${bob.token}&s=${bob.bucket}:${bob.own}`);
+      expect(await client.command({ cmd: 'ping', id: 1 })).toMatchObject({ ok: true });
+      const response = await fetch(`${test.url}/users/bob${user}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', 'x-session': bob.token },
+        body: JSON.stringify({ password: 'another-password' }),
+      });
+      expect(response.status).toBe(200);
+      vi.advanceTimersByTime(listenHeartbeatMs);
+      await waitFor('the close', () => client.closeCode !== undefined);
+      expect([client.closeCode, client.closeReason]).toEqual([4401, 'session ended: log in again']);
+    });
   });
 
   describe('Server-Sent Events', () => {
@@ -217,6 +258,34 @@ describe('listen sessions', () => {
       } finally {
         idle.close();
       }
+    });
+  });
+
+  describe('ended sessions, over SSE and long-poll', () => {
+    it('SSE ends with event: close at the next entry once an admin revokes the user\'s sessions', async () => {
+      const bob = await bobWithGrant();
+      const sse = await SseClient.open(test.url, `?jwt=${bob.token}&s=${bob.bucket}:${bob.own}`);
+      try {
+        await waitForGauges(test, 'the SSE listener', (gauges) => gauges.sse === 1);
+        await endSessions(test.adminToken, `bob${user}`);
+        await append(test, bob.bucket, bob.own, { n: 1 });
+        await waitFor('the end', () => sse.ended);
+        expect(sse.events).toEqual([]);
+        expect(sse.namedEvents).toEqual([{ event: 'close', data: JSON.stringify({ type: 'closed', reason: 'session ended: log in again' }) }]);
+      } finally {
+        sse.close();
+      }
+    });
+
+    it('a long-poll answers 401 instead of entries once the session was revoked while waiting', async () => {
+      const bob = await bobWithGrant();
+      const poll = longPoll(test.url, `?jwt=${bob.token}&s=${bob.bucket}:${bob.own}&timeout=20`);
+      await waitForGauges(test, 'the long-poll', (gauges) => gauges.longPoll === 1);
+      await endSessions(bob.token);
+      await append(test, bob.bucket, bob.own, { n: 1 });
+      const result = await poll.done;
+      expect(result.status).toBe(401);
+      expect(JSON.parse(result.body)).toEqual({ type: 'unauthorized', reason: 'session ended: log in again' });
     });
   });
 

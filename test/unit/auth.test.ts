@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jwt from 'jsonwebtoken';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../helpers/clock.js';
 import { openAuth } from '../../src/auth/index.js';
@@ -16,27 +16,33 @@ import { openMeta, type MetaStore } from '../../src/store/meta.js';
 const startMs = Date.UTC(2025, 0, 1);
 const dayMs = 24 * 60 * 60 * 1000;
 const fixedSecret = 'x'.repeat(64);
-
+/** The client address logins come from (the throttle counts failures per address). */
+const localAddress = '127.0.0.1';
 
 interface Node {
   meta: MetaStore;
   auth: Auth;
 }
 
+const openAuths: Auth[] = [];
+
 let dataDir: string;
 let clock: ManualClock;
 const open: MetaStore[] = [];
 const logger = pino({ level: 'silent' });
 
-async function startNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}): Promise<Node> {
+async function startNode(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}, nodeLogger: Logger = logger): Promise<Node> {
   const meta = openMeta(join(dataDir, 'meta'));
   open.push(meta);
   const config = testConfig({ 'auth.bcrypt.rounds': 4, ...overrides });
-  const auth = await openAuth({ meta, config, clock, logger });
+  const auth = await openAuth({ meta, config, clock, logger: nodeLogger, passwordThreads: 1 });
+  openAuths.push(auth);
   return { meta, auth };
 }
 
 async function stopNode(node: Node): Promise<void> {
+  openAuths.splice(openAuths.indexOf(node.auth), 1);
+  await node.auth.close();
   open.splice(open.indexOf(node.meta), 1);
   await node.meta.close();
 }
@@ -62,6 +68,7 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
+  for (const auth of openAuths.splice(0)) await auth.close();
   for (const meta of open.splice(0)) await meta.close();
   rmSync(dataDir, { recursive: true, force: true });
 });
@@ -100,43 +107,43 @@ describe('auth: start-up state', () => {
 
   it('refuses to log in as anonymous, whatever the password', async () => {
     const { auth } = await startNode();
-    expect(await failure(() => auth.login('anonymous', ''))).toBe('unauthorized');
-    expect(await failure(() => auth.login('anonymous', 'secret'))).toBe('unauthorized');
+    expect(await failure(() => auth.login('anonymous', '', localAddress))).toBe('unauthorized');
+    expect(await failure(() => auth.login('anonymous', 'secret', localAddress))).toBe('unauthorized');
   });
 
   it('uses the configured admin and anonymous names', async () => {
     const { auth } = await startNode({ 'auth.admin.username': 'boss', 'auth.admin.password': 'hunter22', 'auth.anonymous.username': 'guest' });
     expect(auth.anonymousUsername).toBe('guest');
     expect(auth.userExists('admin')).toBe(false);
-    expect(auth.verifyToken(await auth.login('boss', 'hunter22'))).toBe('boss');
+    expect(auth.verifyToken(await auth.login('boss', 'hunter22', localAddress))).toBe('boss');
     expect(auth.can('boss', 'adminusers')).toBe(true);
-    expect(await failure(() => auth.login('guest', ''))).toBe('unauthorized');
+    expect(await failure(() => auth.login('guest', '', localAddress))).toBe('unauthorized');
   });
 });
 
 describe('auth: sessions', () => {
-  it('logs in with the right password and signs {u, iat, exp} with the configured algorithm and duration', async () => {
+  it('logs in with the right password and signs {u, g, iat, exp} with the configured algorithm and duration', async () => {
     const { auth } = await startNode({ 'auth.secret': fixedSecret, 'auth.session.duration': 3_600_000 });
-    const token = await auth.login('admin', 'secret');
+    const token = await auth.login('admin', 'secret', localAddress);
     expect(auth.verifyToken(token)).toBe('admin');
     const decoded = jwt.decode(token, { complete: true });
     expect(decoded?.header.alg).toBe('HS256');
-    expect(decoded?.payload).toEqual({ u: 'admin', iat: startMs / 1000, exp: startMs / 1000 + 3600 });
+    expect(decoded?.payload).toEqual({ u: 'admin', g: expect.stringMatching(/^[A-Za-z0-9_-]{16}$/), iat: startMs / 1000, exp: startMs / 1000 + 3600 });
     // Signed with the configured secret: verifiable independently.
     expect(jwt.verify(token, fixedSecret, { algorithms: ['HS256'], clockTimestamp: startMs / 1000 })).toMatchObject({ u: 'admin' });
   });
 
   it('refuses a wrong password and an unknown user alike', async () => {
     const { auth } = await startNode();
-    const wrong = await auth.login('admin', 'not-secret').catch((error: IorioError) => error);
-    const unknown = await auth.login('nobody', 'secret').catch((error: IorioError) => error);
+    const wrong = await auth.login('admin', 'not-secret', localAddress).catch((error: IorioError) => error);
+    const unknown = await auth.login('nobody', 'secret', localAddress).catch((error: IorioError) => error);
     expect(wrong).toBeInstanceOf(IorioError);
     expect(unknown).toBeInstanceOf(IorioError);
     expect((wrong as IorioError).code).toBe('unauthorized');
     expect((unknown as IorioError).code).toBe('unauthorized');
     expect((unknown as IorioError).message).toBe((wrong as IorioError).message);
-    expect(await failure(() => auth.login('not a name!', 'secret'))).toBe('unauthorized');
-    expect(await failure(() => auth.login('admin', 'secret' + 'x'.repeat(100)))).toBe('unauthorized');
+    expect(await failure(() => auth.login('not a name!', 'secret', localAddress))).toBe('unauthorized');
+    expect(await failure(() => auth.login('admin', 'secret' + 'x'.repeat(100), localAddress))).toBe('unauthorized');
   });
 
   it('compares unknown users against a real hash and never matches them', async () => {
@@ -152,7 +159,7 @@ describe('auth: sessions', () => {
 
   it('expires tokens by the injected clock', async () => {
     const { auth } = await startNode({ 'auth.session.duration': 60_000 });
-    const token = await auth.login('admin', 'secret');
+    const token = await auth.login('admin', 'secret', localAddress);
     clock.advance(59_000);
     expect(auth.verifyToken(token)).toBe('admin');
     clock.advance(1_000);
@@ -163,7 +170,7 @@ describe('auth: sessions', () => {
   it('refuses tampered, malformed and foreign tokens', async () => {
     const { auth } = await startNode({ 'auth.secret': fixedSecret });
     await auth.createUser('admin', 'alice', 'alice-pw');
-    const token = await auth.login('alice', 'alice-pw');
+    const token = await auth.login('alice', 'alice-pw', localAddress);
     const [header, , signature] = token.split('.');
     const forgedPayload = base64url({ u: 'admin', iat: startMs / 1000, exp: startMs / 1000 + 3600 });
     expect(await failure(() => auth.verifyToken(`${header}.${forgedPayload}.${signature}`))).toBe('unauthorized');
@@ -185,7 +192,8 @@ describe('auth: sessions', () => {
 
   it('refuses a token signed with another HMAC algorithm than the configured one', async () => {
     const { auth } = await startNode({ 'auth.secret': fixedSecret, 'auth.algorithm': 'HS256' });
-    const body = { u: 'admin', iat: startMs / 1000, exp: startMs / 1000 + 3600 };
+    const { g } = jwt.decode(await auth.login('admin', 'secret', localAddress)) as { g: string };
+    const body = { u: 'admin', g, iat: startMs / 1000, exp: startMs / 1000 + 3600 };
     const hs512 = jwt.sign(body, fixedSecret, { algorithm: 'HS512' });
     expect(await failure(() => auth.verifyToken(hs512))).toBe('unauthorized');
     const hs256 = jwt.sign(body, fixedSecret, { algorithm: 'HS256' });
@@ -194,7 +202,7 @@ describe('auth: sessions', () => {
 
   it('signs with HS512 when configured', async () => {
     const { auth } = await startNode({ 'auth.algorithm': 'HS512' });
-    const token = await auth.login('admin', 'secret');
+    const token = await auth.login('admin', 'secret', localAddress);
     expect(jwt.decode(token, { complete: true })?.header.alg).toBe('HS512');
     expect(auth.verifyToken(token)).toBe('admin');
   });
@@ -202,13 +210,165 @@ describe('auth: sessions', () => {
   it('refuses the token of a deleted user, even once the name is created again', async () => {
     const { auth } = await startNode();
     await auth.createUser('admin', 'alice', 'alice-pw');
-    const token = await auth.login('alice', 'alice-pw');
+    const token = await auth.login('alice', 'alice-pw', localAddress);
     await auth.deleteUser('admin', 'alice');
     expect(await failure(() => auth.verifyToken(token))).toBe('unauthorized');
     clock.advance(5_000);
     await auth.createUser('admin', 'alice', 'another-pw');
     expect(await failure(() => auth.verifyToken(token))).toBe('unauthorized');
-    expect(auth.verifyToken(await auth.login('alice', 'another-pw'))).toBe('alice');
+    expect(auth.verifyToken(await auth.login('alice', 'another-pw', localAddress))).toBe('alice');
+  });
+});
+
+describe('auth: ending sessions (the clock stands still: every token is issued in the same millisecond)', () => {
+  const generationOf = (token: string) => (jwt.decode(token) as { g: string }).g;
+
+  it('a password change ends every earlier token of the user at once; other users keep theirs', async () => {
+    const { auth } = await startNode();
+    await auth.createUser('admin', 'alice', 'old-pw');
+    await auth.createUser('admin', 'bob', 'bob-pw');
+    const first = await auth.login('alice', 'old-pw', localAddress);
+    const second = await auth.login('alice', 'old-pw', localAddress);
+    const bob = await auth.login('bob', 'bob-pw', localAddress);
+    expect(generationOf(first)).toBe(generationOf(second));
+    expect(generationOf(first)).not.toBe(generationOf(bob));
+    await auth.changePassword('alice', 'alice', 'new-pw');
+    expect(await failure(() => auth.verifyToken(first))).toBe('unauthorized');
+    expect(() => auth.verifyToken(second)).toThrow(/session ended/);
+    const fresh = await auth.login('alice', 'new-pw', localAddress);
+    expect(auth.verifyToken(fresh)).toBe('alice');
+    expect(auth.verifyToken(bob)).toBe('bob');
+  });
+
+  it('refuses the old token of a user deleted and created again within the same millisecond', async () => {
+    const { auth } = await startNode();
+    await auth.createUser('admin', 'alice', 'same-pw');
+    const old = await auth.login('alice', 'same-pw', localAddress);
+    await auth.deleteUser('admin', 'alice');
+    await auth.createUser('admin', 'alice', 'same-pw');
+    expect(await failure(() => auth.verifyToken(old))).toBe('unauthorized');
+    expect(auth.verifyToken(await auth.login('alice', 'same-pw', localAddress))).toBe('alice');
+  });
+
+  it('revokes sessions for the user itself or an adminusers holder; a g-admin member only by g-admin members', async () => {
+    const { auth } = await startNode();
+    await auth.createUser('admin', 'alice', 'pw');
+    await auth.createUser('admin', 'bob', 'pw');
+    const alice = await auth.login('alice', 'pw', localAddress);
+    const bob = await auth.login('bob', 'pw', localAddress);
+    const admin = await auth.login('admin', 'secret', localAddress);
+    expect(await failure(() => auth.revokeSessions('bob', 'alice'))).toBe('no-perm');
+    expect(await failure(() => auth.revokeSessions('anonymous', 'alice'))).toBe('no-perm');
+    expect(auth.verifyToken(alice)).toBe('alice');
+    await auth.revokeSessions('alice', 'alice');
+    expect(await failure(() => auth.verifyToken(alice))).toBe('unauthorized');
+    expect(auth.verifyToken(bob)).toBe('bob');
+    await auth.changeAccess('admin', 'any', undefined, { username: 'bob', permission: 'adminusers', action: 'grant' });
+    expect(await failure(() => auth.revokeSessions('bob', 'admin'))).toBe('no-perm');
+    expect(auth.verifyToken(admin)).toBe('admin');
+    const aliceAgain = await auth.login('alice', 'pw', localAddress);
+    await auth.revokeSessions('bob', 'alice');
+    expect(await failure(() => auth.verifyToken(aliceAgain))).toBe('unauthorized');
+    expect(await failure(() => auth.revokeSessions('admin', 'nobody'))).toBe('not-found');
+    expect(await failure(() => auth.revokeSessions('admin', 'anonymous'))).toBe('invalid-param');
+    expect(await failure(() => auth.revokeSessions('admin', 'bad/name'))).toBe('invalid-name');
+  });
+
+  it('moves the auth generation, so that open listeners check their tokens again', async () => {
+    const { auth } = await startNode();
+    await auth.createUser('admin', 'alice', 'pw');
+    const before = auth.generation;
+    await auth.revokeSessions('alice', 'alice');
+    expect(auth.generation).not.toBe(before);
+  });
+
+  it('refuses a token without a session generation (issued before the upgrade)', async () => {
+    const { auth } = await startNode({ 'auth.secret': fixedSecret });
+    const body = { u: 'admin', iat: startMs / 1000, exp: startMs / 1000 + 3600 };
+    const old = jwt.sign(body, fixedSecret, { algorithm: 'HS256' });
+    expect(() => auth.verifyToken(old)).toThrow(/older format: log in again/);
+    expect(await failure(() => auth.verifyToken(jwt.sign({ ...body, g: '' }, fixedSecret, { algorithm: 'HS256' })))).toBe('unauthorized');
+  });
+
+  it('gives users stored before session generations existed one at start-up, so their new tokens can be ended', async () => {
+    const first = await startNode();
+    await first.auth.createUser('admin', 'alice', 'pw');
+    await first.meta.root.transaction(() => {
+      const { sessionGeneration: _dropped, ...legacy } = first.meta.users.get('alice') as Record<string, unknown>;
+      first.meta.users.putSync('alice', legacy);
+    });
+    await stopNode(first);
+    const second = await startNode();
+    const token = await second.auth.login('alice', 'pw', localAddress);
+    expect(generationOf(token)).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    expect(second.auth.verifyToken(token)).toBe('alice');
+    await second.auth.revokeSessions('admin', 'alice');
+    expect(await failure(() => second.auth.verifyToken(token))).toBe('unauthorized');
+  });
+});
+
+describe('auth: login throttling', () => {
+  it('refuses the 6th login after 5 failures with 429, even with the right password; a success resets the user', async () => {
+    const { auth } = await startNode();
+    await auth.createUser('admin', 'alice', 'pw');
+    for (const address of ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4']) expect(await failure(() => auth.login('alice', 'wrong', address))).toBe('unauthorized');
+    expect(auth.verifyToken(await auth.login('alice', 'pw', '10.0.0.5'))).toBe('alice');
+    for (const address of ['10.0.1.1', '10.0.1.2', '10.0.1.3', '10.0.1.4', '10.0.1.5']) expect(await failure(() => auth.login('alice', 'wrong', address))).toBe('unauthorized');
+    const refused = await auth.login('alice', 'pw', '10.0.1.6').catch((error: IorioError) => error);
+    expect([refused.code, refused.details]).toEqual(['rate-limited', { retry_after_secs: 60 }]);
+    expect(auth.verifyToken(await auth.login('admin', 'secret', '10.0.1.6'))).toBe('admin');
+    clock.advance(60_000);
+    expect(auth.verifyToken(await auth.login('alice', 'pw', '10.0.1.6'))).toBe('alice');
+  });
+
+  it('uses auth.login.failures.max and auth.login.failures.window', async () => {
+    const { auth } = await startNode({ 'auth.login.failures.max': 2, 'auth.login.failures.window': 10_000 });
+    for (const address of ['10.0.0.1', '10.0.0.2']) expect(await failure(() => auth.login('admin', 'wrong', address))).toBe('unauthorized');
+    const refused = await auth.login('admin', 'secret', '10.0.0.3').catch((error: IorioError) => error);
+    expect([refused.code, refused.details]).toEqual(['rate-limited', { retry_after_secs: 10 }]);
+  });
+});
+
+describe('auth: the default admin password', () => {
+  function capture(): { logger: Logger; warnings: () => Record<string, unknown>[] } {
+    const lines: Record<string, unknown>[] = [];
+    const captured = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    return { logger: captured, warnings: () => lines.filter((line) => line['level'] === 40) };
+  }
+  const warningText = /the admin user admin still has the default password: change it with PUT \/users\/admin or iorio-admin user passwd admin/;
+
+  it('warns once at start, naming the user and how to change it', async () => {
+    const { logger: captured, warnings } = capture();
+    const { auth } = await startNode({}, captured);
+    expect(await auth.adminPasswordIsDefault()).toBe(true);
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({ component: 'auth', username: 'admin', msg: expect.stringMatching(warningText) });
+  });
+
+  it('is quiet when the admin was created with another password', async () => {
+    const { logger: captured, warnings } = capture();
+    const { auth } = await startNode({ 'auth.admin.password': 'a-better-one' }, captured);
+    expect(await auth.adminPasswordIsDefault()).toBe(false);
+    expect(warnings()).toEqual([]);
+  });
+
+  it('checks the stored password, not the config: a config changed after the admin was created still warns', async () => {
+    await stopNode(await startNode());
+    const { logger: captured, warnings } = capture();
+    const { auth } = await startNode({ 'auth.admin.password': 'changed-in-config-only' }, captured);
+    expect(await auth.adminPasswordIsDefault()).toBe(true);
+    expect(warnings().map((line) => line['msg'])).toEqual([expect.stringMatching(warningText)]);
+  });
+
+  it('stops once the password is changed, and stays quiet after a restart', async () => {
+    const first = await startNode();
+    await first.auth.changePassword('admin', 'admin', 'not-secret-any-more');
+    expect(await first.auth.adminPasswordIsDefault()).toBe(false);
+    await stopNode(first);
+    const { logger: captured, warnings } = capture();
+    const second = await startNode({}, captured);
+    expect(await second.auth.adminPasswordIsDefault()).toBe(false);
+    expect(warnings()).toEqual([]);
   });
 });
 
@@ -216,7 +376,7 @@ describe('auth: users', () => {
   it('creates users: adminusers needed, conflicts, bad names and bad passwords refused', async () => {
     const { auth } = await startNode();
     await auth.createUser('admin', 'alice', 'alice-pw');
-    expect(auth.verifyToken(await auth.login('alice', 'alice-pw'))).toBe('alice');
+    expect(auth.verifyToken(await auth.login('alice', 'alice-pw', localAddress))).toBe('alice');
     expect(await failure(() => auth.createUser('alice', 'bob', 'bob-pw'))).toBe('no-perm');
     expect(await failure(() => auth.createUser('anonymous', 'bob', 'bob-pw'))).toBe('no-perm');
     expect(auth.userExists('bob')).toBe(false);
@@ -228,7 +388,7 @@ describe('auth: users', () => {
     expect(await failure(() => auth.createUser('admin', 'bob', 'é'.repeat(37)))).toBe('invalid-body');
     expect(await failure(() => auth.createUser('admin', 'bob', 42 as unknown as string))).toBe('invalid-body');
     await auth.createUser('admin', 'bob', 'é'.repeat(36));
-    expect(auth.verifyToken(await auth.login('bob', 'é'.repeat(36)))).toBe('bob');
+    expect(auth.verifyToken(await auth.login('bob', 'é'.repeat(36), localAddress))).toBe('bob');
   });
 
   it('refuses a user name whose own bucket name would be too long', async () => {
@@ -266,12 +426,12 @@ describe('auth: users', () => {
     await auth.createUser('admin', 'alice', 'old-pw');
     await auth.createUser('admin', 'bob', 'bob-pw');
     await auth.changePassword('alice', 'alice', 'new-pw');
-    expect(await failure(() => auth.login('alice', 'old-pw'))).toBe('unauthorized');
-    expect(auth.verifyToken(await auth.login('alice', 'new-pw'))).toBe('alice');
+    expect(await failure(() => auth.login('alice', 'old-pw', localAddress))).toBe('unauthorized');
+    expect(auth.verifyToken(await auth.login('alice', 'new-pw', localAddress))).toBe('alice');
     expect(await failure(() => auth.changePassword('bob', 'alice', 'taken-over'))).toBe('no-perm');
     expect(await failure(() => auth.changePassword('anonymous', 'alice', 'taken-over'))).toBe('no-perm');
     await auth.changePassword('admin', 'alice', 'reset-pw');
-    expect(auth.verifyToken(await auth.login('alice', 'reset-pw'))).toBe('alice');
+    expect(auth.verifyToken(await auth.login('alice', 'reset-pw', localAddress))).toBe('alice');
     expect(await failure(() => auth.changePassword('admin', 'nobody', 'pw'))).toBe('not-found');
     expect(await failure(() => auth.changePassword('admin', 'anonymous', 'pw'))).toBe('invalid-param');
     expect(await failure(() => auth.changePassword('alice', 'alice', ''))).toBe('invalid-body');
@@ -421,11 +581,11 @@ describe('auth: grants', () => {
     await auth.createUser('alice', 'carol', 'pw');
     expect(auth.listUsers('alice').map((user) => user.username)).toContain('carol');
     await auth.changePassword('alice', 'bob', 'reset-by-alice');
-    expect(auth.verifyToken(await auth.login('bob', 'reset-by-alice'))).toBe('bob');
+    expect(auth.verifyToken(await auth.login('bob', 'reset-by-alice', localAddress))).toBe('bob');
     // adminusers does not reach the admins themselves.
     expect(await failure(() => auth.changePassword('alice', 'admin', 'taken-over'))).toBe('no-perm');
     expect(await failure(() => auth.deleteUser('alice', 'admin'))).toBe('no-perm');
-    expect(auth.verifyToken(await auth.login('admin', 'secret'))).toBe('admin');
+    expect(auth.verifyToken(await auth.login('admin', 'secret', localAddress))).toBe('admin');
     expect(await failure(() => grantGlobal('alice', 'bob', 'adminusers'))).toBe('no-perm');
     await auth.changeAccess('admin', 'whatever', 'stream', { username: 'alice', permission: 'adminusers', action: 'revoke' });
     expect(auth.can('alice', 'adminusers')).toBe(false);
@@ -449,23 +609,23 @@ describe('auth: restarts', () => {
     await first.auth.createUser('admin', 'alice', 'pw');
     await first.auth.changePassword('admin', 'admin', 'changed');
     await first.auth.changeAccess('admin', 'public', undefined, { group: 'g-authenticated', permission: 'get', action: 'revoke' });
-    const token = await first.auth.login('alice', 'pw');
+    const token = await first.auth.login('alice', 'pw', localAddress);
     await stopNode(first);
 
     clock.advance(dayMs / 2);
     const second = await startNode();
     expect(second.auth.verifyToken(token)).toBe('alice');
-    expect(second.auth.verifyToken(await second.auth.login('alice', 'pw'))).toBe('alice');
+    expect(second.auth.verifyToken(await second.auth.login('alice', 'pw', localAddress))).toBe('alice');
     // The admin password is not reset to the configured one, and a revoked default stays revoked.
-    expect(await failure(() => second.auth.login('admin', 'secret'))).toBe('unauthorized');
-    expect(second.auth.verifyToken(await second.auth.login('admin', 'changed'))).toBe('admin');
+    expect(await failure(() => second.auth.login('admin', 'secret', localAddress))).toBe('unauthorized');
+    expect(second.auth.verifyToken(await second.auth.login('admin', 'changed', localAddress))).toBe('admin');
     expect(second.auth.can('alice', 'get', 'public')).toBe(false);
     expect(second.auth.can('alice', 'put', '_user_alice', 's')).toBe(true);
   });
 
   it('refuses tokens after the secret changes', async () => {
     const first = await startNode();
-    const token = await first.auth.login('admin', 'secret');
+    const token = await first.auth.login('admin', 'secret', localAddress);
     await stopNode(first);
     const second = await startNode({ 'auth.secret': fixedSecret });
     expect(await failure(() => second.auth.verifyToken(token))).toBe('unauthorized');
@@ -478,6 +638,6 @@ describe('auth: restarts', () => {
     await stopNode(first);
     const second = await startNode({ 'auth.admin.username': 'boss', 'auth.admin.password': 'ignored' });
     expect(second.auth.can('boss', 'adminusers')).toBe(true);
-    expect(second.auth.verifyToken(await second.auth.login('boss', 'boss-pw'))).toBe('boss');
+    expect(second.auth.verifyToken(await second.auth.login('boss', 'boss-pw', localAddress))).toBe('boss');
   });
 });

@@ -62,6 +62,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const store = await openStreamStore({ dataDir, meta: parts.meta, config, clock, logger: rootLogger });
     parts.store = store;
     const auth = await openAuth({ meta: parts.meta, config, clock, logger: rootLogger });
+    parts.auth = auth;
     const app = await buildApp({ config, logger: rootLogger, clock, store, auth, metrics: new Registry() });
     parts.app = app;
     await listenOrExplain(app, config);
@@ -136,6 +137,7 @@ interface NodeParts {
   lock: DataLock;
   meta: MetaStore;
   store?: Store;
+  auth?: Auth;
   app?: FastifyInstance;
   https?: { server: HttpsServer; url: string } | undefined;
   metricsTimer?: { stop(): Promise<void> };
@@ -151,6 +153,7 @@ async function stopParts(logger: Logger, parts: NodeParts): Promise<void> {
   logger.info('node stopping');
   await parts.metricsTimer?.stop();
   await Promise.all([parts.app?.close(), parts.https === undefined ? undefined : closeServer(parts.https.server)]);
+  await parts.auth?.close();
   await parts.store?.close();
   await parts.meta.close();
   parts.lock.release();

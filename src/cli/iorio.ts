@@ -151,8 +151,10 @@ async function runConsole(config: Config): Promise<number> {
     process.stderr.write(`iorio: ${error.message}\n`);
     return 1;
   }
-  writeFileSync(pidFileOf(config), `${process.pid}\n`);
-  writeFileSync(urlFileOf(config), `${node.httpUrl}\n`);
+  if (await node.auth.adminPasswordIsDefault()) {
+    process.stderr.write(`iorio: warning: the admin user ${config['auth.admin.username']} still has the default password; change it with iorio-admin user passwd ${config['auth.admin.username']} <new-password>\n`);
+  }
+  writeNodeFiles(config, node.httpUrl, logger);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -175,6 +177,19 @@ async function runConsole(config: Config): Promise<number> {
     rmSync(urlFileOf(config), { force: true });
     rmSync(pidFileOf(config), { force: true });
     logger.flush();
+  }
+}
+
+/**
+ * The pid and URL files tools read. On a full disk they may not be
+ * writable: the node serves anyway (the lock file names its pid).
+ */
+function writeNodeFiles(config: Config, url: string, logger: ReturnType<typeof createLogger>): void {
+  try {
+    writeFileSync(pidFileOf(config), `${process.pid}\n`);
+    writeFileSync(urlFileOf(config), `${url}\n`);
+  } catch (error) {
+    logger.warn({ code: (error as NodeJS.ErrnoException).code }, 'could not write the pid and URL files in the data folder');
   }
 }
 

@@ -139,6 +139,19 @@ describe('damaged or missing metadata', () => {
   });
 });
 
+describe('the default admin password', () => {
+  test('a node whose admin still has the default password says so on stderr at start; one created with another says nothing', async () => {
+    const plain = runNode(newDataDir());
+    expect(await plain.started).toBe(true);
+    await expect.poll(() => plain.stderr()).toMatch(/^iorio: warning: the admin user admin still has the default password; change it with iorio-admin user passwd admin <new-password>\n$/);
+    await stopNode(plain);
+    const chosen = runNode(newDataDir(), '--auth.admin.password', 'correct horse');
+    expect(await chosen.started).toBe(true);
+    await stopNode(chosen);
+    expect(chosen.stderr()).toBe('');
+  });
+});
+
 describe('a data folder the node cannot write', () => {
   test('a read-only folder gets one line naming it', async () => {
     const dataDir = await (async () => {

@@ -14,6 +14,8 @@ export const batchCountMax = 10_000;
 export const payloadBytesMax = 16 * 1024 * 1024;
 /** Deepest nesting of arrays and objects in any JSON body (appends, PATCH, batches); deeper bodies get 400 invalid-body. */
 export const jsonDepthMax = 512;
+/** Operations in one JSON Patch: each may splice an array or walk the whole entry. */
+export const patchOperationsMax = 10_000;
 /** Largest seqnum a client may name; JavaScript numbers are exact up to 2^53. */
 export const seqnumMax = Number.MAX_SAFE_INTEGER;
 /** Streams a single listen request may subscribe to. */

@@ -88,6 +88,19 @@ describe('bodies', () => {
     await expectUnchanged();
   });
 
+  test.each(bodyRoutes)('a body nested deeper than 512 levels on $method $path is 400 invalid-body naming the bound', async ({ method, path }) => {
+    const contentType = method === 'PATCH' ? 'application/json-patch+json' : 'application/json';
+    // Deep inside an object every route would otherwise take, so that only the nesting is wrong.
+    const deep = `{"username":"x","password":"y","deep":${'['.repeat(512)}${']'.repeat(512)}}`;
+    const reply = await call(node, method, path, { token: node.adminToken, body: deep, contentType });
+    expect({ status: reply.status, type: reply.body?.type, reason: reply.body?.reason }).toEqual({
+      status: 400,
+      type: 'invalid-body',
+      reason: 'the body is nested deeper than 512 levels',
+    });
+    await expectUnchanged();
+  });
+
   test('invalid UTF-8 in a JSON body is 400', async () => {
     const body = Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
     await expectError('POST', '/streams/keep/s', { body, contentType: 'application/json' }, 400, 'invalid-body');

@@ -9,6 +9,7 @@ import { requirePermission } from './auth-hook.js';
 import { bodyOf } from './body.js';
 import type { RouteContext } from './context.js';
 import { jsonTextDepth, jsonValueDepth } from './json-depth.js';
+import { requestDigest } from './idempotency.js';
 import { bucketParam, downloadFilename, expectSeqHeader, idempotencyKeyHeader, readParams, streamParams } from './params.js';
 
 /**
@@ -52,7 +53,7 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   const outcome =
     idempotencyKey === undefined
       ? { result: await write(), replayed: false }
-      : await context.idempotency.run([request.username, bucket, stream], idempotencyKey, write);
+      : await context.idempotency.run([request.username, bucket, stream], idempotencyKey, requestDigest(body.kind, expectSeq, payloads), write);
   const answer = outcome.result;
   if (outcome.replayed) {
     context.counters.idempotentReplays += 1;

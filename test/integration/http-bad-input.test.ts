@@ -177,7 +177,7 @@ describe('names', () => {
 });
 
 describe('numbers', () => {
-  const badNumbers = ['-1', 'abc', '1e3', '1.5', '0x10', '99999999999999999999', '9007199254740993', '1,2', 'Infinity'];
+  const badNumbers = ['-1', 'abc', '1e3', '1.5', '0x10', '+1', '1 2', '99999999999999999999', '9007199254740993', '1,2', 'Infinity'];
 
   test.each(badNumbers)('limit=%s and from=%s are 400 invalid-param', async (value) => {
     const encoded = encodeURIComponent(value);
@@ -196,6 +196,23 @@ describe('numbers', () => {
       contentType: 'application/json-patch+json',
       headers: { 'x-iorio-expect-seqnum': value },
     }, 400, 'invalid-param');
+    await expectUnchanged();
+  });
+
+  test.each(['', ' ', '\t'])('an empty x-iorio-expect-seqnum (%j) is 400 invalid-param, not an unconditional append', async (value) => {
+    const appended = await call(node, 'POST', '/streams/keep/s', { token: node.adminToken, json: { x: 1 }, headers: { 'x-iorio-expect-seqnum': value } });
+    expect({ status: appended.status, type: appended.body.type }).toEqual({ status: 400, type: 'invalid-param' });
+    expect(appended.body.reason).toContain('x-iorio-expect-seqnum');
+    await expectError('PATCH', '/streams/keep/s', {
+      json: [{ op: 'add', path: '/x', value: 1 }],
+      contentType: 'application/json-patch+json',
+      headers: { 'x-iorio-expect-seqnum': value },
+    }, 400, 'invalid-param');
+    await expectUnchanged();
+  });
+
+  test('an empty idempotency-key is 400 invalid-param, not an append without one', async () => {
+    await expectError('POST', '/streams/keep/s', { json: { x: 1 }, headers: { 'idempotency-key': '' } }, 400, 'invalid-param');
     await expectUnchanged();
   });
 

@@ -157,6 +157,14 @@ describe('PATCH is one atomic store call', () => {
     expect(await dataOf('/streams/atomic/doc')).toEqual([{ v: 1 }, { v: 2 }]);
     expect(await dataOf('/streams/atomic/doc-$patch')).toEqual([[{ op: 'replace', path: '/v', value: 2 }]]);
   });
+  test('a fault on the patched stream leaves the patch log unchanged too', async () => {
+    expect((await post('/streams/atomic/other', { v: 1 })).status).toBe(201);
+    node.faults.fail = (streams) => (streams.includes('atomic/other') ? new IorioError('unavailable', 'injected: the stream cannot be written') : undefined);
+    const reply = await patch('/streams/atomic/other', [{ op: 'replace', path: '/v', value: 2 }]);
+    expect({ status: reply.status, type: reply.body.type }).toEqual({ status: 503, type: 'unavailable' });
+    expect(await dataOf('/streams/atomic/other')).toEqual([{ v: 1 }]);
+    expect(await dataOf('/streams/atomic/other-$patch')).toEqual([]);
+  });
 });
 
 describe('store failures', () => {

@@ -8,8 +8,8 @@ import type { AppendMeta, StoredEntry } from '../store/types.js';
 import { requirePermission } from './auth-hook.js';
 import { bodyOf } from './body.js';
 import type { RouteContext } from './context.js';
-import { jsonTextDepth, jsonValueDepth } from './json-depth.js';
 import { requestDigest } from './idempotency.js';
+import { jsonTextDepth, jsonValueDepth } from './json-depth.js';
 import { bucketParam, downloadFilename, expectSeqHeader, idempotencyKeyHeader, readParams, streamParams } from './params.js';
 
 /**

@@ -14,6 +14,8 @@ export const batchCountMax = 10_000;
 export const payloadBytesMax = 16 * 1024 * 1024;
 /** Deepest nesting of arrays and objects in any JSON body (appends, PATCH, batches); deeper bodies get 400 invalid-body. */
 export const jsonDepthMax = 512;
+/** Operations in one JSON Patch: each may splice an array or walk the whole entry. */
+export const patchOperationsMax = 10_000;
 /** Largest seqnum a client may name; JavaScript numbers are exact up to 2^53. */
 export const seqnumMax = Number.MAX_SAFE_INTEGER;
 /** Streams a single listen request may subscribe to. */
@@ -33,6 +35,23 @@ export const idempotencyWindowMs = 10 * 60 * 1000;
 export const idempotencyKeyBytesMax = 256;
 /** Longest password, in UTF-8 bytes: bcrypt ignores every byte after the 72nd. */
 export const passwordBytesMax = 72;
+/**
+ * Client connections. When http.connections.max is 0 it is derived from the
+ * process's open-file limit: that limit minus storage.files.max minus
+ * connectionsReservedFiles (lmdb, commit log, log files, cluster links), and
+ * never less than a quarter of the limit.
+ */
+export const connectionsReservedFiles = 1024;
+/** The open-file limit assumed where it cannot be read (no /proc/self/limits: not Linux). */
+export const openFilesAssumed = 4096;
+/** The open-file limit assumed when it is `unlimited` (Linux's default fs.nr_open). */
+export const openFilesUnlimited = 1_048_576;
+/** At most one warning per this many ms about refused connections or failed accepts; /stats counts every one. */
+export const connectionWarningIntervalMs = 10_000;
+/** A request must arrive whole, headers and body, within this (node's own default, which fastify turns off). */
+export const requestReceiveMsMax = 300_000;
+/** The longest between two checks of connections against http.idle_timeout (node checks every 30 s by default). */
+export const idleCheckIntervalMsMax = 1_000;
 /** Longest session token (JWT) accepted for verification, in bytes. */
 export const sessionTokenBytesMax = 4096;
 /** Bytes a listen connection (WebSocket or SSE) may have waiting to be sent; past it the consumer is cut off as slow. */

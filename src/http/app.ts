@@ -1,11 +1,20 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
+import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { IorioError } from '../core/errors.js';
 import { authenticate } from './auth-hook.js';
 import { registerBodyParsers } from './body.js';
 import type { RouteContext } from './context.js';
+import {
+  ConnectionLimiter,
+  connectionBounds,
+  connectionBoundsProblem,
+  limitConnections,
+  readOpenFilesLimit,
+  type ConnectionBounds,
+} from './connection-limits.js';
 import type { HttpDeps } from './deps.js';
 import { createClientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.js';
 import { IdempotencyWindow } from './idempotency.js';
@@ -26,6 +35,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The counters /stats and `$sys/metrics` report. */
     iorioCounters: HttpCounters;
+    /** The node-wide connection bounds; another server feeding this app (HTTPS) joins them with limitConnections(). */
+    iorioConnections: ConnectionLimiter;
   }
 }
 
@@ -39,6 +50,9 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   const deps: HttpDeps = { ...given, metrics: given.metrics ?? new Registry() };
   const { config } = deps;
   const logger = deps.logger.child({ component: 'http' });
+  const connectionsLogger = deps.logger.child({ component: 'http-connections' });
+  const bounds = resolveConnectionBounds(config, connectionsLogger);
+  const counters = createHttpCounters(bounds);
   const app = Fastify({
     // pino's own Logger type and fastify's view of it differ only in generics.
     loggerInstance: logger as unknown as FastifyBaseLogger,
@@ -46,7 +60,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     bodyLimit: config['http.body.max'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: urlParamCharsMax },
     frameworkErrors: frameworkErrorHandler,
-    clientErrorHandler: createClientErrorHandler(logger),
+    clientErrorHandler: createClientErrorHandler(logger, counters.connections),
     // Requests arriving while the node stops get our own 503 (below).
     return503OnClosing: false,
     forceCloseConnections: 'idle',
@@ -54,8 +68,10 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   });
 
   const registry = deps.metrics!;
-  const counters = createHttpCounters();
   app.decorate('iorioCounters', counters);
+  const connections = new ConnectionLimiter(bounds, config['http.idle_timeout'], counters.connections, deps.clock, connectionsLogger);
+  limitConnections(app.server, connections);
+  app.decorate('iorioConnections', connections);
   const context: RouteContext = {
     deps,
     counters,
@@ -77,6 +93,23 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   registerNodeRoutes(app, context);
   await registerListen(app, deps);
   return app;
+}
+
+/** The connection bounds in force, from the config and the process's open-file limit; logged once. */
+function resolveConnectionBounds(config: HttpDeps['config'], logger: Logger): ConnectionBounds {
+  const openFilesLimit = readOpenFilesLimit();
+  const storageFilesMax = config['storage.files.max'];
+  const bounds = connectionBounds({
+    configuredTotal: config['http.connections.max'],
+    configuredPerClient: config['http.connections.per_client.max'],
+    openFilesLimit,
+    storageFilesMax,
+  });
+  const fields = { connectionsMax: bounds.total, perClientMax: bounds.perClient, idleTimeoutMs: config['http.idle_timeout'], openFilesLimit };
+  const problem = connectionBoundsProblem(bounds, openFilesLimit, storageFilesMax);
+  if (problem === undefined) logger.info(fields, 'connection bounds');
+  else logger.warn(fields, `connection bounds: ${problem}`);
+  return bounds;
 }
 
 function registerLifecycleHooks(app: FastifyInstance, context: RouteContext): void {

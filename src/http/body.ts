@@ -1,7 +1,8 @@
 import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { IorioError } from '../core/errors.js';
-import { batchCountMax, payloadBytesMax } from '../core/limits.js';
+import { batchCountMax, jsonDepthMax, payloadBytesMax } from '../core/limits.js';
+import { jsonTextTooDeep } from './json-depth.js';
 
 /**
  * Request bodies. Iorio keeps every entry as JSON text, so a body is parsed
@@ -15,7 +16,9 @@ import { batchCountMax, payloadBytesMax } from '../core/limits.js';
  * | application/x-ndjson         | NdjsonBody: one JSON value per non-empty line |
  *
  * Anything else is refused before a handler runs (400 invalid-body), so
- * nothing can be written from a body that is not JSON.
+ * nothing can be written from a body that is not JSON. So is JSON nested
+ * deeper than jsonDepthMax, checked on the bytes before JSON.parse: every
+ * later step (PATCH, listeners, clients) may then recurse safely.
  */
 interface JsonTextBody<K extends string> {
   readonly kind: K;
@@ -65,6 +68,7 @@ export function registerBodyParsers(app: FastifyInstance): void {
 export function parseJsonBody(kind: JsonBody['kind'], raw: Buffer): JsonBody | undefined {
   const parsed = parseJsonText(raw);
   if (parsed === undefined) return undefined;
+  if ('tooDeep' in parsed) throw new IorioError('invalid-body', `the body is nested deeper than ${jsonDepthMax} levels`);
   if ('problem' in parsed) throw new IorioError('invalid-body', `the body is not valid JSON: ${parsed.problem}`);
   checkPayloadSize(parsed.text);
   return { kind, value: parsed.value, text: parsed.text } as JsonBody;
@@ -82,6 +86,9 @@ export function parseNdjsonBody(raw: Buffer): NdjsonBody | undefined {
     const parsed = parseJsonText(raw.subarray(start, end));
     start = end + 1;
     if (parsed === undefined) continue;
+    if ('tooDeep' in parsed) {
+      throw new IorioError('invalid-body', `line ${lineNumber} is nested deeper than ${jsonDepthMax} levels`, { line: lineNumber });
+    }
     if ('problem' in parsed) {
       throw new IorioError('invalid-body', `line ${lineNumber} is not valid JSON: ${parsed.problem}`, { line: lineNumber });
     }
@@ -94,12 +101,13 @@ export function parseNdjsonBody(raw: Buffer): NdjsonBody | undefined {
   return texts.length === 0 ? undefined : { kind: 'ndjson', texts };
 }
 
-type ParsedText = { value: unknown; text: Buffer } | { problem: string };
+type ParsedText = { value: unknown; text: Buffer } | { problem: string } | { tooDeep: true };
 
 /** undefined for a blank text; the stored form of a JSON text, or why it is not one. */
 function parseJsonText(raw: Buffer): ParsedText | undefined {
   const trimmed = trimWhitespace(raw);
   if (trimmed.length === 0) return undefined;
+  if (jsonTextTooDeep(trimmed, jsonDepthMax)) return { tooDeep: true };
   if (!isUtf8(trimmed)) return { problem: 'it is not valid UTF-8' };
   let value: unknown;
   try {

@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Logger } from 'pino';
 import { IorioError, errorCatalogue, isIorioError, type ErrorCode } from '../core/errors.js';
 import { nameBytesMax } from '../core/limits.js';
+import type { ConnectionCounters } from './connection-limits.js';
 
 /**
  * The one place where errors become responses: `{type, reason, ...details}`
@@ -46,11 +47,20 @@ const codeOfStatus: Readonly<Record<number, ErrorCode>> = {
   503: 'unavailable',
 };
 
+/**
+ * System errors that mean the node is short of a resource for now, not that
+ * the request or the code is wrong: the client should retry (503).
+ */
+const exhaustionErrnoCodes: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE']);
+
 /** The IorioError a thrown value stands for; undefined for a bug. Pure. */
 export function toIorioError(error: unknown): IorioError | undefined {
   if (isIorioError(error)) return error;
   const fastifyError = error as Partial<FastifyError> | null;
   if (fastifyError === null || typeof fastifyError !== 'object') return undefined;
+  if (typeof fastifyError.code === 'string' && exhaustionErrnoCodes.has(fastifyError.code)) {
+    return new IorioError('unavailable', 'the node is out of file descriptors: retry later');
+  }
   const code = fastifyError.code === undefined ? undefined : fastifyErrorCodes[fastifyError.code];
   if (code !== undefined) {
     return new IorioError(code, reasons[fastifyError.code ?? ''] ?? lowerFirst(fastifyError.message ?? errorCatalogue[code].message));
@@ -89,11 +99,25 @@ export function registerErrorHandling(app: FastifyInstance, logger: Logger): voi
  * fastify's `clientErrorHandler`: a request node's HTTP parser refused
  * (headers over the size limit, malformed HTTP, a request that did not
  * arrive in time) gets a `{type, reason}` body too, then the connection is
- * closed, as node itself does.
+ * closed, as node itself does. `connections` counts those closed by the
+ * idle timeout (http.idle_timeout).
  */
-export function createClientErrorHandler(logger: Logger): (error: NodeJS.ErrnoException, socket: Duplex) => void {
+export function createClientErrorHandler(
+  logger: Logger,
+  connections?: Pick<ConnectionCounters, 'timedOut'>,
+): (error: NodeJS.ErrnoException, socket: Duplex) => void {
   return (error, socket) => {
     if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      if (connections !== undefined) connections.timedOut += 1;
+      // A connection that never sent a byte made no request to answer (a
+      // browser's preconnect, or a socket held open to use up the node's):
+      // it is closed without one.
+      if ((socket as Duplex & { bytesRead?: number }).bytesRead === 0) {
+        socket.destroy();
+        return;
+      }
+    }
     const refusal = clientErrorOf(error.code);
     logger.debug({ err: error, type: refusal.code }, 'malformed request refused');
     if (socket.writable) {

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Store } from '../store/types.js';
+import { createConnectionCounters, type ConnectionBounds, type ConnectionCounters } from './connection-limits.js';
 
 /**
  * The node's counters. The hot path only increments plain numbers; the
@@ -19,9 +20,11 @@ export interface HttpCounters {
   reads: number;
   readEntries: number;
   rateLimited: number;
+  /** Client connections: open now, the bounds, and those refused or timed out (see connection-limits.ts). */
+  connections: ConnectionCounters;
 }
 
-export function createHttpCounters(): HttpCounters {
+export function createHttpCounters(bounds: ConnectionBounds): HttpCounters {
   return {
     requests: 0,
     responses: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 },
@@ -33,6 +36,7 @@ export function createHttpCounters(): HttpCounters {
     reads: 0,
     readEntries: 0,
     rateLimited: 0,
+    connections: createConnectionCounters(bounds),
   };
 }
 
@@ -62,7 +66,7 @@ export function statsSnapshot(input: {
     node: input.node,
     t: input.now,
     uptime_ms: input.now - input.startedMs,
-    http: { ...input.counters, responses: { ...input.counters.responses } },
+    http: { ...input.counters, responses: { ...input.counters.responses }, connections: { ...input.counters.connections } },
     store: { ...input.store.stats() },
     memory: { rss: memory.rss, heapUsed: memory.heapUsed, heapTotal: memory.heapTotal, external: memory.external },
   };
@@ -107,11 +111,13 @@ export function registerNodeMetrics(registry: Registry, counters: HttpCounters, 
   counterOf('iorio_http_appends_total', 'Acknowledged POST appends (single or batch).', () => counters.appends);
   counterOf('iorio_http_appended_entries_total', 'Entries written by POST appends.', () => counters.appendedEntries);
   counterOf('iorio_http_idempotent_replays_total', 'Appends answered from the idempotency window.', () => counters.idempotentReplays);
-  counterOf('iorio_http_conflicts_total', 'Conditional appends and patches refused with 409.', () => counters.conflicts);
+  counterOf('iorio_http_conflicts_total', 'Requests refused with 409: conditional appends and patches, reused idempotency keys.', () => counters.conflicts);
   counterOf('iorio_http_patches_total', 'Acknowledged PATCH requests.', () => counters.patches);
   counterOf('iorio_http_reads_total', 'GET stream requests answered.', () => counters.reads);
   counterOf('iorio_http_read_entries_total', 'Entries returned by GET stream requests.', () => counters.readEntries);
   counterOf('iorio_http_rate_limited_total', 'Requests refused with 429.', () => counters.rateLimited);
+
+  registerConnectionMetrics(registers, counters.connections, gaugeOf, counterOf);
 
   counterOf('iorio_store_appends_total', 'Entries appended to the store.', () => store.stats().appends);
   counterOf('iorio_store_append_bytes_total', 'Payload bytes appended to the store.', () => store.stats().appendBytes);
@@ -134,4 +140,28 @@ export function registerNodeMetrics(registry: Registry, counters: HttpCounters, 
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers,
   });
+}
+
+function registerConnectionMetrics(
+  registers: Registry[],
+  connections: ConnectionCounters,
+  gaugeOf: (name: string, help: string, read: () => number) => Gauge,
+  counterOf: (name: string, help: string, read: () => number) => Counter,
+): void {
+  gaugeOf('iorio_http_connections', 'Client connections open (HTTP and HTTPS, listeners included).', () => connections.open);
+  gaugeOf('iorio_http_connections_max', 'Most client connections open at once (http.connections.max, or derived).', () => connections.max);
+  gaugeOf('iorio_http_connections_per_client_max', 'Most connections from one client address.', () => connections.perClientMax);
+  new Counter({
+    name: 'iorio_http_connections_refused_total',
+    help: 'Connections refused at accept, by the bound they met (total or per_client).',
+    labelNames: ['bound'],
+    registers,
+    collect() {
+      this.reset();
+      this.inc({ bound: 'total' }, connections.refused);
+      this.inc({ bound: 'per_client' }, connections.refusedPerClient);
+    },
+  });
+  counterOf('iorio_http_connections_timed_out_total', 'Connections closed for not sending a whole request within http.idle_timeout.', () => connections.timedOut);
+  counterOf('iorio_http_accept_errors_total', 'Errors accepting connections (EMFILE: out of file descriptors).', () => connections.acceptErrors);
 }

@@ -45,12 +45,26 @@ export function readParams(query: Record<string, unknown>): ReadParams {
   return from === undefined ? { limit: Math.min(limit, readLimitMax) } : { limit: Math.min(limit, readLimitMax), from };
 }
 
+/**
+ * A header that is sent must hold a value. Unlike a query parameter (clients
+ * send `from=` for "none"), an empty `x-iorio-expect-seqnum` is a client
+ * whose variable was unset: treating it as absent would turn a conditional
+ * append into an unconditional one.
+ */
+function requiredHeaderValue(name: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const text = singleValue(name, value);
+  if (text === undefined || text.trim() === '') throw new IorioError('invalid-param', `${name} is empty; leave the header out or give it a value`);
+  return text;
+}
+
 export function expectSeqHeader(value: unknown): number | undefined {
-  return integerParam('x-iorio-expect-seqnum', value, seqnumMax);
+  const text = requiredHeaderValue('x-iorio-expect-seqnum', value);
+  return text === undefined ? undefined : integerParam('x-iorio-expect-seqnum', text, seqnumMax);
 }
 
 export function idempotencyKeyHeader(value: unknown): string | undefined {
-  const key = singleValue('idempotency-key', value);
+  const key = requiredHeaderValue('idempotency-key', value);
   if (key === undefined) return undefined;
   if (Buffer.byteLength(key, 'utf8') > idempotencyKeyBytesMax) {
     throw new IorioError('invalid-param', `idempotency-key must be at most ${idempotencyKeyBytesMax} bytes`);

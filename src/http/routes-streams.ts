@@ -1,13 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import jsonpatch from 'fast-json-patch';
 import type { Operation } from 'fast-json-patch';
-import { IorioError } from '../core/errors.js';
-import { payloadBytesMax } from '../core/limits.js';
+import { IorioError, isIorioError } from '../core/errors.js';
+import { jsonDepthMax, patchOperationsMax, payloadBytesMax } from '../core/limits.js';
 import { checkName, patchStreamSuffix } from '../core/names.js';
 import type { AppendMeta, StoredEntry } from '../store/types.js';
 import { requirePermission } from './auth-hook.js';
 import { bodyOf } from './body.js';
 import type { RouteContext } from './context.js';
+import { requestDigest } from './idempotency.js';
+import { jsonTextDepth, jsonValueDepth } from './json-depth.js';
 import { bucketParam, downloadFilename, expectSeqHeader, idempotencyKeyHeader, readParams, streamParams } from './params.js';
 
 /**
@@ -51,7 +53,7 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   const outcome =
     idempotencyKey === undefined
       ? { result: await write(), replayed: false }
-      : await context.idempotency.run([request.username, bucket, stream], idempotencyKey, write);
+      : await context.idempotency.run([request.username, bucket, stream], idempotencyKey, requestDigest(body.kind, expectSeq, payloads), write);
   const answer = outcome.result;
   if (outcome.replayed) {
     context.counters.idempotentReplays += 1;
@@ -117,8 +119,9 @@ async function patchHandler(context: RouteContext, request: FastifyRequest, repl
   if (expectSeq !== undefined && expectSeq !== last.seq) {
     throw new IorioError('conflict', `the last seqnum is ${last.seq}, not ${expectSeq}`, { expected: expectSeq, got: last.seq });
   }
-  const patched = Buffer.from(applyOperations(JSON.parse(last.payload.toString('utf8')), operations), 'utf8');
-  if (patched.length > payloadBytesMax) throw new IorioError('too-large', `the patched entry would exceed ${payloadBytesMax} bytes`);
+  const patched = patchedEntry(last.payload, operations);
+  // One atomic write (the stream and its patch log share a partition): a
+  // fault can never leave the new value without its patch, or the reverse.
   const [metas] = await store.appendAtomic([
     { bucket, stream, payloads: [patched], expectSeq: last.seq },
     { bucket, stream: patchStream, payloads: [body.text] },
@@ -130,6 +133,7 @@ async function patchHandler(context: RouteContext, request: FastifyRequest, repl
 /** The body as RFC 6902 operations; 400 when it is not a valid patch. */
 function patchOperations(value: unknown): Operation[] {
   if (!Array.isArray(value)) throw new IorioError('invalid-body', 'a JSON Patch is an array of operations');
+  if (value.length > patchOperationsMax) throw new IorioError('invalid-body', `a JSON Patch holds at most ${patchOperationsMax} operations`);
   if (value.some((operation) => operation === null || typeof operation !== 'object' || Array.isArray(operation))) {
     throw new IorioError('invalid-body', 'every JSON Patch operation is an object');
   }
@@ -137,22 +141,110 @@ function patchOperations(value: unknown): Operation[] {
   if (operations.some((operation) => (operation.op as string) === '_get')) {
     throw new IorioError('invalid-body', 'unknown JSON Patch operation _get');
   }
-  const problem = jsonpatch.validate(operations);
+  let problem: unknown;
+  try {
+    problem = jsonpatch.validate(operations);
+  } catch (error) {
+    problem = error;
+  }
   if (problem !== undefined) throw new IorioError('invalid-body', `invalid JSON Patch: ${describePatchError(problem)}`);
   return operations;
 }
 
-/** Applies the patch to a fresh copy of the document; its JSON text, or 400 when it does not apply. */
-function applyOperations(document: unknown, operations: Operation[]): string {
-  let result: unknown;
+/** How deep the document may have become, and how many bytes copy operations duplicated so far. */
+interface PatchGrowth {
+  depth: number;
+  copiedBytes: number;
+}
+
+/**
+ * The stored entry with the patch applied, as the JSON text to append. 400
+ * invalid-body when the entry is nested deeper than jsonDepthMax, when the
+ * patch does not apply, or when it would nest the result deeper; 413 when
+ * the result (or what its copy operations duplicate) exceeds
+ * payloadBytesMax. Whatever fast-json-patch throws is a 400, never a 500.
+ * Pure.
+ */
+export function patchedEntry(payload: Buffer, operations: readonly Operation[]): Buffer {
+  const depth = jsonTextDepth(payload, jsonDepthMax);
+  if (depth > jsonDepthMax) {
+    throw new IorioError('invalid-body', `the last entry is nested deeper than ${jsonDepthMax} levels: it cannot be patched`);
+  }
+  const growth: PatchGrowth = { depth, copiedBytes: 0 };
+  let text: string | undefined;
   try {
-    result = jsonpatch.applyPatch(document, operations, true, true, true).newDocument;
+    let document: unknown = JSON.parse(payload.toString('utf8'));
+    for (let index = 0; index < operations.length; index += 1) document = applyOperation(document, operations[index]!, index, growth);
+    // The depth is bounded by now, so this cannot overflow the stack.
+    text = JSON.stringify(document);
   } catch (error) {
+    if (isIorioError(error)) throw error;
     throw new IorioError('invalid-body', `the patch does not apply to the last entry: ${describePatchError(error)}`);
   }
-  const text = JSON.stringify(result);
   if (text === undefined) throw new IorioError('invalid-body', 'the patch leaves no JSON value');
-  return text;
+  const patched = Buffer.from(text, 'utf8');
+  if (patched.length > payloadBytesMax) throw new IorioError('too-large', `the patched entry would exceed ${payloadBytesMax} bytes`);
+  return patched;
+}
+
+/**
+ * Applies one operation in place, first checking how deep it can make the
+ * document. A copy is applied as an add of a copy made here, so that its
+ * size is counted: a few dozen copies of the root into itself would
+ * otherwise double the document each time, until the node runs out of memory.
+ */
+function applyOperation(document: unknown, given: Operation, index: number, growth: PatchGrowth): unknown {
+  const operation = given.op === 'copy' ? copyAsAdd(document, given, index, growth) : given;
+  const depth = depthAfter(document, operation, growth.depth);
+  if (depth > jsonDepthMax) {
+    throw new IorioError('invalid-body', `operation ${index} would nest the entry deeper than ${jsonDepthMax} levels`, { operation: index });
+  }
+  growth.depth = Math.max(growth.depth, depth);
+  return jsonpatch.applyOperation(document, operation, checkOperation, true, true, index).newDocument;
+}
+
+function copyAsAdd(document: unknown, operation: Operation & { op: 'copy' }, index: number, growth: PatchGrowth): Operation {
+  const source: unknown = jsonpatch.getValueByPointer(document, operation.from);
+  if (source === undefined) {
+    throw new jsonpatch.JsonPatchError('Cannot perform the operation from a path that does not exist', 'OPERATION_FROM_UNRESOLVABLE', index, operation, document);
+  }
+  const text = JSON.stringify(source);
+  growth.copiedBytes += text.length;
+  if (growth.copiedBytes > payloadBytesMax) throw new IorioError('too-large', `a patch may copy at most ${payloadBytesMax} bytes`);
+  return { op: 'add', path: operation.path, value: JSON.parse(text) };
+}
+
+/** An upper bound of the document's depth once the operation is applied (the current bound when it cannot deepen it). */
+function depthAfter(document: unknown, operation: Operation, depthBound: number): number {
+  const segments = pointerSegments(operation.path);
+  if (operation.op === 'add' || operation.op === 'replace') return segments + jsonValueDepth(operation.value, jsonDepthMax);
+  if (operation.op !== 'move') return depthBound;
+  // A moved value is at most as deep as the document below its source; walk it only when that bound is not enough.
+  const cheapBound = segments + depthBound - pointerSegments(operation.from);
+  if (cheapBound <= jsonDepthMax) return cheapBound;
+  return segments + jsonValueDepth(jsonpatch.getValueByPointer(document, operation.from), jsonDepthMax);
+}
+
+function pointerSegments(pointer: string): number {
+  let count = 0;
+  for (let index = pointer.indexOf('/'); index !== -1; index = pointer.indexOf('/', index + 1)) count += 1;
+  return count;
+}
+
+/**
+ * fast-json-patch's own validator, except for `move`: to check that `from`
+ * exists it deep-copies the whole document (JSON.stringify + JSON.parse of
+ * up to payloadBytesMax per operation); a lookup is enough.
+ */
+function checkOperation(operation: Operation, index: number, document: unknown, existingPath: string): void {
+  if (operation.op !== 'move') {
+    jsonpatch.validator(operation, index, document, existingPath);
+    return;
+  }
+  jsonpatch.validator(operation, index);
+  if (jsonpatch.getValueByPointer(document, operation.from) === undefined) {
+    throw new jsonpatch.JsonPatchError('Cannot perform the operation from a path that does not exist', 'OPERATION_FROM_UNRESOLVABLE', index, operation, document);
+  }
 }
 
 /** fast-json-patch's messages embed the whole document; keep only its name and operation index. */

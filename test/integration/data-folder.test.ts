@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { children, expectRefusal, killAll, login, repoRoot, runNode, stopNode } from './node-process.js';
+import { children, expectRefusal, killAll, login, repoRoot, runNode, stopNode } from './node-console.js';
 
 const lockModule = path.join(repoRoot, 'dist/src/store/data-folder.js');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'iorio-datafolder-'));

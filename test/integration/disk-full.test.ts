@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { killAll, login, runNode, stopNode, type Run } from './node-process.js';
+import { killAll, login, runNode, stopNode, type Run } from './node-console.js';
 
 const isRoot = process.getuid?.() === 0;
 const mountPoint = fs.mkdtempSync(path.join(os.tmpdir(), 'iorio-diskfull-'));

@@ -88,6 +88,19 @@ describe('bodies', () => {
     await expectUnchanged();
   });
 
+  test.each(bodyRoutes)('a body nested deeper than 512 levels on $method $path is 400 invalid-body naming the bound', async ({ method, path }) => {
+    const contentType = method === 'PATCH' ? 'application/json-patch+json' : 'application/json';
+    // Deep inside an object every route would otherwise take, so that only the nesting is wrong.
+    const deep = `{"username":"x","password":"y","deep":${'['.repeat(512)}${']'.repeat(512)}}`;
+    const reply = await call(node, method, path, { token: node.adminToken, body: deep, contentType });
+    expect({ status: reply.status, type: reply.body?.type, reason: reply.body?.reason }).toEqual({
+      status: 400,
+      type: 'invalid-body',
+      reason: 'the body is nested deeper than 512 levels',
+    });
+    await expectUnchanged();
+  });
+
   test('invalid UTF-8 in a JSON body is 400', async () => {
     const body = Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
     await expectError('POST', '/streams/keep/s', { body, contentType: 'application/json' }, 400, 'invalid-body');
@@ -164,7 +177,7 @@ describe('names', () => {
 });
 
 describe('numbers', () => {
-  const badNumbers = ['-1', 'abc', '1e3', '1.5', '0x10', '99999999999999999999', '9007199254740993', '1,2', 'Infinity'];
+  const badNumbers = ['-1', 'abc', '1e3', '1.5', '0x10', '+1', '1 2', '99999999999999999999', '9007199254740993', '1,2', 'Infinity'];
 
   test.each(badNumbers)('limit=%s and from=%s are 400 invalid-param', async (value) => {
     const encoded = encodeURIComponent(value);
@@ -183,6 +196,23 @@ describe('numbers', () => {
       contentType: 'application/json-patch+json',
       headers: { 'x-iorio-expect-seqnum': value },
     }, 400, 'invalid-param');
+    await expectUnchanged();
+  });
+
+  test.each(['', ' ', '\t'])('an empty x-iorio-expect-seqnum (%j) is 400 invalid-param, not an unconditional append', async (value) => {
+    const appended = await call(node, 'POST', '/streams/keep/s', { token: node.adminToken, json: { x: 1 }, headers: { 'x-iorio-expect-seqnum': value } });
+    expect({ status: appended.status, type: appended.body.type }).toEqual({ status: 400, type: 'invalid-param' });
+    expect(appended.body.reason).toContain('x-iorio-expect-seqnum');
+    await expectError('PATCH', '/streams/keep/s', {
+      json: [{ op: 'add', path: '/x', value: 1 }],
+      contentType: 'application/json-patch+json',
+      headers: { 'x-iorio-expect-seqnum': value },
+    }, 400, 'invalid-param');
+    await expectUnchanged();
+  });
+
+  test('an empty idempotency-key is 400 invalid-param, not an append without one', async () => {
+    await expectError('POST', '/streams/keep/s', { json: { x: 1 }, headers: { 'idempotency-key': '' } }, 400, 'invalid-param');
     await expectUnchanged();
   });
 

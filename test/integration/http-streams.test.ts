@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readLimitMax } from '../../src/core/limits.js';
-import { append, call, readAll, startTestNode, type TestNode } from './http-harness.js';
+import { append, call, createUser, readAll, startTestNode, type TestNode } from './http-harness.js';
 
 let node: TestNode;
 
@@ -90,6 +90,61 @@ describe('POST /streams/:bucket/:stream', () => {
     const other = await call(node, 'POST', '/streams/idem/b', { token: node.adminToken, json: 1, headers: { 'idempotency-key': 'same' } });
     expect(other.status).toBe(201);
     expect(await readAll(node, 'idem', 'b')).toHaveLength(1);
+  });
+
+  test('idempotency-key: the same key with a different body is 409 conflict naming the key, and writes nothing', async () => {
+    const headers = { 'idempotency-key': 'reused' };
+    const first = await call(node, 'POST', '/streams/idem/reused', { token: node.adminToken, json: { n: 1 }, headers });
+    expect(first.status).toBe(201);
+    const other = await call(node, 'POST', '/streams/idem/reused', { token: node.adminToken, json: { n: 2 }, headers });
+    expect(other.status).toBe(409);
+    expect(other.body).toEqual({ type: 'conflict', reason: 'idempotency key "reused" was used with a different body', key: 'reused' });
+    const batch = await call(node, 'POST', '/streams/idem/reused', { token: node.adminToken, body: '{"n":1}\n', contentType: 'application/x-ndjson', headers });
+    expect(batch.status).toBe(409);
+    const conditional = await call(node, 'POST', '/streams/idem/reused', { token: node.adminToken, json: { n: 1 }, headers: { ...headers, 'x-iorio-expect-seqnum': '0' } });
+    expect(conditional.status).toBe(409);
+    expect(conditional.body.key).toBe('reused');
+    // The same value sent with other whitespace is the same request: a retry.
+    const retry = await call(node, 'POST', '/streams/idem/reused', { token: node.adminToken, body: '{ "n" : 1 }\n', contentType: 'application/json', headers });
+    expect(retry.body).toEqual(first.body);
+    expect((await readAll(node, 'idem', 'reused')).map((entry) => entry.data)).toEqual([{ n: 1 }]);
+  });
+
+  test('idempotency keys are per user: user B sending user A\'s key and body gets its own write, not A\'s answer', async () => {
+    const alice = await createUser(node, 'idem-alice');
+    const bob = await createUser(node, 'idem-bob');
+    for (const username of ['idem-alice', 'idem-bob']) {
+      for (const permission of ['put', 'get']) {
+        const granted = await call(node, 'POST', '/access/idem-shared', { token: node.adminToken, json: { username, permission, action: 'grant' } });
+        expect(granted.status).toBe(200);
+      }
+    }
+    const headers = { 'idempotency-key': 'order-1' };
+    const fromAlice = await call(node, 'POST', '/streams/idem-shared/s', { token: alice, json: { order: 1 }, headers });
+    const fromBob = await call(node, 'POST', '/streams/idem-shared/s', { token: bob, json: { order: 1 }, headers });
+    expect(fromAlice.status).toBe(201);
+    expect(fromBob.status).toBe(201);
+    expect(fromAlice.body.meta.id).toBe(1);
+    expect(fromBob.body.meta.id).toBe(2);
+    expect(await readAll(node, 'idem-shared', 's')).toHaveLength(2);
+    // And each one's retry is still its own.
+    expect((await call(node, 'POST', '/streams/idem-shared/s', { token: bob, json: { order: 1 }, headers })).body).toEqual(fromBob.body);
+    expect((await call(node, 'POST', '/streams/idem-shared/s', { token: alice, json: { order: 1 }, headers })).body).toEqual(fromAlice.body);
+    expect(await readAll(node, 'idem-shared', 's')).toHaveLength(2);
+  });
+
+  test('idempotency-key: a conditional append refused with 409 is not remembered; the same request, once it can succeed, writes', async () => {
+    const headers = { 'idempotency-key': 'cond-retry', 'x-iorio-expect-seqnum': '1' };
+    const refused = await call(node, 'POST', '/streams/idem/cond-retry', { token: node.adminToken, json: { second: true }, headers });
+    expect(refused.status).toBe(409);
+    expect(refused.body).toMatchObject({ type: 'conflict', expected: 1, got: 0 });
+    await append(node, 'idem', 'cond-retry', { first: true });
+    const retried = await call(node, 'POST', '/streams/idem/cond-retry', { token: node.adminToken, json: { second: true }, headers });
+    expect(retried.status).toBe(201);
+    expect(retried.body.meta.id).toBe(2);
+    const again = await call(node, 'POST', '/streams/idem/cond-retry', { token: node.adminToken, json: { second: true }, headers });
+    expect(again.body).toEqual(retried.body);
+    expect((await readAll(node, 'idem', 'cond-retry')).map((entry) => entry.data)).toEqual([{ first: true }, { second: true }]);
   });
 
   test('a too long idempotency-key is refused', async () => {

@@ -31,7 +31,8 @@ describe('listen at scale', () => {
   const perKind = Math.min(listenersWanted, Math.floor((openFileLimit() - descriptorsReserved) / 4));
 
   beforeAll(async () => {
-    test = await startTestNode();
+    // Every listener comes from 127.0.0.1: only the node-wide connection bound applies.
+    test = await startTestNode({ 'http.connections.per_client.max': 1_000_000 });
   });
   afterAll(async () => {
     await test?.stop();

@@ -1,7 +1,16 @@
 import type { RawData, WebSocket } from 'ws';
 import { isIorioError } from '../../core/errors.js';
-import { listenBufferedBytesMax, listenCloseGraceMs, listenPendingBytesMax, listenReplayHighWaterBytes, listenStreamsMax, readLimitMax } from '../../core/limits.js';
+import {
+  jsonDepthMax,
+  listenBufferedBytesMax,
+  listenCloseGraceMs,
+  listenPendingBytesMax,
+  listenReplayHighWaterBytes,
+  listenStreamsMax,
+  readLimitMax,
+} from '../../core/limits.js';
 import { nameProblem } from '../../core/names.js';
+import { jsonTextTooDeep } from '../json-depth.js';
 import { ConnectionKind, type ListenConnection, type ListenContext } from './connections.js';
 import { streamKey, streamRef, type EncodedBatch, type TruncatedNotice } from './events.js';
 import { seqnumProblem, toSeqnum, type StreamSpec } from './params.js';
@@ -113,9 +122,15 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
 
   private onMessage(data: RawData): void {
     if (this.closed) return;
+    const bytes = rawBytes(data);
+    // Replies echo the command's id: a deeply nested one would overflow JSON.stringify.
+    if (jsonTextTooDeep(bytes, jsonDepthMax)) {
+      this.reply({ ok: false, id: null, reason: `a command must not be nested deeper than ${jsonDepthMax} levels` });
+      return;
+    }
     let command: unknown;
     try {
-      command = JSON.parse(rawText(data));
+      command = JSON.parse(bytes.toString('utf8'));
     } catch {
       this.reply({ ok: false, id: null, reason: 'bad JSON' });
       return;
@@ -255,8 +270,8 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
   }
 }
 
-function rawText(data: RawData): string {
-  if (Buffer.isBuffer(data)) return data.toString('utf8');
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.from(data).toString('utf8');
+function rawBytes(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
 }

@@ -47,7 +47,14 @@ function next<T>(child: ChildProcess, kind: string, timeoutMs: number): Promise<
 export async function run(context: BenchContext): Promise<BenchRow[]> {
   const count = Number(context.options['count'] ?? '5000');
   const dataDir = await context.tempDir('listen-idle');
-  const config = testConfig({ 'http.port': 0, 'paths.data': dataDir, 'http.ratelimit.enabled': false, 'metrics.enabled': false });
+  // Every listener comes from one address (the child): only the node-wide connection bound applies.
+  const config = testConfig({
+    'http.port': 0,
+    'paths.data': dataDir,
+    'http.ratelimit.enabled': false,
+    'metrics.enabled': false,
+    'http.connections.per_client.max': 1_000_000,
+  });
   const node = await startNode(config, { logger: pino({ level: 'warn' }) });
   const child = startChild();
   const client = new IorioClient({ baseUrl: node.httpUrl });

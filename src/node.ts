@@ -10,6 +10,7 @@ import type { Auth } from './auth/types.js';
 import type { Config } from './config.js';
 import type { Clock } from './core/clock.js';
 import { buildApp } from './http/app.js';
+import { limitConnections } from './http/connection-limits.js';
 import { createClientErrorHandler } from './http/errors.js';
 import { statsSnapshot } from './http/metrics.js';
 import { createLogger } from './log.js';
@@ -168,9 +169,11 @@ function urlOf(scheme: 'http' | 'https', address: AddressInfo): string {
 /** HTTPS beside HTTP: a second listener feeding the same fastify app (requests and WebSocket upgrades). */
 async function listenHttps(app: FastifyInstance, config: Config): Promise<{ server: HttpsServer; url: string }> {
   const [cert, key] = await Promise.all([readFile(config['https.cert']), readFile(config['https.key'])]);
-  const server = createHttpsServer({ cert, key }, (request, response) => app.routing(request, response));
+  // handshakeTimeout: a TLS socket that never sends a byte is closed like an idle plain one.
+  const server = createHttpsServer({ cert, key, handshakeTimeout: config['http.idle_timeout'] }, (request, response) => app.routing(request, response));
+  limitConnections(server, app.iorioConnections);
   server.on('upgrade', (request, socket, head) => app.server.emit('upgrade', request, socket, head));
-  server.on('clientError', createClientErrorHandler(app.log as unknown as Logger));
+  server.on('clientError', createClientErrorHandler(app.log as unknown as Logger, app.iorioCounters.connections));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config['https.port'], config['http.host'], () => {

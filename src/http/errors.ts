@@ -83,7 +83,12 @@ export function registerErrorHandling(app: FastifyInstance, logger: Logger): voi
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const known = toIorioError(error);
     if (known !== undefined) {
-      if (known.status >= 500) logger.warn({ err: error, method: request.method, url: request.routeOptions.url }, 'request failed');
+      // Retriable refusals (a full disk, a node stopping) are reported once where they start, not per request.
+      if (known.status >= 500) {
+        const fields = { type: known.code, reason: known.message, method: request.method, url: request.routeOptions.url };
+        if (known.retriable) logger.debug(fields, 'request refused');
+        else logger.warn({ ...fields, err: error }, 'request failed');
+      }
       return sendError(reply, known);
     }
     logger.error({ err: error, method: request.method, url: request.routeOptions.url }, 'internal error');

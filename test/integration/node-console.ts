@@ -1,6 +1,8 @@
 /**
- * A node run in the foreground (`dist/src/main.js console`) for start-up tests: whether it
- * (npm test builds first), on port 0, with output captured.
+ * A node run in the foreground (`dist/src/main.js console`, npm test builds
+ * first) for start-up and restart tests: whether it started or refused, its
+ * stderr, its URL. (node-process.ts runs nodes for connection and
+ * descriptor faults.)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';

@@ -68,6 +68,9 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   return reply.code(201).header('location', location).type('application/json; charset=utf-8').send(text);
 }
 
+/** Seqnum ranges a read stepped over because they are lost (`161-192,300-300`). */
+export const missingSeqnumsHeader = 'x-iorio-missing-seqnums';
+
 function metaJson(meta: AppendMeta): string {
   return `{"id":${meta.id},"t":${meta.t}}`;
 }
@@ -85,6 +88,8 @@ async function readHandler(context: RouteContext, request: FastifyRequest, reply
   context.counters.reads += 1;
   context.counters.readEntries += entries.length;
   if (result?.truncated === true) reply.header('x-iorio-first-seqnum', String(result.first));
+  // Entries lost to a damaged file inside the span read: the page goes on past them and says which.
+  if (result?.missing !== undefined) reply.header(missingSeqnumsHeader, result.missing.map((range) => `${range.from}-${range.to}`).join(','));
   if (filename !== undefined) reply.header('content-disposition', `attachment; filename="${filename}"`);
   return reply.type('application/json; charset=utf-8').send(entriesJson(entries));
 }

@@ -1,5 +1,5 @@
 import { assert } from '../../core/errors.js';
-import type { Store } from '../../store/types.js';
+import type { Store, StoredEntry } from '../../store/types.js';
 import { EncodedBatch, batchBytes, truncatedNotice, type StreamRef, type TruncatedNotice } from './events.js';
 import type { ListenHub, TopicListener } from './hub.js';
 
@@ -146,19 +146,31 @@ export class Subscription implements TopicListener {
       this.sink.truncated(this, truncatedNotice(this.ref, requested, result.first));
       this.nextSeq = result.first;
     }
-    const entries = result.entries;
-    if (entries.length > 0) {
-      const batch = new EncodedBatch(this.ref, entries);
-      const from = this.nextSeq;
-      if (batch.lastSeq >= from) {
-        this.nextSeq = batch.lastSeq + 1;
-        await this.sink.replay(this, batch, from);
-        if (this.isClosed) return undefined;
-      }
+    // Entries lost inside the page (a damaged file) are announced where they fall, like evicted ones.
+    let entries = result.entries;
+    for (const range of result.missing ?? []) {
+      if (range.to < this.nextSeq) continue;
+      const before = entries.filter((entry) => entry.seq < range.from);
+      if (!(await this.deliverReplay(before))) return undefined;
+      entries = entries.slice(before.length);
+      this.sink.truncated(this, truncatedNotice(this.ref, Math.max(range.from, this.nextSeq), range.to + 1));
+      this.nextSeq = Math.max(this.nextSeq, range.to + 1);
     }
+    if (!(await this.deliverReplay(entries))) return undefined;
     // An empty page also ends the replay, so a store that answers oddly cannot spin this loop.
-    const reachedEnd = this.nextSeq > result.last || entries.length === 0;
+    const reachedEnd = this.nextSeq > result.last || result.entries.length === 0;
     return reachedEnd && this.overflows === overflowsBefore;
+  }
+
+  /** Hands replayed entries at or after nextSeq to the sink; false when the subscription closed meanwhile. */
+  private async deliverReplay(entries: readonly StoredEntry[]): Promise<boolean> {
+    if (entries.length === 0) return true;
+    const batch = new EncodedBatch(this.ref, entries);
+    const from = this.nextSeq;
+    if (batch.lastSeq < from) return true;
+    this.nextSeq = batch.lastSeq + 1;
+    await this.sink.replay(this, batch, from);
+    return !this.isClosed;
   }
 
   private goLive(): void {

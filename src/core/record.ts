@@ -33,6 +33,8 @@
  *                   u16 streamLength, stream (UTF-8)
  *                   op 1: u32 recordsBytes, then chunk records as above
  *                   op 2: u64 lastSeq (the stream's last seqnum, kept as a tombstone)
+ *                   op 4: nothing more (empty names): drop every stream
+ *                         of the partition (its new owner took over)
  *                   op 3: u64 previousSegmentBytes (partition 0, empty names):
  *                         the first frame of every segment, alone in its
  *                         frame: where the frames of the segment before it
@@ -267,7 +269,7 @@ export function recordBytesAt(source: Buffer, offset: number): number {
 // ---------------------------------------------------------------------------
 // Commit-log frames
 
-export const FrameOp = { append: 1, delete: 2, segmentStart: 3 } as const;
+export const FrameOp = { append: 1, delete: 2, segmentStart: 3, dropPartition: 4 } as const;
 export type FrameOp = (typeof FrameOp)[keyof typeof FrameOp];
 
 /** Encoded size of a segment-start section: op, partition, two empty names, u64. */
@@ -275,10 +277,12 @@ const segmentStartSectionBytes = 1 + 2 + 2 + 2 + 8;
 
 export type FrameSection =
   | { op: typeof FrameOp.append; partition: number; bucket: string; stream: string; records: Buffer }
-  | { op: typeof FrameOp.delete; partition: number; bucket: string; stream: string; lastSeq: number };
+  | { op: typeof FrameOp.delete; partition: number; bucket: string; stream: string; lastSeq: number }
+  | { op: typeof FrameOp.dropPartition; partition: number; bucket: ''; stream: '' };
 
 function sectionBytes(section: FrameSection): number {
   const names = 1 + 2 + 2 + Buffer.byteLength(section.bucket) + 2 + Buffer.byteLength(section.stream);
+  if (section.op === FrameOp.dropPartition) return names;
   return names + (section.op === FrameOp.append ? 4 + section.records.length : 8);
 }
 
@@ -317,7 +321,7 @@ export function encodeFramePieces(sections: readonly FrameSection[]): EncodedFra
       offset += 4;
       pieces.push(header.subarray(pieceStart, offset), section.records);
       pieceStart = offset;
-    } else {
+    } else if (section.op === FrameOp.delete) {
       header.writeBigUInt64LE(BigInt(section.lastSeq), offset);
       offset += 8;
     }
@@ -430,6 +434,8 @@ function decodeSections(
       if (offset + 8 > end) return undefined;
       sections.push({ op, partition, bucket: bucket.name, stream: stream.name, lastSeq: Number(source.readBigUInt64LE(offset)) });
       offset += 8;
+    } else if (op === FrameOp.dropPartition && bucket.name === '' && stream.name === '') {
+      sections.push({ op, partition, bucket: '', stream: '' });
     } else if (op === FrameOp.segmentStart && count === 1 && partition === 0 && bucket.name === '' && stream.name === '') {
       if (offset + 8 > end) return undefined;
       segmentStart.previousSegmentBytes = Number(source.readBigUInt64LE(offset));

@@ -31,7 +31,7 @@ import { IorioError, assert } from '../core/errors.js';
 import { partitionOf } from '../core/hash.js';
 import { payloadBytesMax, readLimitMax } from '../core/limits.js';
 import { encodePathSegment } from '../core/names.js';
-import { FrameOp, encodeRecord, encodeRecordInto, peekRecord, scanChunkRecords, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection, type SeqRange } from '../core/record.js';
+import { FrameOp, decodeRecord, encodeRecord, encodeRecordInto, peekRecord, scanChunkRecords, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection, type SeqRange } from '../core/record.js';
 import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type RetentionPolicy } from '../core/retention.js';
 import { CommitLog, isNoSpaceError, listSegments, replayCommitLog, type LogFileOps, type SyncMode } from './commit-log.js';
 import { buildSparseIndex, chunkFileName, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
@@ -44,6 +44,9 @@ import type {
   AppendMeta,
   AppendRequest,
   DamageReport,
+  ExportedRecords,
+  ImportBatch,
+  StreamPosition,
   EvictionPolicy,
   ReadOptions,
   ReadResult,
@@ -306,6 +309,10 @@ export class StreamStore implements Store {
 
   /** Re-applies one logged section: what the chunks lack, salvaged records first, gaps counted as lost. */
   private replaySection(section: FrameSection): void {
+    if (section.op === FrameOp.dropPartition) {
+      this.applyDropPartition(section.partition);
+      return;
+    }
     const handle = this.handle(section.bucket, section.stream, true, true)!;
     if (section.op === FrameOp.delete) {
       if (handle.replay) this.salvageCursor(handle);
@@ -1026,6 +1033,157 @@ export class StreamStore implements Store {
   }
 
   // -------------------------------------------------------------------------
+  // Partitions: handoff export and import, drop
+
+  partitionStreams(partition: number): StreamPosition[] {
+    const positions = new Map<string, StreamPosition>();
+    for (const { key, value } of this.meta.streams.getRange({})) {
+      const [bucket, stream] = key as [string, string];
+      if (partitionOf(bucket, stream, this.settings.ringSize) !== partition) continue;
+      const state = value as StreamState;
+      positions.set(streamKey(bucket, stream), { bucket, stream, last: Math.max(state.last, state.deletedAt), deletedAt: state.deletedAt });
+    }
+    // Streams in memory are newer than what lmdb holds (dirty until the next checkpoint).
+    for (const handle of this.handles.values()) {
+      if (handle.partition !== partition || (handle.durableLast === 0 && handle.deletedAt === 0)) continue;
+      positions.set(handle.key, { bucket: handle.bucket, stream: handle.stream, last: handle.durableLast, deletedAt: handle.deletedAt });
+    }
+    return [...positions.values()].sort((a, b) => (a.bucket === b.bucket ? (a.stream < b.stream ? -1 : 1) : a.bucket < b.bucket ? -1 : 1));
+  }
+
+  async exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords> {
+    const handle = this.handle(bucket, stream, false);
+    if (handle === undefined) return { records: Buffer.alloc(0), count: 0, lastSeq: afterSeq, last: 0, deletedAt: 0 };
+    const last = handle.durableLast;
+    const deletedAt = handle.deletedAt;
+    const pieces: Buffer[] = [];
+    let bytes = 0;
+    let lastSeq = afterSeq;
+    while (bytes < bytesMax && lastSeq < last) {
+      const page = await this.read(bucket, stream, { from: lastSeq + 1, limit: readLimitMax });
+      if (page.entries.length === 0) {
+        // Nothing is kept up to `last` (deleted or evicted): the stream is read to its end.
+        lastSeq = last;
+        break;
+      }
+      for (const entry of page.entries) {
+        const record = encodeRecord(entry.seq, entry.t, entry.epoch, entry.payload);
+        pieces.push(record);
+        bytes += record.length;
+        lastSeq = entry.seq;
+        if (bytes >= bytesMax) break;
+      }
+    }
+    return { records: Buffer.concat(pieces, bytes), count: pieces.length, lastSeq, last, deletedAt };
+  }
+
+  /**
+   * A handoff batch, made durable through the commit log like any append
+   * (so recovery replays it), but with the source's seqnums, timestamps and
+   * epochs. A stream that starts past seqnum 1 here (its head was evicted or
+   * deleted at the source) gets a tombstone up to there first, in the same
+   * frame; a gap inside (entries the source had lost) is counted as lost.
+   */
+  importRecords(batch: ImportBatch): Promise<void> {
+    try {
+      this.checkWritable();
+      const handle = this.handle(batch.bucket, batch.stream, true)!;
+      if (handle.inflight > 0) throw new IorioError('unavailable', 'the stream is being written here; a handoff batch cannot be applied now');
+      const runs = contiguousRuns(batch.records, handle.durableLast);
+      const held = handle.chunks.length > 0 && handle.durableLast > handle.deletedAt;
+      const headGap = runs.length > 0 && !held ? recordSeqAt(runs[0]!, 0) - 1 : 0;
+      const tombstone = Math.max(batch.deletedAt, headGap);
+      const sections: FrameSection[] = [];
+      if (tombstone > handle.deletedAt) sections.push({ op: FrameOp.delete, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, lastSeq: tombstone });
+      for (const records of runs) sections.push({ op: FrameOp.append, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, records });
+      if (sections.length === 0) return Promise.resolve();
+      const lastRun = runs[runs.length - 1];
+      const reserved = lastRun === undefined ? tombstone : lastRecordSeq(lastRun);
+      handle.last = Math.max(handle.last, reserved);
+      handle.inflight++;
+      this.ensureState(handle);
+      return new Promise((resolve, reject) => {
+        this.log.append(sections, (error) => {
+          handle.inflight--;
+          if (error) {
+            handle.last = handle.durableLast;
+            return reject(this.logFailure(error));
+          }
+          for (const section of sections) this.applyImported(handle, section);
+          resolve();
+          this.afterWrite();
+        });
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private applyImported(handle: StreamHandle, section: FrameSection): void {
+    if (section.op === FrameOp.delete) {
+      this.applyDelete(handle, section.lastSeq);
+      handle.last = Math.max(handle.last, section.lastSeq);
+      return;
+    }
+    if (section.op !== FrameOp.append) return;
+    const first = recordSeqAt(section.records, 0);
+    if (first > handle.durableLast + 1) this.acceptGap(handle, first - 1, 'lost at the handoff source');
+    const records: DecodedRecord[] = [];
+    for (let position = 0; position < section.records.length; position += recordBytesAt(section.records, position)) records.push(peekRecord(section.records, position)!);
+    handle.lastMs = Math.max(handle.lastMs, records[records.length - 1]!.t);
+    this.applyDurable(handle, section.records, records);
+  }
+
+  dropPartition(partition: number): Promise<number> {
+    if (this.closed) return Promise.reject(new IorioError('unavailable', 'the store is closing'));
+    const count = this.partitionStreams(partition).length;
+    return new Promise((resolve, reject) => {
+      this.log.append([{ op: FrameOp.dropPartition, partition, bucket: '', stream: '' }], (error) => {
+        if (error) return reject(this.logFailure(error));
+        this.applyDropPartition(partition);
+        resolve(count);
+      });
+    });
+  }
+
+  /** Removes every stream of a partition: handles, lmdb state and summaries, and the partition's folder. */
+  private applyDropPartition(partition: number): void {
+    const keys: [string, string][] = [];
+    for (const { key } of this.meta.streams.getRange({})) {
+      const [bucket, stream] = key as [string, string];
+      if (partitionOf(bucket, stream, this.settings.ringSize) === partition) keys.push([bucket, stream]);
+    }
+    for (const handle of [...this.handles.values()]) {
+      if (handle.partition !== partition) continue;
+      for (const chunk of handle.chunks) {
+        this.dropUnwritten(handle, chunk);
+        this.pool.close(handle.chunkPath(chunk.firstSeq));
+        this.dirtyChunkFiles.delete(handle.chunkPath(chunk.firstSeq));
+      }
+      this.bufferedHandles.delete(handle);
+      this.dirtyHandles.delete(handle);
+      this.loaded.delete(handle.key);
+      this.handles.delete(handle.key);
+    }
+    // Synchronously: what lists a partition must not see its streams again (a rare operation, one transaction).
+    try {
+      this.meta.root.transactionSync(() => {
+        for (const [bucket, stream] of keys) {
+          this.meta.streams.removeSync([bucket, stream]);
+          for (const { key } of this.meta.chunks.getRange({ start: [bucket, stream], end: [bucket, stream, Number.MAX_SAFE_INTEGER] })) {
+            this.meta.chunks.removeSync(key as [string, string, number]);
+          }
+        }
+      });
+    } catch (error) {
+      // The log holds the drop: recovery does it again.
+      this.logger.error({ err: error, partition }, 'could not forget a dropped partition\'s streams in lmdb');
+    }
+    this.removeFile(path.join(this.settings.dataDir, 'vnodes', String(partition)));
+    this.logger.info({ partition, streams: keys.length }, 'dropped a partition that moved to another node');
+  }
+
+  // -------------------------------------------------------------------------
   // Policies and retention
 
   getPolicy(bucket: string, stream?: string): EvictionPolicy | undefined {
@@ -1305,6 +1463,43 @@ function storeReadError(error: unknown): IorioError {
   if (error instanceof IorioError) return error;
   const code = (error as NodeJS.ErrnoException).code;
   return new IorioError('unavailable', `reading the stream failed${code === undefined ? '' : ` (${code})`}; try again`);
+}
+
+/** Splits handoff records into contiguous runs after `afterSeq` (held records dropped), checking each record. */
+function contiguousRuns(records: Buffer, afterSeq: number): Buffer[] {
+  const runs: Buffer[] = [];
+  let runStart = -1;
+  let previous = afterSeq;
+  let offset = 0;
+  while (offset < records.length) {
+    const result = decodeRecord(records, offset);
+    if (result.status !== 'ok') throw new IorioError('invalid-body', `handoff batch: ${result.status} record at byte ${offset}`);
+    const seq = result.record.seq;
+    if (seq <= previous) {
+      if (runStart >= 0) throw new IorioError('invalid-body', 'handoff batch: seqnums out of order');
+      offset += result.record.bytes;
+      continue;
+    }
+    if (runStart >= 0 && seq !== previous + 1) {
+      runs.push(records.subarray(runStart, offset));
+      runStart = -1;
+    }
+    if (runStart < 0) runStart = offset;
+    previous = seq;
+    offset += result.record.bytes;
+  }
+  if (runStart >= 0) runs.push(records.subarray(runStart, offset));
+  return runs;
+}
+
+function lastRecordSeq(records: Buffer): number {
+  let offset = 0;
+  let seq = 0;
+  while (offset < records.length) {
+    seq = recordSeqAt(records, offset);
+    offset += recordBytesAt(records, offset);
+  }
+  return seq;
 }
 
 function stateExists(state: StreamState): boolean {

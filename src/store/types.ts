@@ -62,6 +62,36 @@ export interface DamageReport {
   readonly reason: string;
 }
 
+/** How far a stream goes on this node: where a handoff to it resumes. */
+export interface StreamPosition {
+  readonly bucket: string;
+  readonly stream: string;
+  /** Last durable seqnum (0: none). */
+  readonly last: number;
+  /** Seqnum up to which the stream was deleted (0: never). */
+  readonly deletedAt: number;
+}
+
+export interface ExportedRecords {
+  /** Records back to back (core/record.ts), ascending; empty when nothing follows `afterSeq`. */
+  readonly records: Buffer;
+  readonly count: number;
+  /** Seqnum up to which the stream was read: the next batch starts after it; `last` when the stream was read to its end. */
+  readonly lastSeq: number;
+  /** The stream's last durable seqnum and delete tombstone when the batch was read. */
+  readonly last: number;
+  readonly deletedAt: number;
+}
+
+export interface ImportBatch {
+  readonly bucket: string;
+  readonly stream: string;
+  /** Records as exported: ascending, each with its checksum; a gap is a range the source no longer had. */
+  readonly records: Buffer;
+  /** The source's delete tombstone for the stream. */
+  readonly deletedAt: number;
+}
+
 export interface EvictionPolicy {
   readonly max_count?: number;
   readonly max_bytes?: number;
@@ -112,6 +142,14 @@ export interface Store {
   setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void>;
   deletePolicy(bucket: string, stream: string | undefined): Promise<void>;
   stats(): StoreStats;
+  /** The streams this node holds in a partition (deleted ones too: their tombstones move with them), and how far each goes. */
+  partitionStreams(partition: number): StreamPosition[];
+  /** Up to about `bytesMax` of a stream's durable records after `afterSeq`, exactly as stored (seqnums, timestamps, epochs): a handoff batch. */
+  exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords>;
+  /** Makes a handoff batch durable here as it came; records already held are skipped, so a resumed transfer writes nothing twice. */
+  importRecords(batch: ImportBatch): Promise<void>;
+  /** Forgets every stream of a partition, durably (its new owner has taken over); resolves with how many it held. */
+  dropPartition(partition: number): Promise<number>;
   /** Flushes, checkpoints and closes every file. */
   close(): Promise<void>;
 }

@@ -418,6 +418,32 @@ export const configSpec = {
     doc: 'Default policy: bytes a bucket keeps at most, oldest chunks deleted first; 0 = no limit.',
   },
 
+  'cluster.host': {
+    kind: 'string',
+    default: '127.0.0.1',
+    doc: 'Address this node listens on for other nodes, and binds its outgoing node connections to.',
+  },
+  'cluster.port': { kind: 'port', default: '10019', doc: 'TCP port for other nodes (node-to-node traffic, handoff); 0 picks a free port.' },
+  'cluster.secret': {
+    kind: 'string',
+    default: 'iorio',
+    secret: true,
+    doc: 'Shared secret every node of a cluster must hold (like an Erlang cookie); a node with another one is refused.',
+  },
+  'handoff.concurrency': {
+    kind: 'integer',
+    default: '2',
+    min: 1,
+    max: 64,
+    doc: 'Partition transfers a node runs at once (changeable at run time with iorio-admin transfer-limit).',
+  },
+  'handoff.rate': {
+    kind: 'size',
+    default: '0',
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    doc: 'Bytes per second all transfers of a node may send together; 0 = no limit (changeable at run time with iorio-admin transfer-limit).',
+  },
   'ring.size': {
     kind: 'integer',
     default: '64',

@@ -7,8 +7,9 @@
  * What a plan does, in this order:
  *
  * 1. force-replace X by Y: Y takes X's place everywhere at once (owner of
- *    X's partitions, source or target of X's pending transfers); X is gone.
- *    Nothing is copied from X: Y gets X's replicas from the other replicas.
+ *    X's partitions, source or target of X's pending transfers, and X's
+ *    status, valid if X was down: a leaving X's leave goes on as Y's); X is
+ *    gone. Nothing is copied from X: Y gets X's replicas from the others.
  * 2. force-remove X: X is gone; pending transfers from X finish at once (the
  *    target owns the partition), those to X are dropped; claim gives X's
  *    partitions new owners directly, without transfers. What only X held is
@@ -60,6 +61,7 @@ import {
   type Transfer,
 } from './ring.js';
 
+/** The staged changes of `iorio-admin cluster`, named as Riak's plan prints them. */
 export const ChangeKind = {
   join: 'join',
   leave: 'leave',
@@ -69,6 +71,7 @@ export const ChangeKind = {
 } as const;
 export type ChangeKind = (typeof ChangeKind)[keyof typeof ChangeKind];
 
+/** One staged change: a joiner or replacement comes with its addresses (it may not be in the ring yet). */
 export type StagedChange =
   | { readonly kind: 'join'; readonly member: MemberInfo }
   | { readonly kind: 'leave'; readonly node: string }
@@ -126,7 +129,12 @@ export interface PlanSummary {
   readonly lines: readonly PlanLine[];
   /** Nodes whose replicas are lost ("WARNING: All of 'x' replicas will be lost"). */
   readonly lost: readonly string[];
-  /** "NOTE: Applying these changes will result in N cluster transition(s)". */
+  /**
+   * "NOTE: Applying these changes will result in N cluster transition(s)":
+   * 1 for any change. Riak can need several (a leave, then a rebalance once
+   * its transfers finish); here claim computes the final layout at once, and
+   * a claim of a settled layout moves nothing (tested), so none follows.
+   */
   readonly transitions: number;
   /** The Membership table of the planned ring (Ring % once committed, Pending % once transfers finish). */
   readonly memberStatus: MemberStatusTable;

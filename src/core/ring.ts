@@ -23,6 +23,7 @@
 import { assert, IorioError } from './errors.js';
 import { ringMembersMax, ringSizeMax, ringSizeMin, targetNMax } from './limits.js';
 
+/** Riak's member statuses (`invalid`, a removed member, is simply not in the ring). */
 export const MemberStatus = {
   joining: 'joining',
   valid: 'valid',
@@ -113,6 +114,7 @@ export function createRing(clusterId: string, size: number, firstMember: MemberI
   return ringFrom(fields);
 }
 
+/** The member named `node`, if it is in the ring (any status). */
 export function memberOf(ring: Ring, node: string): Member | undefined {
   return ring.members.find((member) => member.name === node);
 }
@@ -132,6 +134,7 @@ export function readyMembers(ring: Ring): string[] {
   return memberNames(ring, [MemberStatus.valid, MemberStatus.leaving, MemberStatus.exiting]);
 }
 
+/** Owner of a partition now (it serves it until its transfer, if any, completes). */
 export function ownerOf(ring: Ring, partition: number): string {
   checkPartition(ring, partition);
   return ring.owners[partition]!;
@@ -155,6 +158,7 @@ export function futureOwners(ring: Ring): string[] {
   return owners;
 }
 
+/** Some ownership transfer is committed and not finished (Riak's pending changes). */
 export function hasPendingTransfers(ring: Ring): boolean {
   return ring.next.length > 0;
 }
@@ -337,8 +341,10 @@ export interface RingRecord {
   readonly next: readonly (readonly [number, number, number])[];
 }
 
+/** Version of RingRecord; bumped on any change of the form. */
 export const ringRecordFormat = 1;
 
+/** The ring as its persistence form (RingRecord). */
 export function encodeRing(ring: Ring): RingRecord {
   const index = new Map(ring.members.map((member, position) => [member.name, position]));
   return {

@@ -228,7 +228,9 @@ describe('claim through plan: properties', () => {
       if (staged.length > 1 && wasDiverse && size >= 64) {
         const minimum = movesMinimum(before, memberNames(ring, ['valid']));
         const moves = before.filter((owner, partition) => owner !== ring.owners[partition]).length;
-        record(`bulk change, Q >= 64, from diverse`, moves, minimum, `Q ${size} N ${targetN} ${staged.length} changes -> M ${memberNames(ring).length}: ${moves}/${minimum}`);
+        const finalCount = memberNames(ring).length;
+        const band = targetN === 1 ? 'N 1' : finalCount >= 2 * targetN - 1 ? 'M >= 2N-1' : 'M < 2N-1';
+        record(`bulk change from diverse, Q >= 64, ${band}`, moves, minimum, `Q ${size} N ${targetN} ${staged.length} changes -> M ${memberNames(ring).length}: ${moves}/${minimum}`);
       }
     }
   });

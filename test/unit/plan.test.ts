@@ -127,6 +127,21 @@ describe('named walkthroughs', () => {
     expect(memberNames(settleByHandoff(planned.ring))).toEqual([1, 2, 3, 5].map(name));
   });
 
+  test("replace by a node already in the ring as joining (Riak's cluster join, then cluster replace)", () => {
+    const ring = addJoining(cluster(4), dev[5]!);
+    const planned = plan(ring, [{ kind: 'replace', node: name(2), by: dev[5]! }], 3);
+    expect(planned.summary.lines).toEqual([{ action: 'replace', node: name(2), by: name(5) }]);
+    expect(memberOf(planned.ring, name(5))?.status).toBe('valid');
+    expect(planned.transfers.every((transfer) => transfer.source === name(2) && transfer.target === name(5))).toBe(true);
+  });
+
+  test('a leave of a joining member makes it exiting at once', () => {
+    const ring = addJoining(cluster(3), dev[5]!);
+    const planned = plan(ring, [{ kind: 'leave', node: name(5) }], 3);
+    expect(memberOf(planned.ring, name(5))?.status).toBe('exiting');
+    expect(planned.transfers).toEqual([]);
+  });
+
   test('force-remove: the node is gone at once, its partitions reassigned without transfers, and the plan says its replicas are lost', () => {
     const seven = cluster(7);
     const owned = seven.owners.filter((owner) => owner === name(5)).length;

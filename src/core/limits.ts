@@ -84,3 +84,21 @@ export const loginInFlightRetryMs = 1_000;
 export const passwordWorkersMax = 4;
 /** Password jobs (logins, password changes) waiting for a worker; past it they are refused with 503 unavailable. */
 export const passwordQueueCountMax = 1_000;
+
+/** Partitions in a ring: a power of two in this range, fixed at cluster creation. */
+export const ringSizeMin = 8;
+export const ringSizeMax = 1024;
+/** Members a ring may hold (every status counted): the claim's guarantees are tested over 1..ringMembersMax. */
+export const ringMembersMax = 64;
+/** Largest target_n_val claim spaces replicas for. */
+export const targetNMax = 8;
+/** Owner swaps the claim's repair step may make before it gives up on the fast path. */
+export const claimRepairSwapsMax = 1024;
+/** Candidate swaps the repair step may try and reject before it gives up (each costs one scan of the ring). */
+export const claimRepairAttemptsMax = 512;
+/** Passes of the claim's polish step (swaps that move fewer partitions without adding violations). */
+export const claimPolishPassesMax = 8;
+/** Rotations of the striped layout fully matched against the current owners (the best by an upper bound). */
+export const claimAlignRotationsMax = 8;
+/** Steps of the backtracking search for a striped layout when construction fails (small rings only). */
+export const stripedSearchStepsMax = 2_000_000;

@@ -44,6 +44,9 @@
  * Delivery. One-way messages are at most once, in order per peer. Requests
  * time out (`requestTimeoutMs`, or per request); a timed-out request may
  * still have run on the peer.
+ *
+ * Cluster code should depend on the `ClusterTransport` interface, which the
+ * simulator's in-memory network implements as well.
  */
 import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import net, { type Server, type Socket } from 'node:net';
@@ -114,6 +117,24 @@ export interface TransportOptions {
   readonly clock: Clock;
   /** Source of nonces and the incarnation (default: node:crypto). */
   readonly randomBytes?: (size: number) => Buffer;
+}
+
+/**
+ * What the cluster code (ring manager, gossip, router, handoff, replication)
+ * needs of a transport: the seam the simulator's in-memory network
+ * implements too. `Transport` is the TCP one.
+ */
+export interface ClusterTransport {
+  request<T = unknown>(peer: string, type: number, body: unknown, options?: RequestOptions): Promise<T>;
+  send(peer: string, type: number, body: unknown): boolean;
+  handle(type: number, handler: RequestHandler): () => void;
+  on(type: number, handler: MessageHandler): () => void;
+  onPeerUp(listener: (peer: string) => void): () => void;
+  onPeerDown(listener: (peer: string, reason: string) => void): () => void;
+  isConnected(peer: string): boolean;
+  connect(peer: string): Promise<void>;
+  waitWritable(peer: string): Promise<void>;
+  disconnect(peer: string, reason?: string): void;
 }
 
 export interface RequestOptions {
@@ -237,7 +258,7 @@ function errorFromBody(body: unknown, peer: string): IorioError {
   return new IorioError(code, message, details);
 }
 
-export class Transport {
+export class Transport implements ClusterTransport {
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly randomBytes: (size: number) => Buffer;
@@ -543,14 +564,20 @@ export class Transport {
     }
     const host = this.options.host;
     const bindSource = net.isIP(host) !== 0 && host !== '0.0.0.0' && host !== '::';
-    const socket = net.connect({
-      host: address.host,
-      port: address.port,
-      ...(bindSource ? { localAddress: host } : {}),
-      noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: this.keepAliveMs,
-    });
+    let socket: Socket;
+    try {
+      socket = net.connect({
+        host: address.host,
+        port: address.port,
+        ...(bindSource ? { localAddress: host } : {}),
+        noDelay: true,
+        keepAlive: true,
+        keepAliveInitialDelay: this.keepAliveMs,
+      });
+    } catch (error) {
+      this.dialFailed(link, `bad address ${address.host}:${address.port}: ${(error as Error).message}`);
+      return;
+    }
     const connection = this.track(socket, 'outbound');
     connection.peer = link.name;
     link.dial = connection;

@@ -400,6 +400,24 @@ describe('transport', () => {
     expect([atB.remoteAddress, atB.direction, atA.localAddress, atA.direction]).toEqual(['127.0.0.2', 'inbound', '127.0.0.2', 'outbound']);
   });
 
+  test('a dial that does not complete its handshake in connectTimeoutMs fails, and so do its queued requests', async () => {
+    const silent = net.createServer((socket) => sockets.push(socket)); // accepts, then says nothing
+    servers.push(silent);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.3', resolve));
+    book.set('mute@127.0.0.3', { host: '127.0.0.3', port: (silent.address() as net.AddressInfo).port });
+    book.set('nowhere@127.0.0.4', { host: '127.0.0.4', port: 70_000 });
+    const a = await startNode('a@127.0.0.2', { connectTimeoutMs: 200 });
+    const started = performance.now();
+    const [first, second] = await Promise.all([
+      rejection(a.transport.request('mute@127.0.0.3', MessageType.ping, null, { timeoutMs: 5_000 })),
+      rejection(a.transport.request('mute@127.0.0.3', MessageType.ringPull, null, { timeoutMs: 5_000 })),
+    ]);
+    expect(performance.now() - started).toBeLessThan(1_500);
+    for (const error of [first, second]) expect(error.message).toBe('cannot reach mute@127.0.0.3: no connection within 200 ms');
+    expect(a.transport.stats().peers.find((peer) => peer.peer === 'mute@127.0.0.3')).toMatchObject({ state: 'backoff', pendingRequests: 0, queuedBytes: 0 });
+    expect((await rejection(a.transport.request('nowhere@127.0.0.4', MessageType.ping, null))).message).toMatch(/cannot reach nowhere@127.0.0.4: bad address 127.0.0.4:70000/);
+  });
+
   test('both nodes dialling at once end with exactly one connection and lose nothing', async () => {
     let races = 0;
     for (let round = 0; round < 16; round++) {
@@ -425,7 +443,7 @@ describe('transport', () => {
       const [fromA, fromB] = round % 2 === 0 ? [firstAnswer, secondAnswer] : [secondAnswer, firstAnswer];
       expect(await Promise.all([fromA, fromB])).toEqual(['ring of b', 'ring of a']);
       await until(() => atA.length === 300 && atB.length === 300, 3_000, 'all messages');
-      await sleep(30);
+      await until(() => a.transport.stats().connectionsOpen === 1 && b.transport.stats().connectionsOpen === 1, 2_000, 'the losing connection to close');
       const expected = Array.from({ length: 300 }, (_, n) => n);
       expect(atA).toEqual(expected);
       expect(atB).toEqual(expected);
@@ -518,7 +536,7 @@ describe('transport', () => {
       expect([error.code, error.retriable]).toEqual(['unavailable', true]);
       expect(error.message).toMatch(/connection to b@127.0.0.3 lost \(closed by the peer\) with the request in flight/);
     }
-    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(performance.now() - started).toBeLessThan(2_000);
     expect((await fromB).message).toMatch(/shutting down/);
     expect(downs).toEqual([b.name]);
     expect(a.transport.isConnected(b.name)).toBe(false);
@@ -550,7 +568,7 @@ describe('transport', () => {
       expect(error.code).toBe('unavailable');
       expect(error.message).toMatch(/connection to k@127.0.0.3 lost/);
     }
-    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(performance.now() - started).toBeLessThan(3_000);
   });
 
   test('a restarted peer on the same port is reached again; meanwhile requests fail fast', async () => {
@@ -571,7 +589,7 @@ describe('transport', () => {
     const started = performance.now();
     const fast = await rejection(a.transport.request(b.name, MessageType.ping, null, { timeoutMs: 5_000 }));
     expect(fast.message).toMatch(/b@127.0.0.3 is unreachable \(connect ECONNREFUSED .*\); next attempt in \d+ ms/);
-    expect(performance.now() - started).toBeLessThan(20);
+    expect(performance.now() - started).toBeLessThan(100); // no dial, no timeout: at once
     expect(a.transport.send(b.name, MessageType.heartbeat, 1)).toBe(false);
 
     b = await startNode('b@127.0.0.3', { port });
@@ -598,17 +616,17 @@ describe('transport', () => {
     // Send until refused, let the kernel take what it will, again, until its buffers (tens of MB on loopback) are full too.
     let accepted = 0;
     let stalls = 0;
-    while (accepted < 3_000 && stalls < 4) {
+    while (accepted < 3_000 && stalls < 5) {
       if (a.transport.send('slow@127.0.0.5', MessageType.handoffBatch, { n: accepted, payload })) {
         accepted++;
         continue;
       }
       expect(queued()).toBeGreaterThan(queueBytesMax - payload.length - 100);
       const before = queued();
-      await sleep(10);
+      await sleep(20);
       stalls = queued() >= before ? stalls + 1 : 0;
     }
-    expect(stalls, 'the queue stopped draining').toBe(4);
+    expect(stalls, 'the queue stopped draining').toBe(5);
     expect(queued()).toBeLessThanOrEqual(queueBytesMax);
     const memoryBefore = process.memoryUsage();
     for (let n = 0; n < 5_000; n++) expect(a.transport.send('slow@127.0.0.5', MessageType.handoffBatch, { n, payload })).toBe(false);

@@ -102,3 +102,30 @@ export const claimPolishPassesMax = 8;
 export const claimAlignRotationsMax = 8;
 /** Steps of the backtracking search for a striped layout when construction fails (small rings only). */
 export const stripedSearchStepsMax = 2_000_000;
+
+// ---------------------------------------------------------------------------
+// Cluster transport (src/core/wire.ts, src/cluster/transport.ts)
+
+/** Largest inter-node frame, length prefix included. Handoff batches and forwarded bodies are bounded well below it. */
+export const clusterFrameBytesMax = 64 * 1024 * 1024;
+/** Largest frame accepted before a connection has authenticated: a stranger never makes a node buffer more. */
+export const clusterHandshakeFrameBytesMax = 4 * 1024;
+/** Time an inbound connection gets to authenticate itself (outbound dials are bounded by the transport's connectTimeoutMs). */
+export const clusterHandshakeTimeoutMs = 5_000;
+/** Inbound connections that may be authenticating at once; more are closed as they arrive. */
+export const clusterHandshakesPendingMax = 64;
+/** Requests to one peer that may await their response at once; more are refused as unavailable. */
+export const clusterRequestsPendingMax = 10_000;
+/** Requests from one peer connection that may be in its handlers at once; more get an unavailable error response. */
+export const clusterRequestsInflightMax = 10_000;
+/** Longest node name (`name@host`), in UTF-8 bytes. */
+export const nodeNameBytesMax = 255;
+/** First and longest wait before a peer that could not be reached is dialled again; requests to it fail fast meanwhile. */
+export const clusterReconnectBackoffMsMin = 50;
+export const clusterReconnectBackoffMsMax = 2_000;
+/** A repeated transport warning (same reason, address and claimed name) is logged at most once per this many ms. */
+export const clusterWarningIntervalMs = 60_000;
+/** Distinct warnings remembered for that rate limit. */
+export const clusterWarningKeysMax = 1_000;
+/** How long a closing transport waits for its sockets to flush before destroying them. */
+export const clusterCloseGraceMs = 2_000;

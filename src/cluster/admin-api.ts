@@ -1,0 +1,118 @@
+/**
+ * The cluster admin API's answers: what `/admin/cluster/*` returns (admin
+ * session, or the cluster secret in `x-iorio-cluster-secret`) and what
+ * `iorio-admin` prints from. Types only, shared by the server
+ * (src/http/routes-admin.ts) and the CLI (src/cli/iorio-admin.ts).
+ *
+ * | method, path                              | body                          | answer |
+ * |-------------------------------------------|-------------------------------|--------|
+ * | GET  /admin/cluster/members               |                               | MembersAnswer |
+ * | GET  /admin/cluster/ring                  |                               | RingAnswer |
+ * | GET  /admin/cluster/ringready             |                               | RingReadyAnswer |
+ * | POST /admin/cluster/join                  | {node}                        | {ok, staged: 'join', node} |
+ * | POST /admin/cluster/leave                 | {node?} (default: this node)  | {ok, staged: 'leave', node} |
+ * | POST /admin/cluster/force-remove          | {node}                        | {ok, staged, node} |
+ * | POST /admin/cluster/replace               | {node, by}                    | {ok, staged, node, by} |
+ * | POST /admin/cluster/force-replace         | {node, by}                    | {ok, staged, node, by} |
+ * | GET  /admin/cluster/plan                  |                               | PlanAnswer |
+ * | POST /admin/cluster/commit                |                               | {ok, version} |
+ * | POST /admin/cluster/clear                 |                               | {ok} |
+ * | POST /admin/cluster/down                  | {node}                        | {ok, version} |
+ * | GET  /admin/cluster/transfers             |                               | TransfersAnswer |
+ * | POST /admin/cluster/transfer-limit        | {concurrency?, rate?}         | TransferLimits |
+ * | DELETE /admin/cluster/transfers/:partition|                               | {ok, partition} |
+ *
+ * Refusals are the usual `{type, reason}` errors; a refusal of the claimant
+ * carries Riak's reason atom in `reason_code` (e.g. `plan_changed`,
+ * `not_member`, `ring_not_ready`).
+ */
+import type { MemberStatus } from '../core/ring.js';
+import type { PlanSummary } from '../core/plan.js';
+
+export interface MemberRow {
+  readonly node: string;
+  readonly status: MemberStatus;
+  /** Share of the partitions it owns now, in percent. */
+  readonly ringPercent: number;
+  /** Share once the committed transfers finish; null ("--") when none involves it. */
+  readonly pendingPercent: number | null;
+  /** This node can reach it now (failure detector). */
+  readonly reachable: boolean;
+}
+
+export interface MembersAnswer {
+  readonly node: string;
+  readonly cluster: string;
+  readonly version: number;
+  readonly claimant: string;
+  /** Riak's order: by status, then by name. */
+  readonly rows: readonly MemberRow[];
+  readonly valid: number;
+  readonly leaving: number;
+  readonly exiting: number;
+  readonly joining: number;
+  readonly down: number;
+}
+
+export interface RingAnswer {
+  readonly node: string;
+  readonly cluster: string;
+  readonly version: number;
+  readonly size: number;
+  readonly claimant: string;
+  readonly ringReady: boolean;
+  /** Members this node cannot reach now. */
+  readonly unreachable: readonly string[];
+  /** Partitions owned now, per member. */
+  readonly ownership: readonly { node: string; partitions: number }[];
+  /** Committed ownership changes not finished yet. */
+  readonly pending: readonly { partition: number; source: string; target: string }[];
+}
+
+export interface RingReadyAnswer {
+  /** Every reachable member holds the same ring, and no member is unreachable. */
+  readonly ready: boolean;
+  readonly nodes: readonly string[];
+  /** Members whose ring differs (or that could not be asked), with why. */
+  readonly disagreeing: readonly { node: string; reason: string }[];
+}
+
+export interface PlanAnswer {
+  readonly summary: PlanSummary;
+  readonly transfers: readonly { partition: number; source: string; target: string }[];
+  readonly warnings: readonly string[];
+}
+
+export const TransferState = { waiting: 'waiting', running: 'running', finishing: 'finishing' } as const;
+export type TransferState = (typeof TransferState)[keyof typeof TransferState];
+
+export interface TransferRow {
+  readonly partition: number;
+  readonly source: string;
+  readonly target: string;
+  readonly state: TransferState;
+  readonly streamsDone: number;
+  readonly streams: number;
+  readonly bytes: number;
+  readonly entries: number;
+  /** Bytes per second over the last few seconds. */
+  readonly rateBytesPerSec: number;
+  /** Seconds to go at that rate; null when not known. */
+  readonly etaSecs: number | null;
+  readonly startedMs: number | null;
+}
+
+export interface TransferLimits {
+  readonly concurrency: number;
+  /** Bytes per second, 0 = no limit. */
+  readonly rateBytesPerSec: number;
+}
+
+export interface TransfersAnswer {
+  /** Transfers every reachable member reports (each sender reports its own), by partition. */
+  readonly transfers: readonly TransferRow[];
+  /** This node's limits. */
+  readonly limits: TransferLimits;
+  /** Members that could not be asked. */
+  readonly unreachable: readonly string[];
+}

@@ -17,7 +17,8 @@ import { createLogger } from './log.js';
 import { StartupError } from './core/errors.js';
 import { acquireDataLock, checkMetaFolder, holdsStreamData, prepareDataFolder, type DataLock } from './store/data-folder.js';
 import { openMeta, type MetaStore } from './store/meta.js';
-import { openStreamStore } from './store/stream-store.js';
+import { openStreamStore, type StreamStore } from './store/stream-store.js';
+import { startCluster, type Cluster } from './cluster/index.js';
 import type { Store } from './store/types.js';
 
 /** Where a node appends its own metrics every `metrics.interval`. */
@@ -36,7 +37,9 @@ export interface IorioNode {
   readonly httpUrl: string;
   /** Set when https.enabled. */
   readonly httpsUrl: string | undefined;
-  readonly store: Store;
+  /** This node's own stream store (the HTTP layer sees cluster.store, which routes). */
+  readonly store: StreamStore;
+  readonly cluster: Cluster;
   readonly auth: Auth;
   readonly app: FastifyInstance;
   /**
@@ -62,14 +65,18 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
   try {
     const store = await openStreamStore({ dataDir, meta: parts.meta, config, clock, logger: rootLogger });
     parts.store = store;
+    const cluster = await startClusterOrExplain({ config, meta: parts.meta, local: store, clock, logger: rootLogger });
+    parts.cluster = cluster;
     const auth = await openAuth({ meta: parts.meta, config, clock, logger: rootLogger });
     parts.auth = auth;
-    const app = await buildApp({ config, logger: rootLogger, clock, store, auth, metrics: new Registry() });
+    const app = await buildApp({ config, logger: rootLogger, clock, store: cluster.store, auth, cluster: cluster.admin, metrics: new Registry() });
     parts.app = app;
     await listenOrExplain(app, config);
-    const httpUrl = urlOf('http', app.server.address() as AddressInfo);
+    const httpAddress = app.server.address() as AddressInfo;
+    const httpUrl = urlOf('http', httpAddress);
+    await cluster.admin.setHttpAddress({ host: config['http.host'], port: httpAddress.port });
     parts.https = config['https.enabled'] ? await listenHttps(app, config) : undefined;
-    parts.metricsTimer = startMetricsTimer({ config, clock, logger, store, app });
+    parts.metricsTimer = startMetricsTimer({ config, clock, logger, store: cluster.store, app });
     logger.info({ httpUrl, httpsUrl: parts.https?.url, dataDir, nodename: config.nodename }, 'node started');
     let stopping: Promise<void> | undefined;
     return {
@@ -77,6 +84,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
       httpUrl,
       httpsUrl: parts.https?.url,
       store,
+      cluster,
       auth,
       app,
       stop() {
@@ -120,6 +128,19 @@ function openDataFolder(config: Config): NodeParts {
   }
 }
 
+/** The cluster side; its port in use is one line naming it. */
+async function startClusterOrExplain(options: Parameters<typeof startCluster>[0]): Promise<Cluster> {
+  try {
+    return await startCluster(options);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const where = `${options.config['cluster.host']}:${options.config['cluster.port']}`;
+    if (code === 'EADDRINUSE') throw new StartupError(`the cluster address ${where} is in use; stop what listens there or choose another port with cluster.port`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`${options.config['cluster.host']} is not an address of this machine; fix cluster.host`);
+    throw error;
+  }
+}
+
 /** Listens on http.host:http.port; a port in use or not ours to take is one line naming it. */
 async function listenOrExplain(app: FastifyInstance, config: Config): Promise<void> {
   try {
@@ -138,6 +159,7 @@ interface NodeParts {
   lock: DataLock;
   meta: MetaStore;
   store?: Store;
+  cluster?: Cluster;
   auth?: Auth;
   app?: FastifyInstance;
   https?: { server: HttpsServer; url: string } | undefined;
@@ -155,6 +177,7 @@ async function stopParts(logger: Logger, parts: NodeParts): Promise<void> {
   await parts.metricsTimer?.stop();
   await Promise.all([parts.app?.close(), parts.https === undefined ? undefined : closeServer(parts.https.server)]);
   await parts.auth?.close();
+  await parts.cluster?.close();
   await parts.store?.close();
   await parts.meta.close();
   parts.lock.release();

@@ -129,3 +129,13 @@ export const clusterWarningIntervalMs = 60_000;
 export const clusterWarningKeysMax = 1_000;
 /** How long a closing transport waits for its sockets to flush before destroying them. */
 export const clusterCloseGraceMs = 2_000;
+
+// ---------------------------------------------------------------------------
+// Handoff (src/cluster/handoff-*.ts)
+
+/** Records one handoff batch carries at most, in bytes (each batch is durable on the target before the next is sent). */
+export const handoffBatchBytesMax = 1024 * 1024;
+/** A transfer that acknowledged no batch for this long is stalled: it is aborted and tried again. */
+export const handoffStallMs = 60_000;
+/** A cancelled or failed transfer waits this long before it is tried again. */
+export const handoffRetryMs = 5_000;

@@ -283,7 +283,7 @@ function checkReplace(
 
 function checkMemberInfo(member: MemberInfo): void {
   const problem = nodeNameProblem(member.name) ?? addressProblem(member.cluster) ?? addressProblem(member.http);
-  if (problem !== undefined) throw new IorioError('invalid-param', problem, { reason: PlanRefusal.invalidMember, node: member.name });
+  if (problem !== undefined) throw new IorioError('invalid-param', problem, { reason_code: PlanRefusal.invalidMember, node: member.name });
 }
 
 function claimantRefusal(node: string, action: string): IorioError {
@@ -310,7 +310,7 @@ function checkDraft(draft: Draft, changes: readonly StagedChange[]): void {
 }
 
 function refusal(reason: PlanRefusal, message: string, node?: string): IorioError {
-  return new IorioError('conflict', message, node === undefined ? { reason } : { reason, node });
+  return new IorioError('conflict', message, node === undefined ? { reason_code: reason } : { reason_code: reason, node });
 }
 
 // ---------------------------------------------------------------------------

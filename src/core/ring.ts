@@ -110,7 +110,7 @@ export function createRing(clusterId: string, size: number, firstMember: MemberI
     next: [],
   };
   const problem = ringProblem(fields);
-  if (problem !== undefined) throw new IorioError('invalid-param', `ring: ${problem}`, { reason: 'invalid_ring' });
+  if (problem !== undefined) throw new IorioError('invalid-param', `ring: ${problem}`, { reason_code: 'invalid_ring' });
   return ringFrom(fields);
 }
 
@@ -176,9 +176,9 @@ export function futureRing(ring: Ring): Ring {
  */
 export function completeTransfer(ring: Ring, partition: number, target?: string): Ring {
   const transfer = transferOf(ring, partition);
-  if (transfer === undefined) throw new IorioError('conflict', `no transfer of partition ${partition} is pending`, { reason: 'no_transfer', partition });
+  if (transfer === undefined) throw new IorioError('conflict', `no transfer of partition ${partition} is pending`, { reason_code: 'no_transfer', partition });
   if (target !== undefined && target !== transfer.target) {
-    throw new IorioError('conflict', `the transfer of partition ${partition} now goes to '${transfer.target}', not '${target}'`, { reason: 'stale_transfer', partition });
+    throw new IorioError('conflict', `the transfer of partition ${partition} now goes to '${transfer.target}', not '${target}'`, { reason_code: 'stale_transfer', partition });
   }
   const owners = [...ring.owners];
   owners[partition] = transfer.target;
@@ -189,8 +189,8 @@ export function completeTransfer(ring: Ring, partition: number, target?: string)
 /** Riak's join: the node enters the ring as joining, owning nothing; the next plan makes it valid and gives it partitions. */
 export function addJoining(ring: Ring, member: MemberInfo): Ring {
   checkMemberInfo(member);
-  if (memberOf(ring, member.name) !== undefined) throw new IorioError('conflict', `'${member.name}' is already a member of the cluster`, { reason: 'already_member', node: member.name });
-  if (ring.members.length >= ringMembersMax) throw new IorioError('conflict', `a ring holds at most ${ringMembersMax} members`, { reason: 'too_many_members' });
+  if (memberOf(ring, member.name) !== undefined) throw new IorioError('conflict', `'${member.name}' is already a member of the cluster`, { reason_code: 'already_member', node: member.name });
+  if (ring.members.length >= ringMembersMax) throw new IorioError('conflict', `a ring holds at most ${ringMembersMax} members`, { reason_code: 'too_many_members' });
   return ringFrom({ ...ring, version: ring.version + 1, members: [...ring.members, { ...member, status: MemberStatus.joining }] });
 }
 
@@ -199,7 +199,7 @@ export function removeMember(ring: Ring, node: string): Ring {
   const member = memberOf(ring, node);
   if (member === undefined) throw notMember(node);
   if (member.status !== MemberStatus.exiting && member.status !== MemberStatus.joining) {
-    throw new IorioError('conflict', `'${node}' is ${member.status}: only exiting or joining members can be removed (use leave or force-remove)`, { reason: 'not_removable', node });
+    throw new IorioError('conflict', `'${node}' is ${member.status}: only exiting or joining members can be removed (use leave or force-remove)`, { reason_code: 'not_removable', node });
   }
   return ringFrom({ ...ring, version: ring.version + 1, members: ring.members.filter((other) => other.name !== node) });
 }
@@ -215,10 +215,10 @@ export function markDown(ring: Ring, node: string): Ring {
   if (member === undefined) throw notMember(node);
   if (member.status === MemberStatus.down) return ring;
   if (member.status !== MemberStatus.valid && member.status !== MemberStatus.leaving) {
-    throw new IorioError('conflict', `'${node}' is ${member.status}: only valid or leaving members can be marked down`, { reason: 'not_down_able', node });
+    throw new IorioError('conflict', `'${node}' is ${member.status}: only valid or leaving members can be marked down`, { reason_code: 'not_down_able', node });
   }
   const others = ring.members.filter((other) => other.name !== node);
-  if (claimantOf(others) === undefined) throw new IorioError('conflict', `'${node}' is the last valid member: it cannot be marked down`, { reason: 'last_valid', node });
+  if (claimantOf(others) === undefined) throw new IorioError('conflict', `'${node}' is the last valid member: it cannot be marked down`, { reason_code: 'last_valid', node });
   return withStatus(ring, node, MemberStatus.down);
 }
 
@@ -299,8 +299,8 @@ function percentOf(count: number, size: number): number {
  * sizes) are refused.
  */
 export function reconcile(a: Ring, b: Ring): Ring {
-  if (a.cluster !== b.cluster) throw new IorioError('conflict', `ring of cluster '${b.cluster}' cannot reconcile with cluster '${a.cluster}'`, { reason: 'wrong_cluster' });
-  if (a.size !== b.size) throw new IorioError('conflict', `rings of ${a.size} and ${b.size} partitions cannot reconcile`, { reason: 'wrong_size' });
+  if (a.cluster !== b.cluster) throw new IorioError('conflict', `ring of cluster '${b.cluster}' cannot reconcile with cluster '${a.cluster}'`, { reason_code: 'wrong_cluster' });
+  if (a.size !== b.size) throw new IorioError('conflict', `rings of ${a.size} and ${b.size} partitions cannot reconcile`, { reason_code: 'wrong_size' });
   if (a.version !== b.version) return a.version > b.version ? a : b;
   const canonicalA = JSON.stringify(encodeRing(a));
   const canonicalB = JSON.stringify(encodeRing(b));
@@ -422,7 +422,7 @@ function asArray(value: unknown, field: string): unknown[] {
 }
 
 function malformed(problem: string): IorioError {
-  return new IorioError('invalid-body', `ring: ${problem}`, { reason: 'malformed_ring' });
+  return new IorioError('invalid-body', `ring: ${problem}`, { reason_code: 'malformed_ring' });
 }
 
 // ---------------------------------------------------------------------------
@@ -513,12 +513,12 @@ function checkPartition(ring: Ring, partition: number): void {
 
 function checkMemberInfo(member: MemberInfo): void {
   const problem = nodeNameProblem(member.name) ?? addressProblem(member.cluster) ?? addressProblem(member.http);
-  if (problem !== undefined) throw new IorioError('invalid-param', problem, { reason: 'invalid_member' });
+  if (problem !== undefined) throw new IorioError('invalid-param', problem, { reason_code: 'invalid_member' });
 }
 
 /** Refusal for a node that is not in the ring, in Riak's words. */
 export function notMember(node: string): IorioError {
-  return new IorioError('conflict', `'${node}' is not a member of the cluster`, { reason: 'not_member', node });
+  return new IorioError('conflict', `'${node}' is not a member of the cluster`, { reason_code: 'not_member', node });
 }
 
 function byName(a: Member, b: Member): number {

@@ -110,12 +110,25 @@ export const MessageType = {
   claimantCommit: 212,
   claimantClear: 213,
   claimantStatus: 214,
+  /** A join request as the claimant takes it: the member added as joining, its join staged; answers the ring. */
+  claimantJoin: 215,
+  claimantDown: 216,
+  /** A member's addresses changed (it restarted elsewhere): the claimant records them. */
+  claimantMemberUpdate: 217,
+  /** A transfer finished: the claimant makes its target the owner. */
+  claimantTransferComplete: 218,
 
   // 300-399: failure detector
   heartbeat: 300,
 
   // 400-499: request forwarding (an HTTP-like request sent to the partition's owner; the response carries the same type)
   forwardRequest: 400,
+  /** Stream operations sent to the node that serves the stream's partition. */
+  streamAppend: 410,
+  streamAppendAtomic: 411,
+  streamRead: 412,
+  streamLastSeq: 413,
+  streamDelete: 414,
 
   // 500-599: listen forwarding
   listenSubscribe: 500,

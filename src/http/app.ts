@@ -21,6 +21,7 @@ import { IdempotencyWindow } from './idempotency.js';
 import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerNodeRoutes } from './routes-node.js';
+import { registerAdminRoutes } from './routes-admin.js';
 import { registerStreamRoutes } from './routes-streams.js';
 import { registerListen } from './listen/index.js';
 
@@ -91,6 +92,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   registerAuthRoutes(app, context);
   registerStreamRoutes(app, context);
   registerNodeRoutes(app, context);
+  registerAdminRoutes(app, context);
   await registerListen(app, deps);
   return app;
 }

@@ -4,6 +4,7 @@ import type { Config } from '../config.js';
 import type { Clock } from '../core/clock.js';
 import type { Store } from '../store/types.js';
 import type { Auth } from '../auth/types.js';
+import type { ClusterAdmin } from '../cluster/index.js';
 
 /**
  * What the HTTP layer is built from. The composition root (src/node.ts)
@@ -15,6 +16,8 @@ export interface HttpDeps {
   clock: Clock;
   store: Store;
   auth: Auth;
+  /** The cluster's admin operations (/admin/cluster/*); absent in tests that build the app alone. */
+  cluster?: ClusterAdmin;
   /**
    * The node's own Prometheus registry (never prom-client's global default
    * one, so several nodes can share a process). buildApp() creates one when

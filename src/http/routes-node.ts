@@ -15,8 +15,8 @@ export function registerNodeRoutes(app: FastifyInstance, context: RouteContext):
 
   // Every bucket the user may list (an admin may list them all).
   app.get('/buckets', async (request) => {
-    const buckets = await store.listBuckets();
-    return { status: 'ok', data: buckets.filter((bucket) => auth.can(request.username, 'list', bucket)) };
+    const listing = await store.listBuckets();
+    return { status: listing.partial ? 'partial' : 'ok', data: listing.names.filter((bucket) => auth.can(request.username, 'list', bucket)) };
   });
 
   for (const path of ['/policies/:bucket', '/policies/:bucket/:stream']) {

@@ -34,7 +34,8 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
   );
   app.get('/streams/:bucket', { onRequest: requirePermission(auth, 'list', 'resource') }, async (request) => {
     const bucket = bucketParam(request.params);
-    return { status: 'ok', data: await context.deps.store.listStreams(bucket) };
+    const listing = await context.deps.store.listStreams(bucket);
+    return { status: listing.partial ? 'partial' : 'ok', data: listing.names };
   });
 }
 

@@ -46,6 +46,7 @@ import type {
   DamageReport,
   ExportedRecords,
   ImportBatch,
+  Listing,
   StreamPosition,
   EvictionPolicy,
   ReadOptions,
@@ -956,6 +957,11 @@ export class StreamStore implements Store {
     }
   }
 
+  /** The last durable seqnum, now (0 for a stream never written). */
+  lastSeqNow(bucket: string, stream: string): number {
+    return this.handle(bucket, stream, false)?.durableLast ?? 0;
+  }
+
   async lastSeq(bucket: string, stream: string): Promise<number> {
     return this.handle(bucket, stream, false)?.durableLast ?? 0;
   }
@@ -1009,7 +1015,15 @@ export class StreamStore implements Store {
     this.markDirty(handle);
   }
 
-  async listBuckets(): Promise<string[]> {
+  /** Buckets holding streams on this node, synchronously (from lmdb and memory). */
+  localBucketsNow(): string[] {
+    const buckets = new Set<string>();
+    for (const { key } of this.meta.streams.getRange({})) buckets.add((key as [string, string])[0]);
+    for (const handle of this.handles.values()) if (handle.exists) buckets.add(handle.bucket);
+    return [...buckets].sort();
+  }
+
+  async listBuckets(): Promise<Listing> {
     const buckets = new Set<string>();
     for (const { key, value } of this.meta.streams.getRange({})) {
       const [bucket, stream] = key as [string, string];
@@ -1018,10 +1032,10 @@ export class StreamStore implements Store {
       if (handle ? handle.exists : stateExists(value as StreamState)) buckets.add(bucket);
     }
     for (const handle of this.handles.values()) if (handle.exists) buckets.add(handle.bucket);
-    return [...buckets].sort();
+    return { names: [...buckets].sort(), partial: false };
   }
 
-  async listStreams(bucket: string): Promise<string[]> {
+  async listStreams(bucket: string): Promise<Listing> {
     const streams = new Set<string>();
     for (const { key, value } of this.meta.streams.getRange({ start: [bucket], end: [bucket + '\u0000'] })) {
       const stream = (key as [string, string])[1];
@@ -1029,7 +1043,7 @@ export class StreamStore implements Store {
       if (handle ? handle.exists : stateExists(value as StreamState)) streams.add(stream);
     }
     for (const handle of this.handles.values()) if (handle.bucket === bucket && handle.exists) streams.add(handle.stream);
-    return [...streams].sort();
+    return { names: [...streams].sort(), partial: false };
   }
 
   // -------------------------------------------------------------------------

@@ -62,6 +62,15 @@ export interface DamageReport {
   readonly reason: string;
 }
 
+/** Names gathered from the nodes that hold them (a coverage query). */
+export interface Listing {
+  readonly names: string[];
+  /** Some node did not answer: the names may be incomplete. */
+  readonly partial: boolean;
+  /** The nodes that did not answer. */
+  readonly missing?: readonly string[];
+}
+
 /** How far a stream goes on this node: where a handoff to it resumes. */
 export interface StreamPosition {
   readonly bucket: string;
@@ -134,8 +143,9 @@ export interface Store {
   lastSeq(bucket: string, stream: string): Promise<number>;
   /** Removes the stream's files; its seqnums still never restart. */
   deleteStream(bucket: string, stream: string): Promise<void>;
-  listBuckets(): Promise<string[]>;
-  listStreams(bucket: string): Promise<string[]>;
+  /** Buckets with at least one stream; `partial` when part of the cluster did not answer. */
+  listBuckets(): Promise<Listing>;
+  listStreams(bucket: string): Promise<Listing>;
   /** Called with each durable batch of new entries, in seqnum order. Returns an unsubscribe function. */
   subscribe(bucket: string, stream: string, listener: StreamListener): () => void;
   getPolicy(bucket: string, stream?: string): EvictionPolicy | undefined;

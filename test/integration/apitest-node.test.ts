@@ -14,7 +14,7 @@ describe('apitest against a real node', () => {
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'iorio-apitest-'));
-    node = await startNode(testConfig({ 'http.port': 0, 'paths.data': dataDir, 'log.level': 'warn', 'auth.bcrypt.rounds': 4 }));
+    node = await startNode(testConfig({ 'http.port': 0, 'cluster.port': 0, 'paths.data': dataDir, 'log.level': 'warn', 'auth.bcrypt.rounds': 4 }));
   });
 
   afterAll(async () => {

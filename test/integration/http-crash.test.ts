@@ -23,7 +23,7 @@ async function startNodeProcess(): Promise<{ child: ChildProcess; url: string }>
   fs.rmSync(urlFile, { force: true });
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), 'console', '--paths.data', dataDir, '--http.port', '0', '--auth.bcrypt.rounds', '4', '--log.level', 'warn', '--storage.sync', 'always', '--http.ratelimit.enabled', 'no'],
+    ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), 'console', '--paths.data', dataDir, '--http.port', '0', '--cluster.port', '0', '--auth.bcrypt.rounds', '4', '--log.level', 'warn', '--storage.sync', 'always', '--http.ratelimit.enabled', 'no'],
     { cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit'] },
   );
   children.add(child);

@@ -30,6 +30,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
   const dataDir = join(root, 'data');
   const config = testConfig({
     'http.port': 0,
+    'cluster.port': 0,
     'paths.data': dataDir,
     'auth.bcrypt.rounds': 4,
     'auth.secret': testSecret,

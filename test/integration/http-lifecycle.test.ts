@@ -64,7 +64,7 @@ describe('graceful stop', () => {
     expect(answer!.status).toBe(201);
     expect(JSON.parse(answer!.text).meta.id).toBe(1);
 
-    const config = testConfig({ 'http.port': 0, 'paths.data': dataDir, 'auth.bcrypt.rounds': 4 });
+    const config = testConfig({ 'http.port': 0, 'cluster.port': 0, 'paths.data': dataDir, 'auth.bcrypt.rounds': 4 });
     const again = await startNode(config, { logger: pino({ level: 'silent' }) });
     try {
       const adminToken = await login(again.httpUrl, 'admin', 'secret');
@@ -124,7 +124,7 @@ describe('rel/bin/iorio', () => {
     await mkdir(join(root, 'bin'));
     bin = join(root, 'bin', 'iorio');
     await symlink(join(repoRoot, 'rel/bin/iorio'), bin);
-    const flags = ['--paths.data', dataDir, '--http.port', '0', '--auth.bcrypt.rounds', '4', '--storage.sync', 'none'];
+    const flags = ['--paths.data', dataDir, '--http.port', '0', '--cluster.port', '0', '--auth.bcrypt.rounds', '4', '--storage.sync', 'none'];
 
     const started = await iorio('start', ...flags);
     expect(started.stderr).toBe('');
@@ -152,7 +152,7 @@ describe('rel/bin/iorio', () => {
 
   test('console stops cleanly on SIGTERM with exit code 0', async () => {
     const consoleData = join(root, 'console-data');
-    const child = spawn(bin, ['console', '--paths.data', consoleData, '--http.port', '0', '--auth.bcrypt.rounds', '4'], {
+    const child = spawn(bin, ['console', '--paths.data', consoleData, '--http.port', '0', '--cluster.port', '0', '--auth.bcrypt.rounds', '4'], {
       cwd: root,
       stdio: 'ignore',
     });

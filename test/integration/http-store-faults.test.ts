@@ -76,7 +76,7 @@ interface FaultyNode {
 async function startFaultyNode(clock: Clock = systemClock): Promise<FaultyNode> {
   const root = await mkdtemp(join(tmpdir(), 'iorio-faulty-'));
   const dataDir = join(root, 'data');
-  const config = testConfig({ 'http.port': 0, 'paths.data': dataDir, 'auth.bcrypt.rounds': 4, 'storage.sync': 'none', 'http.ratelimit.enabled': false });
+  const config = testConfig({ 'http.port': 0, 'cluster.port': 0, 'paths.data': dataDir, 'auth.bcrypt.rounds': 4, 'storage.sync': 'none', 'http.ratelimit.enabled': false });
   const logger = pino({ level: process.env['IORIO_TEST_LOG'] ?? 'silent' });
   const meta: MetaStore = openMeta(join(dataDir, 'meta'));
   const store = await openStreamStore({ dataDir, meta, config, clock, logger });

@@ -41,6 +41,7 @@ beforeAll(async () => {
   // (tested in http-auth.test.ts) lets through in a minute.
   const config = testConfig({
     'http.port': 0,
+    'cluster.port': 0,
     'paths.data': dataDir,
     'auth.bcrypt.rounds': 4,
     nodename,

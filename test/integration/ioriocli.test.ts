@@ -85,7 +85,7 @@ describe('ioriocli', () => {
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'iorio-cli-'));
-    node = await startNode(testConfig({ 'http.port': 0, 'paths.data': dataDir, 'log.level': 'warn', 'auth.bcrypt.rounds': 4 }));
+    node = await startNode(testConfig({ 'http.port': 0, 'cluster.port': 0, 'paths.data': dataDir, 'log.level': 'warn', 'auth.bcrypt.rounds': 4 }));
     url = node.httpUrl;
   });
 

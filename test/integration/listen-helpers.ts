@@ -31,6 +31,7 @@ export async function startTestNode(overrides: Partial<Record<ConfigKey, ConfigV
   const dataDir = await mkdtemp(join(tmpdir(), 'iorio-listen-'));
   const config = testConfig({
     'http.port': 0,
+    'cluster.port': 0,
     'paths.data': dataDir,
     'auth.bcrypt.rounds': 4,
     'http.ratelimit.enabled': false,

@@ -26,7 +26,7 @@ export interface Run {
 }
 
 export function runNode(dataDir: string, ...flags: string[]): Run {
-  const child = spawn(process.execPath, [mainScript, 'console', '--paths.data', dataDir, '--http.port', '0', '--auth.bcrypt.rounds', '4', '--metrics.enabled', 'no', ...flags], {
+  const child = spawn(process.execPath, [mainScript, 'console', '--paths.data', dataDir, '--http.port', '0', '--cluster.port', '0', '--auth.bcrypt.rounds', '4', '--metrics.enabled', 'no', ...flags], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

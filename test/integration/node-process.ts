@@ -43,6 +43,7 @@ export async function startNodeProcess(options: NodeProcessOptions = {}): Promis
   const flags: Record<string, string> = {
     'paths.data': dataDir,
     'http.port': '0',
+    'cluster.port': '0',
     'auth.bcrypt.rounds': '4',
     'storage.sync': 'none',
     'http.ratelimit.enabled': 'no',

@@ -39,8 +39,8 @@ function refusalOf(run: () => unknown): { reason: unknown; message: string } {
   try {
     run();
   } catch (error) {
-    const details = (error as { details?: { reason?: unknown } }).details;
-    return { reason: details?.reason, message: (error as Error).message };
+    const details = (error as { details?: { reason_code?: unknown } }).details;
+    return { reason: details?.reason_code, message: (error as Error).message };
   }
   throw new Error('expected a refusal');
 }

@@ -186,12 +186,12 @@ describe('durability and restarts', () => {
     expect(fs.readdirSync(folder)).toHaveLength(1);
     await current.store.deleteStream('b', 's');
     expect(fs.existsSync(folder)).toBe(false);
-    expect(await current.store.listStreams('b')).toEqual(['other']);
+    expect((await current.store.listStreams('b')).names).toEqual(['other']);
     expect((await current.store.read('b', 's', { limit: 10, from: 1 })).entries).toEqual([]);
     current = await reopen(current);
-    expect(await current.store.listStreams('b')).toEqual(['other']);
+    expect((await current.store.listStreams('b')).names).toEqual(['other']);
     expect((await current.store.append({ bucket: 'b', stream: 's', payloads: [json(3)] }))[0]!.id).toBe(3);
-    expect(await current.store.listStreams('b')).toEqual(['other', 's']);
+    expect((await current.store.listStreams('b')).names).toEqual(['other', 's']);
     current = await reopen(current);
     expect(seqs((await current.store.read('b', 's', { limit: 10, from: 1 })).entries)).toEqual([3]);
   });
@@ -327,7 +327,7 @@ describe('bounded resources', () => {
     }
     expect(store.stats().openFiles).toBeLessThanOrEqual(256);
     expect(store.stats().openStreams).toBeLessThanOrEqual(2000);
-    expect((await store.listStreams('b3')).length).toBe(2000);
+    expect((await store.listStreams('b3')).names.length).toBe(2000);
   }, 120_000);
 });
 

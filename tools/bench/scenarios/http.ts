@@ -208,6 +208,7 @@ export async function run(context: BenchContext): Promise<BenchRow[]> {
   const dataDir = await context.tempDir('node');
   const config = testConfig({
     'http.port': 0,
+    'cluster.port': 0,
     'paths.data': dataDir,
     'storage.sync': 'always',
     'http.ratelimit.enabled': false,

@@ -50,6 +50,7 @@ export async function run(context: BenchContext): Promise<BenchRow[]> {
   // Every listener comes from one address (the child): only the node-wide connection bound applies.
   const config = testConfig({
     'http.port': 0,
+    'cluster.port': 0,
     'paths.data': dataDir,
     'http.ratelimit.enabled': false,
     'metrics.enabled': false,

@@ -1,0 +1,241 @@
+/**
+ * The router: the Store the HTTP layer sees on a node of a cluster. Any
+ * node accepts any request; each stream operation runs on the node that
+ * serves the stream's partition (cluster/partition-routes.ts), locally when
+ * that is this node, else over the cluster connection. A node that is asked
+ * for a partition it no longer serves forwards once more (a handoff in
+ * flight), and after that answers 503 (retriable) rather than loop.
+ *
+ * Listing buckets and streams is a coverage query: every member is asked
+ * for what it holds, and a member that does not answer makes the listing
+ * `partial`. Eviction policies are cluster metadata: a change is applied on
+ * every reachable member before it is acknowledged.
+ */
+import type { Logger } from 'pino';
+import { IorioError } from '../core/errors.js';
+import { partitionOf } from '../core/hash.js';
+import type { Ring } from '../core/ring.js';
+import { MessageType } from '../core/wire.js';
+import type { StreamStore } from '../store/stream-store.js';
+import type {
+  AppendMeta,
+  AppendRequest,
+  EvictionPolicy,
+  ExportedRecords,
+  ImportBatch,
+  Listing,
+  ReadOptions,
+  ReadResult,
+  Store,
+  StoreStats,
+  StreamListener,
+  StreamPosition,
+} from '../store/types.js';
+import { Feeds } from './feeds.js';
+import type { PartitionRoutes } from './partition-routes.js';
+import type { ClusterTransport } from './transport.js';
+
+/** A request may be forwarded this many times (owner, then a handoff's target) before it is refused. */
+const hopsMax = 2;
+
+export interface ClusterStoreOptions {
+  readonly local: StreamStore;
+  readonly transport: ClusterTransport;
+  readonly routes: PartitionRoutes;
+  readonly ring: () => Ring;
+  readonly self: string;
+  readonly requestTimeoutMs: number;
+  readonly reachable: (node: string) => boolean;
+  readonly logger: Logger;
+}
+
+interface Hops {
+  readonly hops: number;
+}
+
+export class ClusterStore implements Store {
+  private readonly local: StreamStore;
+  private readonly feeds: Feeds;
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly logger: Logger;
+
+  constructor(private readonly options: ClusterStoreOptions) {
+    this.local = options.local;
+    this.logger = options.logger.child({ component: 'router' });
+    this.feeds = new Feeds({ ...options, read: (bucket, stream, read) => this.read(bucket, stream, read) });
+    this.serveRemote();
+  }
+
+  private partition(bucket: string, stream: string): number {
+    return partitionOf(bucket, stream, this.options.ring().size);
+  }
+
+  /** Runs `local` here if this node serves the partition, else sends `type` to the node that does. */
+  private async routed<T>(partition: number, hops: number, type: number, body: object, local: () => Promise<T>, write: boolean): Promise<T> {
+    if (write) await this.options.routes.whenOpen(partition);
+    const route = this.options.routes.route(partition);
+    if (route.node === this.options.self) return this.options.routes.withLocal(partition, local);
+    if (hops >= hopsMax) throw new IorioError('unavailable', `partition ${partition} is moving between nodes; retry`);
+    try {
+      return await this.options.transport.request<T>(route.node, type, { ...body, hops: hops + 1 }, { timeoutMs: this.options.requestTimeoutMs });
+    } catch (error) {
+      throw unreachable(error, partition, route.node);
+    }
+  }
+
+  append(request: AppendRequest, hops = 0): Promise<AppendMeta[]> {
+    return this.routed(this.partition(request.bucket, request.stream), hops, MessageType.streamAppend, { request }, () => this.local.append(request), true);
+  }
+
+  appendAtomic(requests: readonly AppendRequest[], hops = 0): Promise<AppendMeta[][]> {
+    const first = requests[0]!;
+    return this.routed(this.partition(first.bucket, first.stream), hops, MessageType.streamAppendAtomic, { requests }, () => this.local.appendAtomic(requests), true);
+  }
+
+  read(bucket: string, stream: string, options: ReadOptions, hops = 0): Promise<ReadResult> {
+    return this.routed(this.partition(bucket, stream), hops, MessageType.streamRead, { bucket, stream, options }, () => this.local.read(bucket, stream, options), false);
+  }
+
+  lastSeq(bucket: string, stream: string, hops = 0): Promise<number> {
+    return this.routed(this.partition(bucket, stream), hops, MessageType.streamLastSeq, { bucket, stream }, () => this.local.lastSeq(bucket, stream), false);
+  }
+
+  deleteStream(bucket: string, stream: string, hops = 0): Promise<void> {
+    return this.routed(this.partition(bucket, stream), hops, MessageType.streamDelete, { bucket, stream }, () => this.local.deleteStream(bucket, stream), true);
+  }
+
+  subscribe(bucket: string, stream: string, listener: StreamListener): () => void {
+    return this.feeds.subscribe(bucket, stream, listener);
+  }
+
+  /** Serves the stream operations other nodes send here (each routed again: this node may have handed the partition off). */
+  private serveRemote(): void {
+    const { transport } = this.options;
+    const handlers: [number, (body: never) => Promise<unknown>][] = [
+      [MessageType.streamAppend, (body: { request: AppendRequest } & Hops) => this.append(body.request, body.hops)],
+      [MessageType.streamAppendAtomic, (body: { requests: AppendRequest[] } & Hops) => this.appendAtomic(body.requests, body.hops)],
+      [MessageType.streamRead, (body: { bucket: string; stream: string; options: ReadOptions } & Hops) => this.read(body.bucket, body.stream, body.options, body.hops)],
+      [MessageType.streamLastSeq, (body: { bucket: string; stream: string } & Hops) => this.lastSeq(body.bucket, body.stream, body.hops)],
+      [MessageType.streamDelete, async (body: { bucket: string; stream: string } & Hops) => {
+        await this.deleteStream(body.bucket, body.stream, body.hops);
+        return null;
+      }],
+      [MessageType.coverageListBuckets, async () => (await this.local.listBuckets()).names],
+      [MessageType.coverageListStreams, async (body: { bucket: string }) => (await this.local.listStreams(body.bucket)).names],
+      [MessageType.metadataPolicies, async (body: { bucket: string; stream: string | null; policy: EvictionPolicy | null }) => {
+        await this.applyPolicy(body.bucket, body.stream ?? undefined, body.policy ?? undefined);
+        return null;
+      }],
+    ];
+    for (const [type, handler] of handlers) this.unsubscribe.push(transport.handle(type, handler as (body: unknown) => Promise<unknown>));
+  }
+
+  // -------------------------------------------------------------------------
+  // Coverage
+
+  listBuckets(): Promise<Listing> {
+    return this.cover(MessageType.coverageListBuckets, {}, () => this.local.listBuckets());
+  }
+
+  listStreams(bucket: string): Promise<Listing> {
+    return this.cover(MessageType.coverageListStreams, { bucket }, () => this.local.listStreams(bucket));
+  }
+
+  /** Asks every member for what it holds; the union, `partial` when one did not answer. */
+  private async cover(type: number, body: object, local: () => Promise<Listing>): Promise<Listing> {
+    const members = this.options.ring().members.map((member) => member.name);
+    const names = new Set<string>();
+    const missing: string[] = [];
+    await Promise.all(
+      members.map(async (node) => {
+        try {
+          const found = node === this.options.self ? (await local()).names : await this.options.transport.request<string[]>(node, type, body, { timeoutMs: this.options.requestTimeoutMs });
+          for (const name of found) names.add(name);
+        } catch {
+          missing.push(node);
+        }
+      }),
+    );
+    return { names: [...names].sort(), partial: missing.length > 0, ...(missing.length > 0 ? { missing: missing.sort() } : {}) };
+  }
+
+  // -------------------------------------------------------------------------
+  // Policies: cluster metadata
+
+  getPolicy(bucket: string, stream?: string): EvictionPolicy | undefined {
+    return this.local.getPolicy(bucket, stream);
+  }
+
+  async setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void> {
+    await this.applyPolicy(bucket, stream, policy);
+    await this.broadcastPolicy(bucket, stream, policy);
+  }
+
+  async deletePolicy(bucket: string, stream: string | undefined): Promise<void> {
+    await this.applyPolicy(bucket, stream, undefined);
+    await this.broadcastPolicy(bucket, stream, undefined);
+  }
+
+  private applyPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy | undefined): Promise<void> {
+    return policy === undefined ? this.local.deletePolicy(bucket, stream) : this.local.setPolicy(bucket, stream, policy);
+  }
+
+  /** Every other member applies the change before it is acknowledged; one that cannot be reached makes it a 503 naming it. */
+  private async broadcastPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy | undefined): Promise<void> {
+    const others = this.options.ring().members.map((member) => member.name).filter((node) => node !== this.options.self);
+    const failed: string[] = [];
+    await Promise.all(
+      others.map(async (node) => {
+        try {
+          await this.options.transport.request(node, MessageType.metadataPolicies, { bucket, stream: stream ?? null, policy: policy ?? null }, { timeoutMs: this.options.requestTimeoutMs });
+        } catch {
+          failed.push(node);
+        }
+      }),
+    );
+    if (failed.length > 0) {
+      throw new IorioError('unavailable', `the policy changed here but could not be applied on ${failed.sort().join(', ')}; retry to apply it there too`, { unreached: failed });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // The rest is this node's own
+
+  stats(): StoreStats {
+    return this.local.stats();
+  }
+
+  partitionStreams(partition: number): StreamPosition[] {
+    return this.local.partitionStreams(partition);
+  }
+
+  exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords> {
+    return this.local.exportRecords(bucket, stream, afterSeq, bytesMax);
+  }
+
+  importRecords(batch: ImportBatch): Promise<void> {
+    return this.local.importRecords(batch);
+  }
+
+  dropPartition(partition: number): Promise<number> {
+    return this.local.dropPartition(partition);
+  }
+
+  /** Feeds follow their streams when routes change (a ring change, a handoff mark). */
+  routesChanged(partition: number): void {
+    this.feeds.reroute(partition);
+  }
+
+  /** Stops serving remote operations and feeds; the local store is closed by the node. */
+  async close(): Promise<void> {
+    for (const off of this.unsubscribe) off();
+    this.feeds.close();
+  }
+}
+
+function unreachable(error: unknown, partition: number, node: string): unknown {
+  if (error instanceof IorioError && error.code === 'unavailable' && !error.message.includes(node)) {
+    return new IorioError('unavailable', `partition ${partition} is served by ${node}, which cannot be reached now (${error.message}); retry`, { node });
+  }
+  return error;
+}

@@ -83,7 +83,17 @@ export class AuthService implements Auth {
     this.options = options;
     this.anonymousUsername = options.anonymousUsername;
     this.logger = options.logger;
+    // Users and grants changed on another node of the cluster, or its session secret adopted here.
+    this.offRemote = options.meta.changes.onRemote(() => this.invalidateCaches());
+    this.offSecret = options.meta.changes.onSecret((secret) => {
+      options.sessions.replaceSecret(secret);
+      this.tokens.clear();
+      this.invalidateCaches();
+    });
   }
+
+  private readonly offRemote: () => void;
+  private readonly offSecret: () => void;
 
   private changes = 0;
 
@@ -193,6 +203,8 @@ export class AuthService implements Auth {
   }
 
   close(): Promise<void> {
+    this.offRemote();
+    this.offSecret();
     return this.options.passwords.close();
   }
 

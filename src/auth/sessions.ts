@@ -4,10 +4,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { IorioError } from '../core/errors.js';
 import { sessionTokenBytesMax } from '../core/limits.js';
-import type { MetaStore } from '../store/meta.js';
+import { sessionSecretSettingKey, type MetaStore } from '../store/meta.js';
 
-/** meta.settings key of the generated session secret. */
-export const sessionSecretSettingKey = 'auth.secret';
+export { sessionSecretSettingKey };
 /** Bytes of a generated secret: enough for HS512 (RFC 7518 §3.2 asks for at least the hash size). */
 export const generatedSecretBytes = 64;
 
@@ -57,13 +56,18 @@ export async function loadSessionSecret(
  */
 export class Sessions {
   /** A KeyObject made once: given a string, jsonwebtoken builds one per call, which is 50 times slower. */
-  private readonly key: KeyObject;
+  private key: KeyObject;
 
   constructor(
     secret: string,
     private readonly algorithm: SessionAlgorithm,
     private readonly durationMs: number,
   ) {
+    this.key = createSecretKey(Buffer.from(secret, 'utf8'));
+  }
+
+  /** The cluster's secret replaced this node's (tokens signed with the old one stop verifying). */
+  replaceSecret(secret: string): void {
     this.key = createSecretKey(Buffer.from(secret, 'utf8'));
   }
 

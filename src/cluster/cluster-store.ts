@@ -8,8 +8,7 @@
  *
  * Listing buckets and streams is a coverage query: every member is asked
  * for what it holds, and a member that does not answer makes the listing
- * `partial`. Eviction policies are cluster metadata: a change is applied on
- * every reachable member before it is acknowledged.
+ * `partial`. Eviction policies are cluster metadata (cluster/metadata.ts).
  */
 import type { Logger } from 'pino';
 import { IorioError } from '../core/errors.js';
@@ -122,10 +121,6 @@ export class ClusterStore implements Store {
       }],
       [MessageType.coverageListBuckets, async () => (await this.local.listBuckets()).names],
       [MessageType.coverageListStreams, async (body: { bucket: string }) => (await this.local.listStreams(body.bucket)).names],
-      [MessageType.metadataPolicies, async (body: { bucket: string; stream: string | null; policy: EvictionPolicy | null }) => {
-        await this.applyPolicy(body.bucket, body.stream ?? undefined, body.policy ?? undefined);
-        return null;
-      }],
     ];
     for (const [type, handler] of handlers) this.unsubscribe.push(transport.handle(type, handler as (body: unknown) => Promise<unknown>));
   }
@@ -166,36 +161,13 @@ export class ClusterStore implements Store {
     return this.local.getPolicy(bucket, stream);
   }
 
-  async setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void> {
-    await this.applyPolicy(bucket, stream, policy);
-    await this.broadcastPolicy(bucket, stream, policy);
+  /** A policy is cluster metadata: written here, replicated by cluster/metadata.ts (the HTTP layer waits for it). */
+  setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void> {
+    return this.local.setPolicy(bucket, stream, policy);
   }
 
-  async deletePolicy(bucket: string, stream: string | undefined): Promise<void> {
-    await this.applyPolicy(bucket, stream, undefined);
-    await this.broadcastPolicy(bucket, stream, undefined);
-  }
-
-  private applyPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy | undefined): Promise<void> {
-    return policy === undefined ? this.local.deletePolicy(bucket, stream) : this.local.setPolicy(bucket, stream, policy);
-  }
-
-  /** Every other member applies the change before it is acknowledged; one that cannot be reached makes it a 503 naming it. */
-  private async broadcastPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy | undefined): Promise<void> {
-    const others = this.options.ring().members.map((member) => member.name).filter((node) => node !== this.options.self);
-    const failed: string[] = [];
-    await Promise.all(
-      others.map(async (node) => {
-        try {
-          await this.options.transport.request(node, MessageType.metadataPolicies, { bucket, stream: stream ?? null, policy: policy ?? null }, { timeoutMs: this.options.requestTimeoutMs });
-        } catch {
-          failed.push(node);
-        }
-      }),
-    );
-    if (failed.length > 0) {
-      throw new IorioError('unavailable', `the policy changed here but could not be applied on ${failed.sort().join(', ')}; retry to apply it there too`, { unreached: failed });
-    }
+  deletePolicy(bucket: string, stream: string | undefined): Promise<void> {
+    return this.local.deletePolicy(bucket, stream);
   }
 
   // -------------------------------------------------------------------------

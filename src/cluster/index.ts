@@ -18,6 +18,7 @@ import { ClusterStore } from './cluster-store.js';
 import { HandoffManager } from './handoff-manager.js';
 import { HandoffReceiver } from './handoff-receiver.js';
 import { Membership } from './membership.js';
+import { Metadata } from './metadata.js';
 import { hostOfNode, lookupNode, registerNode } from './node-registry.js';
 import { PartitionRoutes } from './partition-routes.js';
 import { RingManager } from './ring-manager.js';
@@ -32,6 +33,7 @@ const heartbeatMs = 500;
 const suspectMs = 3_000;
 const gossipMs = 1_000;
 const handoffTickMs = 1_000;
+const antiEntropyMs = 5_000;
 
 export interface ClusterOptions {
   readonly config: Config;
@@ -47,6 +49,8 @@ export interface ClusterAdmin {
   ringStatus(): RingAnswer;
   ringReady(): Promise<RingReadyAnswer>;
   join(seed: string): Promise<{ node: string; seed: string }>;
+  /** Resolves once every metadata change made so far reached every reachable member; the members it could not reach. */
+  metadataSettled(): Promise<string[]>;
   stage(change: { kind: StagedChange['kind']; node?: string; by?: string }): Promise<unknown>;
   plan(): Promise<PlanAnswer>;
   commit(): Promise<{ version: number }>;
@@ -124,12 +128,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     complete: (partition, target) => membership.transferComplete(partition, target),
     tickMs: handoffTickMs,
   });
+  const metadata = new Metadata({ meta, transport, ring: () => ring.current, self: name, clock, logger: options.logger, requestTimeoutMs, antiEntropyMs });
   routes.onChange((partition) => store.routesChanged(partition));
   const offRing = ring.onChange((current) => {
     store.routesChanged(-1);
     void handoff.ringChanged(current).catch((error: unknown) => logger.error({ err: error }, 'handoff: reacting to a new ring failed'));
   });
   transport.handle(MessageType.handoffStatus, () => handoff.rows());
+  metadata.start();
   membership.start();
   handoff.start();
   void handoff.ringChanged(ring.current).catch((error: unknown) => logger.error({ err: error }, 'handoff: settling at start failed'));
@@ -139,7 +145,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     members: () => membersAnswer(ring.current, name, (node) => membership.reachable(node)),
     ringStatus: () => ringAnswer(ring.current, name, membership.unreachableMembers()),
     ringReady: () => membership.ringReady(),
-    join: (seed) => membership.join(seed),
+    join: async (seed) => {
+      const joined = await membership.join(seed);
+      await metadata.adoptFrom(seed);
+      return joined;
+    },
+    metadataSettled: () => metadata.settled(),
     stage: (change) => membership.stage(stagedChange(ring.current, name, change, config['cluster.port'])),
     plan: () => membership.planChanges(),
     commit: () => membership.commit(),
@@ -183,6 +194,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       unregister();
       offRing();
       membership.close();
+      metadata.close();
       await handoff.close();
       receiver.close();
       await store.close();

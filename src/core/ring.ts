@@ -93,7 +93,8 @@ export function addressProblem(address: unknown): string | undefined {
   if (typeof address !== 'object' || address === null) return 'an address must be {host, port}';
   const { host, port } = address as Record<string, unknown>;
   if (typeof host !== 'string' || host.length === 0 || host.length > 255) return 'an address host must be a non-empty string';
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return 'an address port must be an integer in 1..65535';
+  // 0: not known yet (a node's HTTP port before it listens on port 0).
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return 'an address port must be an integer in 0..65535';
   return undefined;
 }
 

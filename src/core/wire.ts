@@ -154,6 +154,8 @@ export const MessageType = {
   metadataGrants: 801,
   metadataPolicies: 802,
   metadataSecret: 803,
+  /** Versioned changes to users, grants, policies or the session secret (cluster/metadata.ts). */
+  metadataChanges: 804,
   metadataCatchUp: 810,
 
   // 1000-1999: replication, reserved (VR Revisited's messages; more will come in this range)

@@ -28,9 +28,17 @@ import { registerListen } from './listen/index.js';
 /** Longest URL parameter fastify routes (a name is at most 128 bytes, up to 3 characters each when percent-encoded). */
 const urlParamCharsMax = 1024;
 
+/** Members a metadata change could not reach yet (they catch up when back): `iorio3@127.0.0.1,...`. */
+export const unreachedHeader = 'x-iorio-unreached';
+const metadataPaths = /^\/(users|access|sessions|policies|groups)(\/|\?|$)/;
+
+function changesMetadata(url: string): boolean {
+  return metadataPaths.test(url);
+}
+
 /** Headers a browser client sends and reads (CORS). */
 const corsAllowedHeaders = ['content-type', 'x-session', 'authorization', 'x-iorio-expect-seqnum', 'idempotency-key'];
-const corsExposedHeaders = ['location', 'x-iorio-first-seqnum', 'content-disposition', 'retry-after'];
+const corsExposedHeaders = ['location', 'x-iorio-first-seqnum', 'x-iorio-missing-seqnums', 'x-iorio-unreached', 'content-disposition', 'retry-after'];
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -136,9 +144,21 @@ function registerLifecycleHooks(app: FastifyInstance, context: RouteContext): vo
   });
   // A keep-alive connection whose request was in flight when the node began
   // to stop is closed after its answer, so that close() need not wait for the client.
-  app.addHook('onSend', (_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: null, payload: unknown) => void) => {
+  const cluster = context.deps.cluster;
+  app.addHook('onSend', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: null, payload: unknown) => void) => {
     if (isStopping) reply.header('connection', 'close');
-    done(null, payload);
+    // A change to users, grants, sessions or policies is in force on every reachable node before it is acknowledged.
+    if (cluster === undefined || request.method === 'GET' || !changesMetadata(request.url)) {
+      done(null, payload);
+      return;
+    }
+    void cluster.metadataSettled().then(
+      (unreached) => {
+        if (unreached.length > 0) reply.header(unreachedHeader, unreached.join(','));
+        done(null, payload);
+      },
+      () => done(null, payload),
+    );
   });
   app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     const status = reply.statusCode;

@@ -15,6 +15,11 @@ import { open, type Database, type RootDatabase } from 'lmdb';
  * | streams   | [bucket, stream]             | per-stream checkpointed state (store/stream-log) |
  * | chunks    | [bucket, stream, firstSeq]   | closed-chunk summary { lastSeq, lastMs, bytes } |
  * | ring      | string                       | ring state (cluster) |
+ * | versions  | [table, ...key]              | cluster metadata: the version of each replicated record (cluster/metadata.ts) |
+ *
+ * users, grants and policies are cluster metadata: every write to them is
+ * announced on `changes` (the cluster replicates it), except the writes
+ * made inside `quietly` (a replica applying another node's change).
  */
 export interface MetaStore {
   readonly root: RootDatabase;
@@ -25,18 +30,118 @@ export interface MetaStore {
   readonly streams: Database<any, any[]>;
   readonly chunks: Database<any, any[]>;
   readonly ring: Database<any, string>;
+  readonly versions: Database<any, any[]>;
+  readonly changes: MetaChanges;
   close(): Promise<void>;
+}
+
+/** meta.settings key of the generated session secret (cluster metadata too: a cluster shares one). */
+export const sessionSecretSettingKey = 'auth.secret';
+
+/** The replicated tables. */
+export const ReplicatedTable = { users: 'users', grants: 'grants', policies: 'policies' } as const;
+export type ReplicatedTable = (typeof ReplicatedTable)[keyof typeof ReplicatedTable];
+
+/** One write to a replicated table: `value` undefined for a removal. */
+export interface MetaChange {
+  readonly table: ReplicatedTable;
+  readonly key: string | unknown[];
+  readonly value: unknown;
+}
+
+export class MetaChanges {
+  private readonly listeners = new Set<(change: MetaChange) => void>();
+  private readonly remoteListeners = new Set<(change: MetaChange | undefined) => void>();
+  private readonly secretListeners = new Set<(secret: string) => void>();
+  private quiet = 0;
+
+  /** Changes another node made, applied here (undefined: many at once); caches built on the tables drop them. */
+  onRemote(listener: (change: MetaChange | undefined) => void): () => void {
+    this.remoteListeners.add(listener);
+    return () => this.remoteListeners.delete(listener);
+  }
+
+  emitRemote(change: MetaChange | undefined): void {
+    for (const listener of this.remoteListeners) listener(change);
+  }
+
+  /** The cluster's session secret replaced this node's (it joined a cluster). */
+  onSecret(listener: (secret: string) => void): () => void {
+    this.secretListeners.add(listener);
+    return () => this.secretListeners.delete(listener);
+  }
+
+  emitSecret(secret: string): void {
+    for (const listener of this.secretListeners) listener(secret);
+  }
+
+  on(listener: (change: MetaChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Runs `write` without announcing its changes (they came from another node). */
+  quietly<T>(write: () => T): T {
+    this.quiet++;
+    try {
+      return write();
+    } finally {
+      this.quiet--;
+    }
+  }
+
+  emit(change: MetaChange): void {
+    if (this.quiet > 0) return;
+    for (const listener of this.listeners) listener(change);
+  }
+}
+
+/** The database, with each write announced on `changes` once it is made. */
+function announced<K extends string | any[]>(db: Database<any, K>, table: ReplicatedTable, changes: MetaChanges): Database<any, K> {
+  const methods: Record<string, (target: Database<any, K>) => unknown> = {
+    putSync: (target) => (key: K, value: unknown) => {
+      const done = target.putSync(key, value);
+      changes.emit({ table, key, value });
+      return done;
+    },
+    removeSync: (target) => (key: K) => {
+      const done = target.removeSync(key);
+      if (done) changes.emit({ table, key, value: undefined });
+      return done;
+    },
+    put: (target) => async (key: K, value: unknown) => {
+      const done = await target.put(key, value);
+      changes.emit({ table, key, value });
+      return done;
+    },
+    remove: (target) => async (key: K) => {
+      const done = await target.remove(key);
+      if (done) changes.emit({ table, key, value: undefined });
+      return done;
+    },
+  };
+  return new Proxy(db, {
+    get(target, property, receiver) {
+      const wrap = typeof property === 'string' ? methods[property] : undefined;
+      if (wrap !== undefined) return wrap(target);
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
 }
 
 export function openMeta(path: string): MetaStore {
   const root = open({ path, compression: false });
   const named = <K extends string | any[]>(name: string) => root.openDB<any, K>({ name });
+  const changes = new MetaChanges();
   const meta: MetaStore = {
     root,
     settings: named<string>('settings'),
-    users: named<string>('users'),
-    grants: named<any[]>('grants'),
-    policies: named<any[]>('policies'),
+    users: announced(named<string>('users'), ReplicatedTable.users, changes),
+    grants: announced(named<any[]>('grants'), ReplicatedTable.grants, changes),
+    policies: announced(named<any[]>('policies'), ReplicatedTable.policies, changes),
+    versions: named<any[]>('versions'),
+    changes,
     streams: named<any[]>('streams'),
     chunks: named<any[]>('chunks'),
     ring: named<string>('ring'),

@@ -196,6 +196,10 @@ export class StreamStore implements Store {
     this.clock = clock;
     this.logger = logger.child({ component: 'store' });
     this.pool = new FilePool(settings.filesMax);
+    // A policy changed on another node of the cluster: streams here follow it.
+    meta.changes.onRemote((change) => {
+      if (change === undefined || change.table === 'policies') this.refreshAllPolicies();
+    });
     this.loader = new StreamLoader({
       logger: this.logger,
       meta,
@@ -1229,6 +1233,13 @@ export class StreamStore implements Store {
   private policyChanged(bucket: string, stream: string | undefined): void {
     for (const handle of this.handles.values()) {
       if (handle.bucket !== bucket || (stream !== undefined && handle.stream !== stream)) continue;
+      this.refreshPolicy(handle);
+      this.enforceRetention(handle);
+    }
+  }
+
+  private refreshAllPolicies(): void {
+    for (const handle of this.handles.values()) {
       this.refreshPolicy(handle);
       this.enforceRetention(handle);
     }

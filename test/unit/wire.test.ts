@@ -191,7 +191,7 @@ describe('message types', () => {
         listenSubscribe: 500, listenUnsubscribe: 501, listenEntries: 510, listenTruncated: 511, listenEnd: 512,
         coverageListBuckets: 600, coverageListStreams: 601,
         handoffStart: 700, handoffBatch: 701, handoffBatchAck: 702, handoffDone: 703, handoffCancel: 704, handoffStatus: 705,
-        metadataUsers: 800, metadataGrants: 801, metadataPolicies: 802, metadataSecret: 803, metadataCatchUp: 810,
+        metadataUsers: 800, metadataGrants: 801, metadataPolicies: 802, metadataSecret: 803, metadataChanges: 804, metadataCatchUp: 810,
         replicationPrepare: 1000, replicationPrepareOk: 1001, replicationCommit: 1002,
         replicationStartViewChange: 1010, replicationDoViewChange: 1011, replicationStartView: 1012,
         replicationHeartbeat: 1020, replicationLeaseGrant: 1021,

@@ -146,8 +146,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     ringStatus: () => ringAnswer(ring.current, name, membership.unreachableMembers()),
     ringReady: () => membership.ringReady(),
     join: async (seed) => {
+      membership.checkJoin(seed);
+      await metadata.lowerForJoin();
       const joined = await membership.join(seed);
-      await metadata.adoptFrom(seed);
+      await metadata.syncNow(seed);
       return joined;
     },
     metadataSettled: () => metadata.settled(),

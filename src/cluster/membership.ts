@@ -222,11 +222,16 @@ export class Membership {
   // Operator commands (from the admin API of any node)
 
   /** `cluster join <seed>`: asks the seed's cluster to take this node in, and adopts its ring. */
-  async join(seed: string): Promise<{ node: string; seed: string }> {
+  /** Why this node cannot join `seed`'s cluster now (throws), checked before anything changes. */
+  checkJoin(seed: string): void {
     if (seed === this.self) throw new IorioError('invalid-param', 'a node cannot join itself');
     if (this.ring.members.length > 1) throw new IorioError('conflict', `${this.self} is already a member of a cluster: leave it first`, { reason_code: 'not_single_node' });
     const refusal = this.options.canJoin();
     if (refusal !== undefined) throw new IorioError('conflict', refusal, { reason_code: 'not_empty' });
+  }
+
+  async join(seed: string): Promise<{ node: string; seed: string }> {
+    this.checkJoin(seed);
     const answer = await this.options.transport.request<{ ring: unknown }>(seed, MessageType.joinRequest, { member: this.selfInfo }, { timeoutMs: this.options.requestTimeoutMs });
     await this.options.ring.adopt(decodeRing(answer.ring));
     this.pushTo(this.ring.members.map((member) => member.name).filter((name) => name !== this.self));

@@ -20,6 +20,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
+import { IorioError } from '../core/errors.js';
 import type { Ring } from '../core/ring.js';
 import { MessageType } from '../core/wire.js';
 import { ReplicatedTable, sessionSecretSettingKey, type MetaChange, type MetaStore } from '../store/meta.js';
@@ -72,29 +73,42 @@ export class Metadata {
 
   start(): void {
     const { transport, meta } = this.options;
-    // A secret generated before the cluster side ran gets its version now (joiners' secrets are lowered when they join).
-    if (meta.settings.get(sessionSecretSettingKey) !== undefined && meta.versions.get(versionKey(secretTable, sessionSecretSettingKey)) === undefined) {
-      void meta.versions.put(versionKey(secretTable, sessionSecretSettingKey), { version: this.nextVersion(), deleted: false });
-    }
+    this.versionSecret();
     this.unsubscribe.push(
       meta.changes.on((change) => this.localChange(change)),
-      transport.handle(MessageType.metadataChanges, (body) => {
+      transport.handle(MessageType.metadataChanges, (body, from) => {
+        this.checkMember(from);
         this.apply((body as { changes: VersionedChange[] }).changes);
         return null;
       }),
-      transport.handle(MessageType.metadataCatchUp, (body) => {
+      transport.handle(MessageType.metadataCatchUp, (body, from) => {
+        this.checkMember(from);
         const theirs = (body as { changes: VersionedChange[] }).changes;
         const mine = this.snapshot();
         this.apply(theirs);
         return { changes: mine };
       }),
-      transport.onPeerUp((peer) => void this.syncWith(peer)),
+      transport.onPeerUp((peer) => {
+        if (this.isMember(peer)) void this.syncWith(peer);
+      }),
     );
     this.timer = setInterval(() => {
       const others = this.others();
       if (others.length > 0) void this.syncWith(others[Math.floor(Math.random() * others.length)]!);
     }, this.options.antiEntropyMs);
     this.timer.unref();
+  }
+
+  /**
+   * The generated session secret is written by auth (meta.settings), not
+   * through the replicated tables: it gets its version the first time this
+   * node shares its metadata (a joiner's was lowered before it joined).
+   */
+  private versionSecret(): void {
+    const { meta } = this.options;
+    if (meta.settings.get(sessionSecretSettingKey) === undefined) return;
+    if (meta.versions.get(versionKey(secretTable, sessionSecretSettingKey)) !== undefined) return;
+    meta.versions.putSync(versionKey(secretTable, sessionSecretSettingKey), { version: this.nextVersion(), deleted: false });
   }
 
   close(): void {
@@ -109,8 +123,21 @@ export class Metadata {
     return [...new Set(results.flat())].sort();
   }
 
-  /** Joining a cluster: this node's records lose to the cluster's, then both sides exchange everything. */
-  async adoptFrom(seed: string): Promise<void> {
+  /** Metadata is exchanged with members of this node's cluster only (a node about to join is not one yet). */
+  private isMember(node: string): boolean {
+    return this.options.ring().members.some((member) => member.name === node);
+  }
+
+  private checkMember(node: string): void {
+    if (!this.isMember(node)) throw new IorioError('conflict', `${node} is not a member of this node's cluster: no metadata is exchanged with it`);
+  }
+
+  /**
+   * About to join a cluster: this node's records take the lowest version,
+   * so the cluster's win everywhere and this node's only fill gaps. Done
+   * before the join, so no exchange ever sees them with their own versions.
+   */
+  async lowerForJoin(): Promise<void> {
     const { meta } = this.options;
     await meta.root.transaction(() => {
       for (const { key } of meta.versions.getRange({})) meta.versions.putSync(key as unknown[], { version: lowest, deleted: false });
@@ -119,7 +146,12 @@ export class Metadata {
       }
       if (meta.settings.get(sessionSecretSettingKey) !== undefined) meta.versions.putSync(versionKey(secretTable, sessionSecretSettingKey), { version: lowest, deleted: false });
     });
-    await this.syncWith(seed);
+    await meta.root.flushed;
+  }
+
+  /** Exchanges everything with a member now (after a join: adopts the cluster's metadata). */
+  syncNow(peer: string): Promise<void> {
+    return this.syncWith(peer);
   }
 
   private others(): string[] {
@@ -185,6 +217,7 @@ export class Metadata {
   /** Every replicated record with its version. */
   private snapshot(): VersionedChange[] {
     const { meta } = this.options;
+    this.versionSecret();
     const changes: VersionedChange[] = [];
     for (const [table, db] of this.tables()) {
       for (const { key, value } of db.getRange({})) changes.push({ table, key: key as string | unknown[], value, version: this.versionOf(table, key as string | unknown[]) });

@@ -1115,11 +1115,12 @@ export class StreamStore implements Store {
       if (tombstone > handle.deletedAt) sections.push({ op: FrameOp.delete, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, lastSeq: tombstone });
       for (const records of runs) sections.push({ op: FrameOp.append, partition: handle.partition, bucket: handle.bucket, stream: handle.stream, records });
       if (sections.length === 0) return Promise.resolve();
+      // Before the seqnums are reserved: the empty state it records must not claim them.
+      this.ensureState(handle);
       const lastRun = runs[runs.length - 1];
       const reserved = lastRun === undefined ? tombstone : lastRecordSeq(lastRun);
       handle.last = Math.max(handle.last, reserved);
       handle.inflight++;
-      this.ensureState(handle);
       return new Promise((resolve, reject) => {
         this.log.append(sections, (error) => {
           handle.inflight--;

@@ -93,6 +93,23 @@ describe('partition handoff through the store', () => {
     expect(await everything(target, name!)).toEqual(await everything(source, name!));
   });
 
+  test.each([['same boot', 'b1'], ['another boot', 'b2']])('imported batches survive a crash of the receiver before any checkpoint (%s)', async (_name, bootAfter) => {
+    const { store: source } = await open();
+    const dir = tempDir('iorio-partition-');
+    dirs.push(dir);
+    const target = await openTestStore(dir, { 'storage.sync': 'none', 'storage.checkpoint.interval': '24h' }, undefined, { bootId: 'b1' });
+    opened.push(target);
+    const [name] = streamsIn(11, 1);
+    for (let entry = 0; entry < 30; entry++) await source.store.append({ bucket: 'b', stream: name!, payloads: [json({ entry })] });
+    await transfer(source, target, 11, 400);
+    const crashed = tempDir('iorio-partition-crash-');
+    dirs.push(crashed);
+    fs.cpSync(dir, crashed, { recursive: true });
+    const reopened = await openTestStore(crashed, { 'storage.sync': 'none' }, undefined, { bootId: bootAfter });
+    opened.push(reopened);
+    expect(await everything(reopened, name!)).toEqual(await everything(source, name!));
+  });
+
   test('tombstones move too: a deleted stream, and one whose head was evicted, keep their seqnums on the new owner', async () => {
     const { store: source } = await open();
     const { store: target } = await open();

@@ -115,4 +115,6 @@ export interface TransfersAnswer {
   readonly limits: TransferLimits;
   /** Members that could not be asked. */
   readonly unreachable: readonly string[];
+  /** What the asked node received as a transfer target since it started (resent batches counted apart). */
+  readonly received: { readonly batches: number; readonly bytes: number; readonly duplicateBytes: number };
 }

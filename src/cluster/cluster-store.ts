@@ -70,8 +70,9 @@ export class ClusterStore implements Store {
   }
 
   /** Runs `local` here if this node serves the partition, else sends `type` to the node that does. */
-  private async routed<T>(partition: number, hops: number, type: number, body: object, local: () => Promise<T>, write: boolean): Promise<T> {
-    if (write) await this.options.routes.whenOpen(partition);
+  private async routed<T>(partition: number, hops: number, type: number, body: object, local: () => Promise<T>, _write: boolean): Promise<T> {
+    // A sealed partition (the last moment of a handoff) holds reads too: its next server is about to take over.
+    await this.options.routes.whenOpen(partition);
     const route = this.options.routes.route(partition);
     if (route.node === this.options.self) return this.options.routes.withLocal(partition, local);
     if (hops >= hopsMax) throw new IorioError('unavailable', `partition ${partition} is moving between nodes; retry`);

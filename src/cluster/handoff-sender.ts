@@ -88,6 +88,8 @@ export class HandoffSender {
     try {
       await this.pass(held);
       await this.deps.routes.markHandedOff(partition, target);
+      // Held until the target serves it: a request forwarded there meanwhile would bounce back.
+      await this.request(MessageType.handoffDone, { partition }).catch(() => undefined);
     } finally {
       this.deps.routes.unseal(partition);
     }

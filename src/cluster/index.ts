@@ -172,7 +172,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
             }
           }),
       );
-      return { transfers: rows.sort((a, b) => a.partition - b.partition), limits: handoff.transferLimits, unreachable: unreachable.sort() };
+      return { transfers: rows.sort((a, b) => a.partition - b.partition), limits: handoff.transferLimits, unreachable: unreachable.sort(), received: { ...receiver.stats } };
     },
     transferLimit: (change) => handoff.setLimits(change),
     cancelTransfer: (partition) => handoff.cancel(partition),

@@ -140,6 +140,34 @@ describe('a node that is down', () => {
   }, 60_000);
 });
 
+describe('the claimant refuses a commit it cannot stand behind', () => {
+  test('a plan that changed since it was shown, and a ring that not every member holds, are refused with a clear message', async () => {
+    // Node 5 joins, the plan is shown; then node 6 joins: the shown plan is stale.
+    await cluster.start(5);
+    await cluster.start(6);
+    expect((await cluster.admin(5, 'POST', 'join', { node: cluster.nameOf(1) })).status).toBe(200);
+    expect((await cluster.admin(1, 'GET', 'plan')).status).toBe(200);
+    expect((await cluster.admin(6, 'POST', 'join', { node: cluster.nameOf(1) })).status).toBe(200);
+    const stale = await cluster.admin(1, 'POST', 'commit');
+    expect(stale.status).toBe(409);
+    expect(stale.body.reason_code).toBe('plan_changed');
+    expect(stale.body.reason).toMatch(/plan has changed/i);
+    // A member that cannot be reached: the ring is not ready.
+    expect((await cluster.admin(1, 'GET', 'plan')).status).toBe(200);
+    await cluster.kill(6);
+    const notReady = await waitFor('node 6 to be missed', 20_000, async () => {
+      const answer = await cluster.admin(1, 'POST', 'commit');
+      return answer.status === 409 ? answer : undefined;
+    });
+    expect(notReady.body.reason_code).toBe('ring_not_ready');
+    expect(notReady.body.reason).toContain(cluster.nameOf(6));
+    // Clear: the joining nodes leave the ring again.
+    expect((await cluster.admin(1, 'POST', 'clear')).status).toBe(200);
+    await waitFor('the joiners to be gone', 10_000, async () => ((await cluster.admin(2, 'GET', 'members')).body.rows.length === 4 ? true : undefined));
+    await cluster.kill(5);
+  }, 60_000);
+});
+
 describe('leave', () => {
   test('a node that leaves hands off all its partitions, then owns none and is no longer a member; nothing is lost', async () => {
     const staged = await cluster.admin(4, 'POST', 'leave', {});
@@ -151,5 +179,14 @@ describe('leave', () => {
     });
     await cluster.settle(60_000);
     for (const index of [1, 2, 3]) await expectEverythingFrom(index);
-  }, 180_000);
+    // And one more: 4 to 2.
+    expect((await cluster.admin(3, 'POST', 'leave', {})).status).toBe(200);
+    await cluster.commitPlan();
+    await waitFor('node 3 to leave the ring', 120_000, async () => {
+      const members = await cluster.admin(1, 'GET', 'members');
+      return members.body.rows.length === 2 && members.body.rows.every((row: { ringPercent: number; pendingPercent: number | null }) => row.ringPercent === 50 && row.pendingPercent === null) ? true : undefined;
+    });
+    await cluster.settle(60_000);
+    for (const index of [1, 2]) await expectEverythingFrom(index);
+  }, 240_000);
 });

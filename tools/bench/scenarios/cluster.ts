@@ -1,0 +1,220 @@
+/**
+ * `npm run bench -- cluster`: the cluster's costs, on node processes on
+ * 127.0.0.1, each beside a baseline measured in the same run.
+ *
+ *   handoff      node 1 holds <mb> MB (1 KB entries in <streams> streams); node
+ *                2 joins and half the partitions move. MB/s and entries/s of
+ *                the handoff, beside the same bytes piped over a loopback TCP
+ *                connection between two processes (the ceiling). Anchor: Riak
+ *                moved 8.6 MB/s per transfer (OpenRiak/riak_kv#23); target
+ *                >= 86 MB/s.
+ *   forwarding   appends and reads of 100-byte entries sent to the node that
+ *                does not own the stream (forwarded over the cluster
+ *                connection) beside the same sent to the owner.
+ *
+ * Options (--key value): groups (handoff,forwarding), mb (1024), streams (256),
+ * concurrency (handoff.concurrency, 2), connections (64).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { partitionOf } from '../../../src/core/hash.js';
+import type { BenchContext, BenchRow } from '../harness.js';
+import { runLoad } from '../load/spawn.js';
+import { jsonOfBytes } from './http.js';
+
+const mainScript = fileURLToPath(new URL('../../../src/main.js', import.meta.url));
+
+interface BenchNode {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly url: string;
+}
+
+function option(context: BenchContext, name: string, fallback: number): number {
+  const raw = context.options[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
+  return value;
+}
+
+async function startNode(context: BenchContext, name: string, flags: Record<string, string>): Promise<BenchNode> {
+  const dataDir = await context.tempDir(name.replace(/[^a-z0-9]/g, ''));
+  const all = { nodename: name, 'paths.data': path.join(dataDir, 'data'), 'http.port': '0', 'cluster.port': '0', 'auth.bcrypt.rounds': '4', 'http.ratelimit.enabled': 'no', 'metrics.enabled': 'no', ...flags };
+  const child = spawn(process.execPath, [mainScript, 'console', ...Object.entries(all).flatMap(([key, value]) => [`--${key}`, value])], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not start`)), 30_000);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /"httpUrl":"([^"]+)"/.exec(out);
+      if (match !== null) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+      if (out.length > 1_000_000) out = out.slice(-10_000);
+    });
+    child.once('exit', (code) => reject(new Error(`${name} exited (${code})`)));
+  });
+  return { name, child, url };
+}
+
+async function stopNode(node: BenchNode): Promise<void> {
+  if (node.child.exitCode !== null) return;
+  const exited = new Promise((resolve) => node.child.once('exit', resolve));
+  node.child.kill('SIGTERM');
+  await exited;
+}
+
+async function call(url: string, method: string, route: string, options: { token?: string; body?: string; contentType?: string; secret?: boolean } = {}): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = {};
+  if (options.token !== undefined) headers['x-session'] = options.token;
+  if (options.secret) headers['x-iorio-cluster-secret'] = 'iorio';
+  if (options.body !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
+  const response = await fetch(`${url}${route}`, { method, headers, ...(options.body === undefined ? {} : { body: options.body }) });
+  const text = await response.text();
+  return { status: response.status, body: text === '' ? undefined : JSON.parse(text) };
+}
+
+async function login(url: string): Promise<string> {
+  return (await call(url, 'POST', '/sessions', { body: JSON.stringify({ username: 'admin', password: 'secret' }) })).body.token;
+}
+
+async function waitSettled(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ring = await call(url, 'GET', '/admin/cluster/ring', { secret: true });
+    if (ring.status === 200 && ring.body.pending.length === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('the handoff did not finish in time');
+}
+
+/** The same number of bytes through a loopback TCP connection to a child process: the ceiling for a handoff. */
+async function loopbackBaseline(bytes: number): Promise<number> {
+  const sink = spawn(process.execPath, ['-e', "require('net').createServer((s) => { s.on('data', () => {}); s.on('end', () => s.end('done')); }).listen(0, '127.0.0.1', function () { console.log(this.address().port); })"], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve) => sink.stdout!.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))));
+  const chunk = randomBytes(1024 * 1024);
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let sent = 0;
+    const pump = () => {
+      while (sent < bytes) {
+        sent += chunk.length;
+        if (!socket.write(chunk)) return;
+      }
+      socket.end();
+    };
+    socket.on('drain', pump);
+    socket.on('connect', pump);
+    socket.on('data', () => resolve());
+    socket.on('error', reject);
+  });
+  const seconds = (performance.now() - started) / 1000;
+  sink.kill();
+  return bytes / seconds;
+}
+
+async function handoffRows(context: BenchContext): Promise<BenchRow[]> {
+  const megabytes = option(context, 'mb', 1024);
+  const streams = option(context, 'streams', 256);
+  const concurrency = option(context, 'concurrency', 2);
+  const suffix = randomBytes(3).toString('hex');
+  const first = await startNode(context, `bench${suffix}a@127.0.0.1`, { 'storage.sync': 'none', 'handoff.concurrency': String(concurrency) });
+  const second = await startNode(context, `bench${suffix}b@127.0.0.1`, { 'storage.sync': 'none', 'handoff.concurrency': String(concurrency) });
+  try {
+    const token = await login(first.url);
+    const perRequest = 1000;
+    const line = jsonOfBytes(1000);
+    const body = Array.from({ length: perRequest }, () => line).join('\n');
+    const requests = Math.ceil((megabytes * 1024 * 1024) / (perRequest * 1000));
+    context.log(`handoff: loading ${megabytes} MB into node 1 (${requests} batches of ${perRequest} entries)`);
+    for (let index = 0; index < requests; index++) {
+      const answer = await call(first.url, 'POST', `/streams/handoff/s${index % streams}`, { token, body, contentType: 'application/x-ndjson' });
+      if (answer.status !== 201) throw new Error(`load: ${answer.status} ${JSON.stringify(answer.body)}`);
+    }
+    const entries = requests * perRequest;
+    context.log('handoff: node 2 joins, plan, commit');
+    const joined = await call(second.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: first.name }) });
+    if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
+    await call(first.url, 'GET', '/admin/cluster/plan', { secret: true });
+    const started = performance.now();
+    const committed = await call(first.url, 'POST', '/admin/cluster/commit', { secret: true });
+    if (committed.status !== 200) throw new Error(`commit: ${JSON.stringify(committed.body)}`);
+    await waitSettled(first.url, 3_600_000);
+    const seconds = (performance.now() - started) / 1000;
+    const received = (await call(second.url, 'GET', '/admin/cluster/transfers', { secret: true })).body.received as { bytes: number };
+    const movedEntries = Math.round(entries * (received.bytes / (entries * (1000 + 28))));
+    context.log(`handoff: ${received.bytes} bytes in ${seconds.toFixed(1)} s; baseline: the same bytes over loopback TCP`);
+    const baseline = await loopbackBaseline(received.bytes);
+    const mb = (bytesPerSec: number) => bytesPerSec / (1024 * 1024);
+    return [
+      { variant: 'loopback TCP, same bytes', group: 'handoff MB/s', baseline: true, opsPerSec: mb(baseline), unit: 'MB/s', p50Ms: 0, p99Ms: 0 },
+      { variant: `handoff, ${concurrency} transfers at once`, group: 'handoff MB/s', opsPerSec: mb(received.bytes / seconds), unit: 'MB/s', p50Ms: 0, p99Ms: 0, notes: `${(received.bytes / 1048576).toFixed(0)} MB in ${seconds.toFixed(1)} s; target >= 86 MB/s (Riak 8.6)` },
+      { variant: 'handoff entries', group: 'handoff entries/s', opsPerSec: movedEntries / seconds, unit: 'entries/s', p50Ms: 0, p99Ms: 0, notes: '1 KB entries' },
+    ];
+  } finally {
+    await Promise.all([stopNode(first), stopNode(second)]);
+  }
+}
+
+async function forwardingRows(context: BenchContext): Promise<BenchRow[]> {
+  const connections = option(context, 'connections', 64);
+  const suffix = randomBytes(3).toString('hex');
+  const first = await startNode(context, `bench${suffix}c@127.0.0.1`, { 'storage.sync': 'always' });
+  const second = await startNode(context, `bench${suffix}d@127.0.0.1`, { 'storage.sync': 'always' });
+  try {
+    const joined = await call(second.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: first.name }) });
+    if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
+    await call(first.url, 'GET', '/admin/cluster/plan', { secret: true });
+    await call(first.url, 'POST', '/admin/cluster/commit', { secret: true });
+    await waitSettled(first.url, 120_000);
+    const ring = (await call(first.url, 'GET', '/admin/cluster/ring', { secret: true })).body as { size: number };
+    // A stream node 1 owns: find one whose partition is not among node 2's (ask node 2 where a read lands is not exposed; use the owners list).
+    const owners = await ownersOf(first.url, ring.size);
+    let stream = '';
+    for (let index = 0; stream === ''; index++) if (owners[partitionOf('fwd', `s${index}`, ring.size)] === first.name) stream = `s${index}`;
+    const token = await login(first.url);
+    const tokenSecond = await login(second.url);
+    const body = jsonOfBytes(100);
+    const json = { 'content-type': 'application/json' };
+    const common = { connections, durationSecs: context.seconds };
+    context.log('forwarding: POST to the owner');
+    const postOwner = await runLoad({ kind: 'autocannon', method: 'POST', url: `${first.url}/streams/fwd/${stream}`, headers: { ...json, 'x-session': token }, body, ...common });
+    context.log('forwarding: POST to the other node');
+    const postOther = await runLoad({ kind: 'autocannon', method: 'POST', url: `${second.url}/streams/fwd/${stream}`, headers: { ...json, 'x-session': tokenSecond }, body, ...common });
+    context.log('forwarding: GET from the owner');
+    const getOwner = await runLoad({ kind: 'autocannon', method: 'GET', url: `${first.url}/streams/fwd/${stream}?limit=10`, headers: { 'x-session': token }, ...common });
+    context.log('forwarding: GET from the other node');
+    const getOther = await runLoad({ kind: 'autocannon', method: 'GET', url: `${second.url}/streams/fwd/${stream}?limit=10`, headers: { 'x-session': tokenSecond }, ...common });
+    const notes = (outcome: { non2xx: number; errors: number }) => [outcome.non2xx > 0 ? `non2xx=${outcome.non2xx}` : '', outcome.errors > 0 ? `errors=${outcome.errors}` : ''].filter(Boolean).join(' ');
+    return [
+      { variant: 'POST to the owner', group: 'forwarded POST', baseline: true, opsPerSec: postOwner.requestsPerSec, unit: 'req/s', p50Ms: postOwner.p50Ms, p99Ms: postOwner.p99Ms, notes: notes(postOwner) },
+      { variant: 'POST via the other node', group: 'forwarded POST', opsPerSec: postOther.requestsPerSec, unit: 'req/s', p50Ms: postOther.p50Ms, p99Ms: postOther.p99Ms, notes: notes(postOther) },
+      { variant: 'GET ?limit=10 from the owner', group: 'forwarded GET', baseline: true, opsPerSec: getOwner.requestsPerSec, unit: 'req/s', p50Ms: getOwner.p50Ms, p99Ms: getOwner.p99Ms, notes: notes(getOwner) },
+      { variant: 'GET ?limit=10 via the other node', group: 'forwarded GET', opsPerSec: getOther.requestsPerSec, unit: 'req/s', p50Ms: getOther.p50Ms, p99Ms: getOther.p99Ms, notes: notes(getOther) },
+    ];
+  } finally {
+    await Promise.all([stopNode(first), stopNode(second)]);
+  }
+}
+
+/** Owner of every partition, from the nodes' own answers (a read on a node reports nothing of ownership, so ask the ring). */
+async function ownersOf(url: string, size: number): Promise<string[]> {
+  const answer = await call(url, 'GET', '/admin/cluster/ring', { secret: true });
+  const owners = answer.body.owners as string[] | undefined;
+  if (owners === undefined || owners.length !== size) throw new Error('the ring answer lists no owners');
+  return owners;
+}
+
+export async function run(context: BenchContext): Promise<BenchRow[]> {
+  const groups = (context.options['groups'] ?? 'handoff,forwarding').split(',');
+  const rows: BenchRow[] = [];
+  if (groups.includes('forwarding')) rows.push(...(await forwardingRows(context)));
+  if (groups.includes('handoff')) rows.push(...(await handoffRows(context)));
+  return rows;
+}

@@ -5,6 +5,8 @@
  * walkthrough, its handoff exercise, a force-remove, a replace), so a change
  * of what plan computes or of how it is printed shows here.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import type { MembersAnswer, PlanAnswer, RingAnswer, TransferRow, TransfersAnswer } from '../../src/cluster/admin-api.js';
 import {
@@ -23,6 +25,7 @@ import {
   refusalText,
   stagedText,
 } from '../../src/cli/admin-format.js';
+import { devNodes, devrelTable } from '../../src/cli/devrel.js';
 import { parseCommand, UsageError } from '../../src/cli/iorio-admin.js';
 import { plan, type StagedChange } from '../../src/core/plan.js';
 import { addJoining, createRing, futureRing, memberStatus, type Ring } from '../../src/core/ring.js';
@@ -586,5 +589,21 @@ describe('command lines', () => {
       [['cluster-status'], undefined],
     ];
     for (const [words, rate] of bad) expect(() => parseCommand(words, rate), words.join(' ')).toThrow(UsageError);
+  });
+});
+
+describe("the README's Cluster walkthrough", () => {
+  test('shows what devrel and the formatters print for its steps', () => {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    const committed = (count: number) => plan(joiningRing(count), [], 7).ring;
+    const shown = [
+      devrelTable(devNodes(4, 8098, '/home/me/iorio/dev'), '/home/me/iorio/dev', []),
+      formatMemberStatus(membersAnswer(joiningRing(4))),
+      formatPlan(planAnswer(joiningRing(4))),
+      formatMemberStatus(membersAnswer(futureRing(committed(4)))),
+      formatPlan(planAnswer(joiningRing(2))),
+      formatMemberStatus(membersAnswer(futureRing(committed(2)))),
+    ];
+    for (const text of shown) expect(readme).toContain(`\`\`\`\n${text}\n\`\`\`\n`);
   });
 });

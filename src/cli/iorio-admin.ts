@@ -1,5 +1,19 @@
 import { resourcePermissions, type Permission } from '../auth/types.js';
-import { ConfigError, loadConfig, type Config } from '../config.js';
+import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
+import { ConfigError, loadConfig, parseSize, type Config } from '../config.js';
+import { nodeNameProblem } from '../core/ring.js';
+import {
+  formatMemberStatus,
+  formatPlan,
+  formatRingReady,
+  formatRingStatus,
+  formatTransferLimits,
+  formatTransferLimitSet,
+  formatTransfers,
+  refusalText,
+  stagedText,
+  type ClusterContext,
+} from './admin-format.js';
 import { nodeUrlOf } from './node-url.js';
 
 /**
@@ -12,12 +26,17 @@ import { nodeUrlOf } from './node-url.js';
  * (each of the two resolved on its own). Commands that need them log in with
  * POST /sessions and send the token as `x-session`.
  *
- * Exit codes: 0 done, 1 the node answered with an error (or could not be
- * reached), 2 usage errors, and commands this build does not have.
+ * The cluster commands talk to `/admin/cluster/*` (cluster/admin-api.ts)
+ * and print what Riak's riak-admin prints (cli/admin-format.ts). They also
+ * work with the cluster secret, as riak-admin works with the Erlang cookie:
+ * when the credentials come from the config file alone and the node refuses
+ * them (an admin password changed since), the command sends `cluster.secret`
+ * in `x-iorio-cluster-secret` instead. Credentials given on the command line
+ * or in the environment are never replaced: a wrong one is an error.
  *
- * This build runs one node: member-status, ring-status and ringready report
- * that node as the whole cluster (which it is); the `cluster` commands and
- * `verify` need clustering and replication, and say so instead of pretending.
+ * Exit codes: 0 done, 1 the node answered with an error or a refusal (or
+ * could not be reached; `ringready` also exits 1 when it prints FALSE, as
+ * riak-admin does), 2 usage errors, and commands this build does not have.
  */
 
 export const usage = `usage: iorio-admin [-c config-file] [--<key> <value> ...] [--url http://host:port]
@@ -34,32 +53,47 @@ commands:
                                     permissions: ${resourcePermissions.join(', ')}
   access <bucket>[/<stream>]        list the grants on a bucket or a stream
   status                            the node's ping answer and counters
-  member-status                     the cluster's members (Riak's table)
-  ring-status                       ring size, ownership, pending transfers
-  ringready                         whether every member agrees on the ring
-  cluster <join|leave|plan|commit|clear|force-remove|replace> ...
-                                    (not available in this build)
+
+cluster commands (staged, then planned and committed, as in Riak):
+  cluster join <node>               stage joining this node to the cluster of <node>
+  cluster leave [<node>]            stage a leave of <node> (default: this node); its data is handed off
+  cluster force-remove <node>       stage removing <node> at once, without handing off its data
+  cluster replace <node> <by>       stage handing <node>'s partitions to the joining node <by>
+  cluster force-replace <node> <by> stage <by> taking <node>'s place at once, without handoff
+  cluster plan                      show the staged changes and what they would do
+  cluster commit                    apply the plan shown by cluster plan
+  cluster clear                     drop the staged changes
+  down <node>                       mark an unreachable member down (it keeps its partitions)
+  member-status                     the members, their ring share now and once transfers finish
+  ring-status                       claimant, ring readiness, pending ownership transfers, unreachable nodes
+  ringready                         whether every member agrees on the ring (exit 1 when not)
+  transfers                         partitions waiting to be handed off, and the transfers running
+  transfer-limit [<concurrency>] [--rate <size>]
+                                    show, or set, this node's handoff concurrency and rate (0 = no limit)
+  transfer cancel <partition>       cancel the transfer of one partition
 
 options:
-  -c, --config <file>  the node's configuration file (its paths.data, http.host, http.port, ring.size, auth.admin.*)
+  -c, --config <file>  the node's configuration file (its paths.data, http.host, http.port, auth.admin.*, cluster.secret)
   --<key> <value>      override a config key, as for iorio: --paths.data /var/lib/iorio
   --url <url>          the node's HTTP URL (default: <paths.data>/iorio.url, else http.host:http.port)
   -u, --user <name>    admin user (default: $IORIO_ADMIN_USER, else auth.admin.username)
   -p, --password <pw>  its password (default: $IORIO_ADMIN_PASSWORD, else auth.admin.password)
   --json               print the node's JSON answers instead of text
+  --rate <size>        (transfer-limit) bytes per second, like 10MB; 0 = no limit
   --                   everything after it is a command argument (a password starting with -)
 
-exit status: 0 done, 1 the node refused or could not be reached, 2 usage error`;
+exit status: 0 done, 1 the node refused or could not be reached (or ringready is FALSE), 2 usage error`;
+
+/** What a usage error prints after its message. */
+export const shortUsage = 'usage: iorio-admin [-c config-file] [--url http://host:port] [-u user] [-p password] [--json] <command>\n(iorio-admin --help lists the commands)';
 
 /** Bound on every HTTP request the command makes. */
 const requestTimeoutMs = 30_000;
 /** Longest error body quoted when it is not Iorio's `{type, reason}`. */
 const errorTextCharsMax = 200;
-/** Riak's console width: banners and rules are this many characters. */
-const consoleWidthChars = 79;
+/** The header the node accepts the cluster secret in, on /admin/cluster/*. */
+export const clusterSecretHeader = 'x-iorio-cluster-secret';
 
-export const clusterSubcommands = ['join', 'leave', 'plan', 'commit', 'clear', 'force-remove', 'replace'] as const;
-export const clusterUnavailableMessage = 'cluster commands are not available in this build: clustering is not implemented yet';
 export const verifyUnavailableMessage = 'verify is not available in this build: replication is not implemented yet';
 
 /** Where the command writes, and the environment it reads (tests pass their own). */
@@ -67,6 +101,8 @@ export interface AdminIo {
   stdout(text: string): void;
   stderr(text: string): void;
   env: Readonly<Record<string, string | undefined>>;
+  /** The wall clock, for the ages `transfers` prints; Date.now by default. */
+  nowMs?: () => number;
 }
 
 export class UsageError extends Error {}
@@ -82,12 +118,14 @@ export interface AdminArguments {
   url: string | undefined;
   user: string | undefined;
   password: string | undefined;
+  /** transfer-limit's --rate, as written. */
+  rate: string | undefined;
   json: boolean;
   help: boolean;
 }
 
 /** Options with a value that are iorio-admin's own, not config keys. */
-const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password'>> = {
+const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password' | 'rate'>> = {
   '-c': 'file',
   '--config': 'file',
   '--url': 'url',
@@ -95,6 +133,7 @@ const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password'
   '--user': 'user',
   '-p': 'password',
   '--password': 'password',
+  '--rate': 'rate',
 };
 
 /** Parses options anywhere on the line; the rest are the command and its arguments. Throws UsageError. */
@@ -106,6 +145,7 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
     url: undefined,
     user: undefined,
     password: undefined,
+    rate: undefined,
     json: false,
     help: false,
   };
@@ -143,10 +183,13 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
 
 export type GrantTarget = { readonly username: string } | { readonly group: string };
 
+/** The cluster changes staged or applied with one POST, and what they print (admin-format's ClusterContext). */
+export type ClusterChange = Exclude<ClusterContext['command'], 'plan'>;
+
 export type AdminCommand =
   | { readonly kind: 'user-add' | 'user-passwd'; readonly username: string; readonly password: string }
   | { readonly kind: 'user-del' | 'user-revoke-sessions'; readonly username: string }
-  | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' }
+  | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' | 'transfers' | 'cluster-plan' }
   | {
       readonly kind: 'grant' | 'revoke';
       readonly permissions: readonly Permission[];
@@ -155,12 +198,26 @@ export type AdminCommand =
       readonly target: GrantTarget;
     }
   | { readonly kind: 'access'; readonly bucket: string; readonly stream: string | undefined }
+  /** join, leave, force-remove, replace, force-replace, commit, clear, down: one POST, then Riak's line. */
+  | { readonly kind: 'cluster-change'; readonly change: ClusterChange; readonly node: string | undefined; readonly by: string | undefined }
+  /** Both undefined: show the limits. */
+  | { readonly kind: 'transfer-limit'; readonly concurrency: number | undefined; readonly rateBytesPerSec: number | undefined }
+  | { readonly kind: 'transfer-cancel'; readonly partition: number }
   /** A command this build does not have: print the message, exit 2. */
   | { readonly kind: 'unavailable'; readonly message: string };
 
-/** The command line's words -> one command. Pure; throws UsageError. */
-export function parseCommand(words: readonly string[]): AdminCommand {
-  const [command, ...rest] = words;
+/** Riak's underscore spellings, accepted as riak-admin accepts them. */
+const commandAliases: Readonly<Record<string, string>> = {
+  member_status: 'member-status',
+  ring_status: 'ring-status',
+  transfer_limit: 'transfer-limit',
+};
+
+/** The command line's words (and transfer-limit's --rate) -> one command. Pure; throws UsageError. */
+export function parseCommand(words: readonly string[], rate?: string): AdminCommand {
+  const [written, ...rest] = words;
+  const command = written === undefined ? undefined : (commandAliases[written] ?? written);
+  if (rate !== undefined && command !== 'transfer-limit') throw new UsageError('--rate goes with transfer-limit only');
   switch (command) {
     case 'user':
       return parseUserCommand(rest);
@@ -175,22 +232,82 @@ export function parseCommand(words: readonly string[]): AdminCommand {
     case 'member-status':
     case 'ring-status':
     case 'ringready':
+    case 'transfers':
       expectCount(command, rest, 0);
       return { kind: command };
-    case 'cluster': {
-      const subcommand = rest[0];
-      if (subcommand === undefined || !(clusterSubcommands as readonly string[]).includes(subcommand)) {
-        throw new UsageError(`cluster needs one of ${clusterSubcommands.join(', ')}`);
-      }
-      return { kind: 'unavailable', message: clusterUnavailableMessage };
-    }
+    case 'cluster':
+      return parseClusterCommand(rest);
+    case 'down':
+      expectCount('down <node>', rest, 1);
+      return { kind: 'cluster-change', change: 'down', node: nodeArgument(rest[0]!), by: undefined };
+    case 'transfer-limit':
+      return parseTransferLimit(rest, rate);
+    case 'transfer':
+      if (rest[0] !== 'cancel' || rest.length !== 2) throw new UsageError('expected: transfer cancel <partition>');
+      return { kind: 'transfer-cancel', partition: partitionArgument(rest[1]!) };
     case 'verify':
       return { kind: 'unavailable', message: verifyUnavailableMessage };
     case undefined:
       throw new UsageError('no command given');
     default:
-      throw new UsageError(`unknown command "${command}"`);
+      throw new UsageError(`unknown command "${written}"`);
   }
+}
+
+export const clusterSubcommands = ['join', 'leave', 'force-remove', 'replace', 'force-replace', 'plan', 'commit', 'clear'] as const;
+
+function parseClusterCommand(words: readonly string[]): AdminCommand {
+  const [subcommand, ...rest] = words;
+  const change = (node: string | undefined, by?: string): AdminCommand => ({
+    kind: 'cluster-change',
+    change: subcommand as ClusterChange,
+    node: node === undefined ? undefined : nodeArgument(node),
+    by: by === undefined ? undefined : nodeArgument(by),
+  });
+  switch (subcommand) {
+    case 'join':
+    case 'force-remove':
+      expectCount(`cluster ${subcommand} <node>`, rest, 1);
+      return change(rest[0]);
+    case 'leave':
+      if (rest.length > 1) throw new UsageError('expected: cluster leave [<node>]');
+      return change(rest[0]);
+    case 'replace':
+    case 'force-replace':
+      expectCount(`cluster ${subcommand} <node> <by>`, rest, 2);
+      return change(rest[0], rest[1]);
+    case 'plan':
+      expectCount('cluster plan', rest, 0);
+      return { kind: 'cluster-plan' };
+    case 'commit':
+    case 'clear':
+      expectCount(`cluster ${subcommand}`, rest, 0);
+      return change(undefined);
+    default:
+      throw new UsageError(
+        subcommand === undefined ? `cluster needs one of ${clusterSubcommands.join(', ')}` : `unknown cluster command "${subcommand}": one of ${clusterSubcommands.join(', ')}`,
+      );
+  }
+}
+
+function nodeArgument(word: string): string {
+  const problem = nodeNameProblem(word);
+  if (problem !== undefined) throw new UsageError(problem);
+  return word;
+}
+
+function partitionArgument(word: string): number {
+  if (!/^\d{1,9}$/.test(word)) throw new UsageError(`"${word}" is not a partition number`);
+  return Number(word);
+}
+
+function parseTransferLimit(words: readonly string[], rate: string | undefined): AdminCommand {
+  if (words.length > 1) throw new UsageError('expected: transfer-limit [<concurrency>] [--rate <size>]');
+  const written = words[0];
+  if (written !== undefined && !/^\d{1,9}$/.test(written)) throw new UsageError(`Invalid limit: ${written}`);
+  const rateBytesPerSec = rate === undefined ? undefined : parseSize(rate);
+  if (rate !== undefined && rateBytesPerSec === undefined) throw new UsageError(`Invalid rate: ${rate} (a size like 512KB or 10MB per second, or 0 for no limit)`);
+  return { kind: 'transfer-limit', concurrency: written === undefined ? undefined : Number(written), rateBytesPerSec };
 }
 
 function parseUserCommand(words: readonly string[]): AdminCommand {
@@ -249,10 +366,10 @@ function expectCount(form: string, words: readonly string[], count: number): voi
   if (words.length !== count) throw new UsageError(`expected: ${form}`);
 }
 
+
 // ---------------------------------------------------------------------------
 // Where and who
 
-/** The node's URL: --url, else what the running node recorded, else the configured address. */
 /** The node to talk to: `--url`, else where the running node says it answers (cli/node-url.ts). */
 export function adminUrlOf(config: Config, explicitUrl: string | undefined): string {
   return checkedUrl(explicitUrl ?? nodeUrlOf(config));
@@ -274,16 +391,22 @@ export interface Credentials {
   password: string;
 }
 
+function nonEmpty(env: AdminIo['env'], name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value === '' ? undefined : value;
+}
+
 /** Each of user and password: the flag, else the environment (when not empty), else the config. */
 export function credentialsOf(config: Config, parsed: AdminArguments, env: AdminIo['env']): Credentials {
-  const fromEnv = (name: string) => {
-    const value = env[name];
-    return value === undefined || value === '' ? undefined : value;
-  };
   return {
-    username: parsed.user ?? fromEnv('IORIO_ADMIN_USER') ?? config['auth.admin.username'],
-    password: parsed.password ?? fromEnv('IORIO_ADMIN_PASSWORD') ?? config['auth.admin.password'],
+    username: parsed.user ?? nonEmpty(env, 'IORIO_ADMIN_USER') ?? config['auth.admin.username'],
+    password: parsed.password ?? nonEmpty(env, 'IORIO_ADMIN_PASSWORD') ?? config['auth.admin.password'],
   };
+}
+
+/** The user named credentials (flags or environment): the cluster secret never stands in for them. */
+export function credentialsAreExplicit(parsed: AdminArguments, env: AdminIo['env']): boolean {
+  return parsed.user !== undefined || parsed.password !== undefined || nonEmpty(env, 'IORIO_ADMIN_USER') !== undefined || nonEmpty(env, 'IORIO_ADMIN_PASSWORD') !== undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -295,6 +418,10 @@ export class AnswerError extends Error {
     readonly status: number,
     readonly type: string,
     readonly reason: string,
+    /** The claimant's refusal, as Riak's atom (`not_member`, `plan_changed`...), when the node gave one. */
+    readonly reasonCode: string | undefined = undefined,
+    /** The node a refusal is about, when the node named it. */
+    readonly node: string | undefined = undefined,
   ) {
     super(`${status} ${type}: ${reason}`);
   }
@@ -303,13 +430,23 @@ export class AnswerError extends Error {
 /** The node could not be reached, or its answer was not JSON. */
 export class ReachError extends Error {}
 
+/** How the client proves itself on /admin/cluster/*. */
+export interface ClusterAuth {
+  /** The cluster secret, sent when the config's credentials are refused; '' never. */
+  readonly secret: string;
+  /** Credentials from flags or the environment: a refusal of them is final. */
+  readonly explicit: boolean;
+}
+
 /** A minimal client: JSON in and out, one login on first use. */
 class AdminClient {
   private token: string | undefined;
+  private useSecret = false;
 
   constructor(
     readonly url: string,
     private readonly credentials: Credentials,
+    private readonly clusterAuth: ClusterAuth,
   ) {}
 
   /** An authenticated request. */
@@ -318,9 +455,28 @@ class AdminClient {
     return this.send(method, path, body, { 'x-session': this.token });
   }
 
+  /** A request to /admin/cluster/*: the admin session, else (config credentials refused) the cluster secret. */
+  async callCluster(method: string, path: string, body?: unknown): Promise<unknown> {
+    return this.send(method, path, body, await this.clusterHeaders());
+  }
+
   /** A request without credentials (GET /ping). */
   callAnonymous(method: string, path: string): Promise<unknown> {
     return this.send(method, path, undefined, {});
+  }
+
+  private async clusterHeaders(): Promise<Record<string, string>> {
+    if (this.useSecret) return { [clusterSecretHeader]: this.clusterAuth.secret };
+    if (this.token !== undefined) return { 'x-session': this.token };
+    try {
+      this.token = await this.login();
+      return { 'x-session': this.token };
+    } catch (error) {
+      const refused = error instanceof AnswerError && (error.status === 401 || error.status === 429);
+      if (!refused || this.clusterAuth.explicit || this.clusterAuth.secret === '') throw error;
+      this.useSecret = true;
+      return { [clusterSecretHeader]: this.clusterAuth.secret };
+    }
   }
 
   private async login(): Promise<string> {
@@ -370,8 +526,14 @@ function parseJson(text: string): { value: unknown } | undefined {
 function answerErrorOf(response: Response, parsed: { value: unknown } | undefined, text: string): AnswerError {
   const body = parsed?.value;
   if (body !== null && typeof body === 'object' && typeof (body as { type?: unknown }).type === 'string') {
-    const { type, reason } = body as { type: string; reason?: unknown };
-    return new AnswerError(response.status, type, typeof reason === 'string' ? reason : '');
+    const { type, reason, reason_code: reasonCode, node } = body as { type: string; reason?: unknown; reason_code?: unknown; node?: unknown };
+    return new AnswerError(
+      response.status,
+      type,
+      typeof reason === 'string' ? reason : '',
+      typeof reasonCode === 'string' ? reasonCode : undefined,
+      typeof node === 'string' ? node : undefined,
+    );
   }
   const quoted = text.length > errorTextCharsMax ? `${text.slice(0, errorTextCharsMax)}...` : text;
   return new AnswerError(response.status, response.statusText || 'error', quoted);
@@ -392,7 +554,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
       io.stdout(`${usage}\n`);
       return 0;
     }
-    command = parseCommand(parsed.positionals);
+    command = parseCommand(parsed.positionals, parsed.rate);
     if (command.kind === 'unavailable') {
       io.stderr(`iorio-admin: ${command.message}\n`);
       return 2;
@@ -401,7 +563,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
     url = adminUrlOf(config, parsed.url);
   } catch (error) {
     if (error instanceof UsageError) {
-      io.stderr(`iorio-admin: ${error.message}\n${usage}\n`);
+      io.stderr(`iorio-admin: ${error.message}\n${shortUsage}\n`);
       return 2;
     }
     if (error instanceof ConfigError) {
@@ -410,27 +572,44 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
     }
     throw error;
   }
-  const client = new AdminClient(url, credentialsOf(config, parsed, io.env));
+  const client = new AdminClient(url, credentialsOf(config, parsed, io.env), {
+    secret: config['cluster.secret'],
+    explicit: credentialsAreExplicit(parsed, io.env),
+  });
   try {
-    const output = await execute(command, client, config);
+    const output = await execute(command, client, io.nowMs ?? Date.now);
     io.stdout(`${parsed.json ? JSON.stringify(output.json) : output.text}\n`);
-    return 0;
+    return output.failed === true ? 1 : 0;
   } catch (error) {
     if (error instanceof AnswerError || error instanceof ReachError) {
-      io.stderr(`iorio-admin: ${error.message}\n`);
+      const riak = error instanceof AnswerError ? riakRefusalOf(command, error) : undefined;
+      io.stderr(riak === undefined ? `iorio-admin: ${error.message}\n` : `${riak}\n`);
       return 1;
     }
     throw error;
   }
 }
 
-/** What a command prints: text by default, the node's JSON with --json. */
+/** A refusal of the claimant (the node gave a `reason_code`) to a cluster change or plan, in Riak's words. */
+function riakRefusalOf(command: AdminCommand, error: AnswerError): string | undefined {
+  if (error.reasonCode === undefined) return undefined;
+  if (command.kind === 'cluster-change') {
+    return refusalText(error.reasonCode, { command: command.change, node: command.node ?? error.node, by: command.by }, error.reason);
+  }
+  if (command.kind === 'cluster-plan') return refusalText(error.reasonCode, { command: 'plan', node: error.node }, error.reason);
+  return undefined;
+}
+
+/** What a command prints: text by default, the node's JSON with --json; `failed` makes it exit 1 (ringready FALSE). */
 interface CommandOutput {
   text: string;
   json: unknown;
+  failed?: boolean;
 }
 
-async function execute(command: Exclude<AdminCommand, { kind: 'unavailable' }>, client: AdminClient, config: Config): Promise<CommandOutput> {
+type RunnableCommand = Exclude<AdminCommand, { kind: 'unavailable' }>;
+
+async function execute(command: RunnableCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
   switch (command.kind) {
     case 'user-add': {
       const json = await client.call('POST', '/users', { username: command.username, password: command.password });
@@ -464,20 +643,93 @@ async function execute(command: Exclude<AdminCommand, { kind: 'unavailable' }>, 
       const stats = await client.call('GET', '/stats');
       return { text: formatStatus(client.url, ping, stats as StatsAnswer), json: { ping, stats } };
     }
+    default:
+      return executeCluster(command, client, nowMs);
+  }
+}
+
+const clusterPath = '/admin/cluster';
+
+async function executeCluster(command: RunnableCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
+  switch (command.kind) {
     case 'member-status': {
-      const ping = (await client.callAnonymous('GET', '/ping')) as PingAnswer;
-      return { text: formatMemberStatus(ping.node), json: memberStatusJson(ping.node) };
+      const json = (await client.callCluster('GET', `${clusterPath}/members`)) as MembersAnswer;
+      return { text: formatMemberStatus(json), json };
     }
     case 'ring-status': {
-      const ping = (await client.callAnonymous('GET', '/ping')) as PingAnswer;
-      const ringSize = config['ring.size'];
-      return { text: formatRingStatus(ping.node, ringSize), json: ringStatusJson(ping.node, ringSize) };
+      const json = (await client.callCluster('GET', `${clusterPath}/ring`)) as RingAnswer;
+      return { text: formatRingStatus(json), json };
     }
     case 'ringready': {
-      const ping = (await client.callAnonymous('GET', '/ping')) as PingAnswer;
-      return { text: `TRUE All nodes agree on the ring ['${ping.node}']`, json: { ready: true, nodes: [ping.node] } };
+      const json = (await client.callCluster('GET', `${clusterPath}/ringready`)) as RingReadyAnswer;
+      return { text: formatRingReady(json), json, failed: !json.ready };
     }
+    case 'transfers': {
+      const json = (await client.callCluster('GET', `${clusterPath}/transfers`)) as TransfersAnswer;
+      return { text: formatTransfers(json, nowMs()), json };
+    }
+    case 'cluster-plan': {
+      const json = (await client.callCluster('GET', `${clusterPath}/plan`)) as PlanAnswer;
+      return { text: formatPlan(json), json };
+    }
+    case 'cluster-change':
+      return changeCluster(command, client);
+    case 'transfer-limit':
+      return transferLimit(command, client);
+    case 'transfer-cancel': {
+      const json = await client.callCluster('DELETE', `${clusterPath}/transfers/${command.partition}`);
+      return { text: `Success: cancelled the transfer of partition ${command.partition}`, json };
+    }
+    default:
+      throw new Error(`assertion failed: ${command.kind} is not a cluster command`);
   }
+}
+
+/** The body of each change's POST (cluster/admin-api.ts). */
+function changeBody(command: Extract<AdminCommand, { kind: 'cluster-change' }>): unknown {
+  switch (command.change) {
+    case 'commit':
+    case 'clear':
+      return undefined;
+    case 'leave':
+      return command.node === undefined ? {} : { node: command.node };
+    case 'replace':
+    case 'force-replace':
+      return { node: command.node, by: command.by };
+    default:
+      return { node: command.node };
+  }
+}
+
+async function changeCluster(command: Extract<AdminCommand, { kind: 'cluster-change' }>, client: AdminClient): Promise<CommandOutput> {
+  const json = await client.callCluster('POST', `${clusterPath}/${command.change}`, changeBody(command));
+  const answered = typeof (json as { node?: unknown }).node === 'string' ? (json as { node: string }).node : undefined;
+  let thisNode = '';
+  if (command.change === 'join') {
+    // The joining node is this one: the answer names it, unless it names the node joined.
+    thisNode = answered !== undefined && answered !== command.node ? answered : await nodeNameOf(client);
+  } else if (command.change === 'leave' && command.node === undefined) {
+    thisNode = answered ?? (await nodeNameOf(client));
+  }
+  return { text: stagedText({ command: command.change, node: command.node, by: command.by }, thisNode), json };
+}
+
+async function transferLimit(command: Extract<AdminCommand, { kind: 'transfer-limit' }>, client: AdminClient): Promise<CommandOutput> {
+  if (command.concurrency === undefined && command.rateBytesPerSec === undefined) {
+    const answer = (await client.callCluster('GET', `${clusterPath}/transfers`)) as TransfersAnswer;
+    return { text: formatTransferLimits(await nodeNameOf(client), answer.limits), json: answer.limits };
+  }
+  const body = {
+    ...(command.concurrency === undefined ? {} : { concurrency: command.concurrency }),
+    ...(command.rateBytesPerSec === undefined ? {} : { rate: command.rateBytesPerSec }),
+  };
+  const json = (await client.callCluster('POST', `${clusterPath}/transfer-limit`, body)) as TransferLimits;
+  return { text: formatTransferLimitSet(await nodeNameOf(client), json), json };
+}
+
+/** This node's name, from GET /ping. */
+async function nodeNameOf(client: AdminClient): Promise<string> {
+  return ((await client.callAnonymous('GET', '/ping')) as PingAnswer).node;
 }
 
 /** One POST /access per permission; stops at the first refusal (the earlier ones stay applied, and are reported). */
@@ -600,71 +852,4 @@ export function formatDuration(ms: number): string {
   if (days > 0 || hours > 0 || minutes > 0) parts.push(`${minutes}m`);
   parts.push(`${seconds % 60}s`);
   return parts.join(' ');
-}
-
-/** Riak's section banner: the title centred in `=`, extra padding on the right (Erlang's string:centre). */
-export function banner(title: string): string {
-  const padded = ` ${title} `;
-  const left = Math.floor((consoleWidthChars - padded.length) / 2);
-  return `${'='.repeat(left)}${padded}${'='.repeat(consoleWidthChars - padded.length - left)}`;
-}
-
-const rule = '-'.repeat(consoleWidthChars);
-
-/** Riak's `member-status` for a cluster of one: the node is valid, owns the whole ring, nothing pending. */
-export function formatMemberStatus(node: string): string {
-  return [
-    banner('Membership'),
-    'Status     Ring    Pending    Node',
-    rule,
-    `${'valid'.padEnd(8)}  ${(100).toFixed(1).padStart(5)}%      --      '${node}'`,
-    rule,
-    'Valid:1 / Leaving:0 / Exiting:0 / Joining:0 / Down:0',
-  ].join('\n');
-}
-
-function memberStatusJson(node: string): unknown {
-  return {
-    members: [{ node, status: 'valid', ring_percent: 100, pending_percent: null }],
-    valid: 1,
-    leaving: 0,
-    exiting: 0,
-    joining: 0,
-    down: 0,
-  };
-}
-
-/** Riak's `ring-status` sections for a cluster of one, with the ring's size and ownership. */
-export function formatRingStatus(node: string, ringSize: number): string {
-  const ownerColumnChars = Math.max('Node'.length, node.length + 2);
-  const owned = `${ringSize} of ${ringSize}`;
-  const ownedColumnChars = Math.max('Partitions'.length, owned.length);
-  return [
-    banner('Claimant'),
-    `Claimant:  '${node}'`,
-    'Status:     up',
-    'Ring Ready: true',
-    '',
-    banner('Ownership'),
-    `Ring size: ${ringSize} partitions`,
-    `${'Node'.padEnd(ownerColumnChars)}  ${'Partitions'.padEnd(ownedColumnChars)}  Share`,
-    `${`'${node}'`.padEnd(ownerColumnChars)}  ${owned.padEnd(ownedColumnChars)}  100.0%`,
-    '',
-    banner('Ownership Handoff'),
-    'No pending changes.',
-    '',
-    banner('Unreachable Nodes'),
-    'All nodes are up and reachable',
-  ].join('\n');
-}
-
-function ringStatusJson(node: string, ringSize: number): unknown {
-  return {
-    claimant: node,
-    ring_ready: true,
-    ring_size: ringSize,
-    owners: [{ node, partitions: ringSize }],
-    pending: [],
-    unreachable: [],
-  };
 }

@@ -65,6 +65,8 @@ export interface RingAnswer {
   readonly unreachable: readonly string[];
   /** Partitions owned now, per member. */
   readonly ownership: readonly { node: string; partitions: number }[];
+  /** The owner of each partition now, by partition. */
+  readonly owners: readonly string[];
   /** Committed ownership changes not finished yet. */
   readonly pending: readonly { partition: number; source: string; target: string }[];
 }

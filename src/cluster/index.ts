@@ -274,6 +274,7 @@ function ringAnswer(ring: Ring, self: string, unreachable: string[]): RingAnswer
     ringReady: unreachable.length === 0,
     unreachable,
     ownership: ring.members.map((member) => ({ node: member.name, partitions: counts.get(member.name) ?? 0 })),
+    owners: [...ring.owners],
     pending: ring.next.map((transfer) => ({ ...transfer })),
   };
 }

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
-import { handoffRetryMs, handoffStallMs } from '../core/limits.js';
+import { handoffRetryMs, handoffRingLagRetryMs, handoffStallMs } from '../core/limits.js';
 import type { Ring } from '../core/ring.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { TransferLimits, TransferRow } from './admin-api.js';
@@ -152,7 +152,9 @@ export class HandoffManager {
     const done = sender
       .run()
       .catch((error: unknown) => {
-        this.notBefore.set(partition, this.options.clock.monotonic() + handoffRetryMs);
+        // The target has not heard of the transfer yet (the ring is still on its way): try again soon.
+        const ringLag = error instanceof IorioError && error.details?.['reason_code'] === 'no_transfer';
+        this.notBefore.set(partition, this.options.clock.monotonic() + (ringLag ? handoffRingLagRetryMs : handoffRetryMs));
         if (!abort.signal.aborted) this.logger.warn({ err: error, partition, target }, 'handoff: transfer failed; it will be tried again');
         else this.logger.info({ partition, target, reason: String(abort.signal.reason) }, 'handoff: transfer stopped');
       })

@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
-import { handoffBatchBytesMax } from '../core/limits.js';
+import { handoffBatchBytesMax, handoffStreamsInFlightMax } from '../core/limits.js';
 import { MessageType } from '../core/wire.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { StreamPosition } from '../store/types.js';
@@ -103,16 +103,18 @@ export class HandoffSender {
     this.progress.streams = streams.length;
     this.progress.streamsDone = 0;
     let records = 0;
-    for (const position of streams) {
-      this.signal.throwIfAborted();
-      const there = held.get(key(position)) ?? { last: 0, deletedAt: 0 };
-      if (there.last >= position.last && there.deletedAt >= position.deletedAt) {
+    let next = 0;
+    // A few streams at once: each batch waits for its acknowledgement, so one stream at a time would leave both nodes idle.
+    const worker = async () => {
+      while (next < streams.length) {
+        const position = streams[next++]!;
+        this.signal.throwIfAborted();
+        const there = held.get(key(position)) ?? { last: 0, deletedAt: 0 };
+        if (there.last < position.last || there.deletedAt < position.deletedAt) records += await this.sendStream(position, there, held);
         this.progress.streamsDone++;
-        continue;
       }
-      records += await this.sendStream(position, there, held);
-      this.progress.streamsDone++;
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(handoffStreamsInFlightMax, streams.length) }, worker));
     return records;
   }
 

@@ -135,7 +135,11 @@ export const clusterCloseGraceMs = 2_000;
 
 /** Records one handoff batch carries at most, in bytes (each batch is durable on the target before the next is sent). */
 export const handoffBatchBytesMax = 1024 * 1024;
+/** Streams of one transfer sent at once (each one batch at a time, acknowledged before the next). */
+export const handoffStreamsInFlightMax = 4;
 /** A transfer that acknowledged no batch for this long is stalled: it is aborted and tried again. */
 export const handoffStallMs = 60_000;
 /** A cancelled or failed transfer waits this long before it is tried again. */
 export const handoffRetryMs = 5_000;
+/** A transfer its target does not know of yet (the committed ring is still on its way) is tried again after this long. */
+export const handoffRingLagRetryMs = 200;

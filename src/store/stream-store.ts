@@ -29,7 +29,7 @@ import type { Config } from '../config.js';
 import type { Clock } from '../core/clock.js';
 import { IorioError, assert } from '../core/errors.js';
 import { partitionOf } from '../core/hash.js';
-import { payloadBytesMax, readLimitMax } from '../core/limits.js';
+import { payloadBytesMax, readLimitMax, sparseIndexStrideBytes } from '../core/limits.js';
 import { encodePathSegment } from '../core/names.js';
 import { FrameOp, decodeRecord, encodeRecord, encodeRecordInto, peekRecord, scanChunkRecords, recordBytesAt, recordHeaderBytes, recordSeqAt, type DecodedRecord, type FrameSection, type SeqRange } from '../core/record.js';
 import { bucketChunksToEvict, chunkCapacity, chunksToEvict, type BucketChunk, type RetentionPolicy } from '../core/retention.js';
@@ -654,7 +654,14 @@ export class StreamStore implements Store {
   private applyRecords(handle: StreamHandle, records: readonly DecodedRecord[], source: Buffer, sourceOffset: number): void {
     let runStart = sourceOffset;
     let runBytes = 0;
-    for (const record of records) {
+    // Only the last tailCountMax can stay in the tail: a long batch (a handoff) skips pushing the rest.
+    const tailFrom = records.length - this.settings.tailCountMax;
+    if (tailFrom > 0) {
+      handle.tail = [];
+      handle.tailBytes = 0;
+    }
+    for (let position = 0; position < records.length; position++) {
+      const record = records[position]!;
       assert(record.seq === handle.durableLast + 1, 'durable records arrive in seqnum order');
       if (this.shouldRoll(handle, record)) {
         this.bufferWrite(handle, source.subarray(runStart, runStart + runBytes));
@@ -685,7 +692,7 @@ export class StreamStore implements Store {
       handle.activeLast = record.seq;
       handle.activeFirstMs ??= record.t;
       handle.durableLast = record.seq;
-      this.pushTail(handle, record);
+      if (position >= tailFrom) this.pushTail(handle, record);
       runBytes += record.bytes;
     }
     this.bufferWrite(handle, source.subarray(runStart, runStart + runBytes));
@@ -1072,13 +1079,60 @@ export class StreamStore implements Store {
   async exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords> {
     const handle = this.handle(bucket, stream, false);
     if (handle === undefined) return { records: Buffer.alloc(0), count: 0, lastSeq: afterSeq, last: 0, deletedAt: 0 };
+    const raw = await this.exportRaw(handle, afterSeq, bytesMax);
+    return raw ?? this.exportDecoded(handle, afterSeq, bytesMax);
+  }
+
+  /**
+   * A handoff batch straight from the chunk bytes: records are stored in the
+   * very format a batch carries, so they are read and checked (checksums,
+   * seqnum order) but never decoded and encoded again. Undefined when the
+   * bytes are not a clean run (damage, or bytes waiting in memory): the
+   * decoding path handles those.
+   */
+  private async exportRaw(handle: StreamHandle, afterSeq: number, bytesMax: number): Promise<ExportedRecords | undefined> {
+    if (!this.flushWriteBuffer(handle)) return undefined;
+    const last = handle.durableLast;
+    const pieces: Buffer[] = [];
+    let bytes = 0;
+    let count = 0;
+    let seq = Math.max(afterSeq + 1, handle.first);
+    let lastSeq = afterSeq;
+    while (bytes < bytesMax && seq <= last) {
+      const chunkIndex = findChunk(handle.chunks, seq);
+      if (chunkIndex < 0) return undefined;
+      const chunk = handle.chunks[chunkIndex]!;
+      const chunkLast = chunkIndex + 1 < handle.chunks.length ? handle.chunks[chunkIndex + 1]!.firstSeq - 1 : last;
+      if ((chunk.unwrittenBytes ?? 0) > 0) return undefined;
+      const file = handle.chunkPath(chunk.firstSeq);
+      const index = chunk.index ?? (chunk.index = await buildSparseIndex(file, chunk.bytes, chunk.firstSeq));
+      const point = index.floor(seq) ?? { seq: chunk.firstSeq, offset: 0 };
+      const length = Math.min(chunk.bytes - point.offset, bytesMax - bytes + 2 * sparseIndexStrideBytes);
+      const data = Buffer.allocUnsafe(length);
+      const read = await this.pool.withAsync(file, (fd) => readFully(fd, data, point.offset));
+      const run = rawRun(data.subarray(0, read), point.seq, seq, Math.min(chunkLast, last), Math.max(1, bytesMax - bytes));
+      if (run === undefined) return undefined;
+      pieces.push(run.bytes);
+      bytes += run.bytes.length;
+      count += run.count;
+      lastSeq = run.lastSeq;
+      seq = lastSeq + 1;
+      if (run.count === 0) return undefined;
+    }
+    // Nothing kept up to `last` (deleted or evicted away): read to its end.
+    if (count === 0 && seq > last) lastSeq = last;
+    return { records: pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, bytes), count, lastSeq, last, deletedAt: handle.deletedAt };
+  }
+
+  /** The batch from decoded entries: steps over damage and missing ranges as reads do. */
+  private async exportDecoded(handle: StreamHandle, afterSeq: number, bytesMax: number): Promise<ExportedRecords> {
     const last = handle.durableLast;
     const deletedAt = handle.deletedAt;
     const pieces: Buffer[] = [];
     let bytes = 0;
     let lastSeq = afterSeq;
     while (bytes < bytesMax && lastSeq < last) {
-      const page = await this.read(bucket, stream, { from: lastSeq + 1, limit: readLimitMax });
+      const page = await this.read(handle.bucket, handle.stream, { from: lastSeq + 1, limit: readLimitMax });
       if (page.entries.length === 0) {
         // Nothing is kept up to `last` (deleted or evicted): the stream is read to its end.
         lastSeq = last;
@@ -1489,6 +1543,50 @@ function storeReadError(error: unknown): IorioError {
   if (error instanceof IorioError) return error;
   const code = (error as NodeJS.ErrnoException).code;
   return new IorioError('unavailable', `reading the stream failed${code === undefined ? '' : ` (${code})`}; try again`);
+}
+
+/**
+ * The records of `data` (which starts at a record of seqnum `startSeq`) from
+ * seqnum `fromSeq` to at most `toSeq`, as one slice of whole, checked,
+ * contiguous records of at most `bytesMax` (at least one record); undefined
+ * at the first record that is short, damaged or out of order.
+ */
+function rawRun(data: Buffer, startSeq: number, fromSeq: number, toSeq: number, bytesMax: number): { bytes: Buffer; count: number; lastSeq: number } | undefined {
+  let offset = 0;
+  let expected = startSeq;
+  let begin = -1;
+  let count = 0;
+  let lastSeq = fromSeq - 1;
+  while (offset < data.length && expected <= toSeq) {
+    const result = decodeRecord(data, offset);
+    if (result.status === 'short') break;
+    if (result.status !== 'ok' || result.record.seq !== expected) return undefined;
+    const size = result.record.bytes;
+    if (expected >= fromSeq) {
+      if (begin < 0) begin = offset;
+      if (count > 0 && offset + size - begin > bytesMax) break;
+      count++;
+      lastSeq = expected;
+    }
+    offset += size;
+    expected++;
+  }
+  if (begin < 0) return count === 0 && expected > toSeq ? { bytes: Buffer.alloc(0), count: 0, lastSeq: toSeq } : undefined;
+  return { bytes: data.subarray(begin, offset), count, lastSeq };
+}
+
+function readFully(fd: number, buffer: Buffer, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = () =>
+      fs.read(fd, buffer, done, buffer.length - done, position + done, (error, bytesRead) => {
+        if (error) return reject(error);
+        done += bytesRead;
+        if (bytesRead === 0 || done >= buffer.length) resolve(done);
+        else step();
+      });
+    step();
+  });
 }
 
 /** Splits handoff records into contiguous runs after `afterSeq` (held records dropped), checking each record. */

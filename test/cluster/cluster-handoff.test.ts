@@ -142,6 +142,32 @@ describe('kill -9 in the middle of a transfer', () => {
   }
 });
 
+describe('transfer limits and cancel, at run time', () => {
+  test('transfer-limit changes the rate and concurrency of running transfers; a cancelled transfer is tried again and finishes; nothing lost', async () => {
+    cluster = new TestCluster({ 'handoff.rate': '512KB', 'handoff.concurrency': '1' });
+    await Promise.all([1, 2].map((index) => cluster!.start(index)));
+    const pad = 'q'.repeat(4000);
+    for (let index = 0; index < 600; index++) expect((await cluster.call(1, 'POST', `/streams/lim/s${index % 32}`, { body: { index, pad } })).status).toBe(201);
+    const before = await expectSameEverywhere([1]);
+    expect((await cluster.admin(2, 'POST', 'join', { node: cluster.nameOf(1) })).status).toBe(200);
+    await cluster.commitPlan();
+    const running = await waitFor('a running transfer', 30_000, async () => {
+      const answer = await cluster!.admin(1, 'GET', 'transfers');
+      return answer.body.transfers.find((row: { state: string; bytes: number }) => row.state === 'running' && row.bytes > 0);
+    });
+    expect((await cluster.admin(1, 'GET', 'transfers')).body.limits).toEqual({ concurrency: 1, rateBytesPerSec: 512 * 1024 });
+    const cancelled = await cluster.admin(1, 'DELETE', `transfers/${running.partition}`);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body).toEqual({ ok: true, partition: running.partition });
+    expect((await cluster.admin(1, 'DELETE', 'transfers/63')).status).toBe(404);
+    const limits = await cluster.admin(1, 'POST', 'transfer-limit', { concurrency: 4, rate: '0' });
+    expect(limits.body).toEqual({ concurrency: 4, rateBytesPerSec: 0 });
+    expect((await cluster.admin(1, 'POST', 'transfer-limit', { concurrency: 0 })).status).toBe(400);
+    await cluster.settle(120_000);
+    expect(await expectSameEverywhere([1, 2])).toBe(before);
+  }, 180_000);
+});
+
 describe('the cluster secret', () => {
   test('a node with the wrong secret cannot join, and the refusal is logged naming it', async () => {
     cluster = new TestCluster();

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
-import { handoffRetryMs, handoffRingLagRetryMs, handoffStallMs } from '../core/limits.js';
+import { handoffBatchBytesMax, handoffRetryMs, handoffRingLagRetryMs, handoffStallMs } from '../core/limits.js';
 import type { Ring } from '../core/ring.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { TransferLimits, TransferRow } from './admin-api.js';
@@ -197,8 +197,16 @@ export class HandoffManager {
       logger: this.logger,
       requestTimeoutMs: this.options.requestTimeoutMs,
       throttle: (bytes, signal) => this.throttle(bytes, signal),
+      batchBytes: () => this.batchBytes(),
       complete: this.options.complete,
     };
+  }
+
+  /** A quarter of a second of the rate limit, within [16 KB, handoffBatchBytesMax]; the maximum when unlimited. */
+  private batchBytes(): number {
+    const rate = this.limits.rateBytesPerSec;
+    if (rate <= 0) return handoffBatchBytesMax;
+    return Math.max(16 * 1024, Math.min(handoffBatchBytesMax, Math.floor(rate / 4)));
   }
 
   /** Token bucket over every transfer of this node (one second of burst). */

@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import { IorioError } from '../core/errors.js';
-import { handoffBatchBytesMax, handoffStreamsInFlightMax } from '../core/limits.js';
+import { handoffStreamsInFlightMax } from '../core/limits.js';
 import { MessageType } from '../core/wire.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { StreamPosition } from '../store/types.js';
@@ -55,6 +55,8 @@ export interface SenderDeps {
   readonly requestTimeoutMs: number;
   /** Waits until `bytes` may be sent (handoff.rate). */
   readonly throttle: (bytes: number, signal: AbortSignal) => Promise<void>;
+  /** The largest batch to export now: smaller under a rate limit, so the limit is smooth rather than a burst per batch. */
+  readonly batchBytes: () => number;
   /** Tells the claimant the transfer finished. */
   readonly complete: (partition: number, target: string) => Promise<unknown>;
 }
@@ -123,7 +125,7 @@ export class HandoffSender {
     let records = 0;
     for (;;) {
       this.signal.throwIfAborted();
-      const batch = await this.deps.local.exportRecords(position.bucket, position.stream, after, handoffBatchBytesMax);
+      const batch = await this.deps.local.exportRecords(position.bucket, position.stream, after, this.deps.batchBytes());
       await this.deps.throttle(batch.records.length, this.signal);
       const body: HandoffBatchBody = { partition: this.partition, bucket: position.bucket, stream: position.stream, records: batch.records, deletedAt: batch.deletedAt };
       await this.request(MessageType.handoffBatch, body);

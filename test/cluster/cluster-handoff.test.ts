@@ -144,10 +144,12 @@ describe('kill -9 in the middle of a transfer', () => {
 
 describe('transfer limits and cancel, at run time', () => {
   test('transfer-limit changes the rate and concurrency of running transfers; a cancelled transfer is tried again and finishes; nothing lost', async () => {
-    cluster = new TestCluster({ 'handoff.rate': '512KB', 'handoff.concurrency': '1' });
+    // 256 KB/s gives 64 KB batches: each of the 16 streams (~200 KB) takes several, so a transfer is
+    // seen running with bytes moved for most of a second (~1.6 MB moves, ~6 s in all).
+    cluster = new TestCluster({ 'handoff.rate': '256KB', 'handoff.concurrency': '1' });
     await Promise.all([1, 2].map((index) => cluster!.start(index)));
     const pad = 'q'.repeat(4000);
-    for (let index = 0; index < 600; index++) expect((await cluster.call(1, 'POST', `/streams/lim/s${index % 32}`, { body: { index, pad } })).status).toBe(201);
+    for (let index = 0; index < 800; index++) expect((await cluster.call(1, 'POST', `/streams/lim/s${index % 16}`, { body: { index, pad } })).status).toBe(201);
     const before = await expectSameEverywhere([1]);
     expect((await cluster.admin(2, 'POST', 'join', { node: cluster.nameOf(1) })).status).toBe(200);
     await cluster.commitPlan();
@@ -155,7 +157,7 @@ describe('transfer limits and cancel, at run time', () => {
       const answer = await cluster!.admin(1, 'GET', 'transfers');
       return answer.body.transfers.find((row: { state: string; bytes: number }) => row.state === 'running' && row.bytes > 0);
     });
-    expect((await cluster.admin(1, 'GET', 'transfers')).body.limits).toEqual({ concurrency: 1, rateBytesPerSec: 512 * 1024 });
+    expect((await cluster.admin(1, 'GET', 'transfers')).body.limits).toEqual({ concurrency: 1, rateBytesPerSec: 256 * 1024 });
     const cancelled = await cluster.admin(1, 'DELETE', `transfers/${running.partition}`);
     expect(cancelled.status).toBe(200);
     expect(cancelled.body).toEqual({ ok: true, partition: running.partition });

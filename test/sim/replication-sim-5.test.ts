@@ -1,0 +1,62 @@
+/**
+ * Five replicas on the simulator; the scripted histories of published
+ * failures; and planted bugs, each of which the checker must catch (a
+ * checker that passes them checks nothing).
+ */
+
+import { describe, expect, test } from 'vitest';
+import { plantedBugs } from '../../tools/sim/bugs.js';
+import { runSeed } from '../../tools/sim/run.js';
+import { failingSeeds, firstCaught } from './sim-helpers.js';
+
+describe('five replicas, random faults', () => {
+  for (const mode of ['safety', 'liveness'] as const) {
+    test(`${mode}: seeds 1..50`, () => {
+      expect(failingSeeds(1, 50, { mode, replicas: 5 })).toEqual([]);
+    });
+  }
+});
+
+describe('scripted histories', () => {
+  test("Raft's Figure 8 (5 replicas): an old-epoch entry committed by a later leader is never overwritten", () => {
+    expect(failingSeeds(1, 20, { scenario: 'figure-8', replicas: 5 })).toEqual([]);
+  });
+
+  test("KIP-279's fast double failover (3 replicas): nothing acknowledged lost, uncommitted entries dropped, the logs end the same", () => {
+    expect(failingSeeds(1, 20, { scenario: 'double-failover', replicas: 3 })).toEqual([]);
+    for (let seed = 1; seed <= 20; seed++) {
+      const run = runSeed(seed, { scenario: 'double-failover', replicas: 3 });
+      const logs = Object.values(run.finalLogs);
+      expect(logs, `seed ${seed}`).toHaveLength(3);
+      const longest = logs.reduce((a, b) => (a.length >= b.length ? a : b));
+      // Every replica's committed log is a prefix of the longest; the acknowledged A0..A5 are all there.
+      for (const log of logs) expect(longest.slice(0, log.length), `seed ${seed}`).toEqual(log);
+      for (let index = 0; index < 6; index++) expect(longest.some((entry) => entry.endsWith(`:A${index}`)), `seed ${seed} A${index}`).toBe(true);
+    }
+  });
+
+  test('KurrentDB #3472 / SIGSTOP: a deposed leader, awake and cut off, neither reads nor acknowledges', () => {
+    expect(failingSeeds(1, 20, { scenario: 'deposed-leader', replicas: 3 })).toEqual([]);
+    const run = runSeed(1, { scenario: 'deposed-leader', replicas: 3 });
+    expect(run.reads).toBe(0);
+  });
+});
+
+describe('the checker catches planted bugs', () => {
+  const cases: { bug: string; how: Parameters<typeof firstCaught>[1]; within: number }[] = [
+    { bug: 'ack-before-quorum', how: { mode: 'safety', replicas: 3 }, within: 40 },
+    { bug: 'serve-uncommitted-tail', how: { mode: 'safety', replicas: 3 }, within: 40 },
+    { bug: 'vote-for-any-log', how: { mode: 'safety', replicas: 3 }, within: 40 },
+    { bug: 'elect-by-entry-epoch', how: { scenario: 'figure-8', replicas: 5 }, within: 20 },
+    { bug: 'no-lease', how: { scenario: 'deposed-leader', replicas: 3 }, within: 5 },
+  ];
+  test('every planted bug has a case', () => {
+    expect(cases.map((entry) => entry.bug).sort()).toEqual(Object.keys(plantedBugs).sort());
+  });
+  for (const { bug, how, within } of cases) {
+    test(`${bug} fails a seed within ${within}`, () => {
+      const caught = firstCaught(within, { ...how, bug });
+      expect(caught, `${bug} was not caught`).toBeDefined();
+    });
+  }
+});

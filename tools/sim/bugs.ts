@@ -1,0 +1,53 @@
+/**
+ * Replicas with one planted bug each. The simulator must fail seeds with
+ * every one of them (test/sim proves it): a checker that passes these
+ * checks nothing.
+ */
+
+import { Replica } from '../../src/cluster/replication/replica.js';
+import type { VoteRequest } from '../../src/cluster/replication/types.js';
+import type { ReplicaClass, SimPayload } from './sim.js';
+
+/** Answers the client (and commits) once the leader alone holds the op. */
+class AckBeforeQuorum extends Replica<SimPayload> {
+  protected override heldByAtLeast(matches: readonly number[]): number {
+    return matches[0]!;
+  }
+}
+
+/** Chooses the better log by its last entry's epoch, not the normal epoch (Raft's Figure 8). */
+class ElectByEntryEpoch extends Replica<SimPayload> {
+  protected override logAtLeastAsGood(request: VoteRequest): boolean {
+    const mine = this.lastEntryEpoch();
+    return request.lastEpoch > mine || (request.lastEpoch === mine && request.lastOp >= this.lastOp);
+  }
+}
+
+/** Serves reads up to the end of its log, committed or not. */
+class ServeUncommittedTail extends Replica<SimPayload> {
+  protected override readableOp(): number {
+    return this.lastOp;
+  }
+}
+
+/** Serves and accepts writes without a lease: a leader paused or cut off answers as if nothing happened. */
+class NoLease extends Replica<SimPayload> {
+  protected override leaseValid(): boolean {
+    return true;
+  }
+}
+
+/** Grants any vote for a higher epoch, whatever its log. */
+class VoteForAnyLog extends Replica<SimPayload> {
+  protected override logAtLeastAsGood(): boolean {
+    return true;
+  }
+}
+
+export const plantedBugs: Record<string, ReplicaClass> = {
+  'ack-before-quorum': AckBeforeQuorum,
+  'elect-by-entry-epoch': ElectByEntryEpoch,
+  'serve-uncommitted-tail': ServeUncommittedTail,
+  'vote-for-any-log': VoteForAnyLog,
+  'no-lease': NoLease,
+};

@@ -1,0 +1,132 @@
+/**
+ * Scripted runs of the simulator: the histories that broke published
+ * systems, replayed against the replication core. Each is also run with the
+ * planted bug it is about, which must make the checker fail.
+ */
+
+import type { Simulation } from './sim.js';
+
+/**
+ * Raft's Figure 8 (five replicas). An entry of an old epoch reaches a
+ * majority under a later leader, which then dies; a replica holding a
+ * conflicting entry of a newer epoch (but an older normal epoch) asks for
+ * votes. Choosing by the entries' epochs elects it and overwrites a
+ * committed entry; VR's normal epoch refuses it.
+ */
+export function figure8(sim: Simulation): void {
+  const ids = sim.ids;
+  sim.dropRate = 0;
+  sim.duplicateRate = 0;
+  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  const a = sim.servingLeader()!.id;
+  const b = ids.find((id) => id !== a)!;
+  // (a) X reaches a and b only.
+  for (const other of ids) if (other !== a && other !== b) {
+    sim.cut.add(`${a}>${other}`);
+    sim.cut.add(`${other}>${a}`);
+  }
+  sim.appendAt(a, 's1', 'X');
+  sim.runUntil(sim.time + 30);
+  // (b) a dies; b is cut off; the other three elect one of them, which takes Y alone.
+  sim.crash(sim.node(a));
+  sim.heal();
+  sim.isolate(b);
+  const rest = ids.filter((id) => id !== a && id !== b);
+  if (!sim.runUntilTrue(() => sim.servingLeader(rest) !== undefined, 5_000)) return;
+  const c = sim.servingLeader(rest)!.id;
+  sim.isolate(c);
+  sim.appendAt(c, 's1', 'Y');
+  sim.runUntil(sim.time + 30);
+  sim.crash(sim.node(c));
+  // (c) a comes back, at the centre of a star: the others reach only a, so only a can gather a majority.
+  sim.heal();
+  sim.restart(sim.node(a));
+  const live = ids.filter((id) => id !== c);
+  for (const x of live) for (const y of live) if (x !== y && x !== a && y !== a) sim.cut.add(`${x}>${y}`);
+  sim.runUntilTrue(() => {
+    const leader = sim.servingLeader(live);
+    return leader !== undefined && leader.replica!.commit >= 1;
+  }, 6_000);
+  sim.runUntil(sim.time + 200);
+  sim.heal();
+  // (d) that leader dies; c comes back, and the others cannot reach each other, only c.
+  const leader = sim.servingLeader(live);
+  if (leader !== undefined) sim.crash(leader);
+  const survivors = ids.filter((id) => id !== c && sim.node(id).up);
+  for (const x of survivors) for (const y of survivors) if (x !== y) sim.cut.add(`${x}>${y}`);
+  sim.restart(sim.node(c));
+  sim.runUntil(sim.time + 6_000);
+  // (e) everything heals; the group must settle on one log.
+  sim.heal();
+  for (const node of sim.nodes) if (!node.up) sim.restart(node);
+  sim.runUntil(sim.time + 6_000);
+}
+
+/**
+ * KIP-279's fast double failover (three replicas): the leader dies with
+ * entries the others lack; the next leader takes one entry and dies before
+ * replicating it; the first comes back. Nothing acknowledged is lost, the
+ * uncommitted entries are dropped, and the three logs end the same.
+ */
+export function doubleFailover(sim: Simulation): void {
+  const ids = sim.ids;
+  sim.dropRate = 0;
+  sim.duplicateRate = 0;
+  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  const a = sim.servingLeader()!.id;
+  for (let index = 0; index < 6; index++) sim.appendAt(a, 's1', `A${index}`);
+  sim.runUntil(sim.time + 50);
+  // Entries only a holds.
+  sim.isolate(a);
+  for (let index = 6; index < 10; index++) sim.appendAt(a, 's1', `A${index}`);
+  sim.runUntil(sim.time + 20);
+  sim.crash(sim.node(a));
+  sim.heal();
+  const rest = ids.filter((id) => id !== a);
+  if (!sim.runUntilTrue(() => sim.servingLeader(rest) !== undefined, 5_000)) return;
+  const b = sim.servingLeader(rest)!.id;
+  sim.isolate(b);
+  sim.appendAt(b, 's1', 'B0');
+  sim.runUntil(sim.time + 20);
+  sim.crash(sim.node(b));
+  sim.heal();
+  sim.restart(sim.node(a));
+  sim.runUntilTrue(() => sim.servingLeader() !== undefined, 6_000);
+  const leader = sim.servingLeader();
+  if (leader !== undefined) sim.appendAt(leader.id, 's1', 'after');
+  sim.restart(sim.node(b));
+  sim.runUntil(sim.time + 6_000);
+}
+
+/**
+ * A deposed leader (KurrentDB #3472, and SIGSTOP): the leader is paused and
+ * cut off; the others elect a new one, which acknowledges an append; the old
+ * leader wakes, still cut off, and is asked to read and to write. It must
+ * answer neither (its lease ran out by its own monotonic clock), then follow.
+ */
+export function deposedLeader(sim: Simulation): void {
+  sim.dropRate = 0;
+  sim.duplicateRate = 0;
+  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  const a = sim.servingLeader()!.id;
+  const first = sim.appendAt(a, 's1', 'before');
+  sim.runUntilTrue(() => first.outcome !== 'pending', 1_000);
+  sim.isolate(a);
+  sim.pause(sim.node(a), 3_000);
+  const rest = sim.ids.filter((id) => id !== a);
+  if (!sim.runUntilTrue(() => sim.servingLeader(rest) !== undefined, 5_000)) return;
+  const acknowledged = sim.appendAt(sim.servingLeader(rest)!.id, 's1', 'while-deposed');
+  sim.runUntilTrue(() => acknowledged.outcome !== 'pending', 1_000);
+  sim.runUntilTrue(() => sim.node(a).pausedUntil <= sim.time, 5_000);
+  sim.readAt(a, 's1');
+  sim.appendAt(a, 's1', 'to-the-deposed');
+  sim.runUntil(sim.time + 500);
+  sim.heal();
+  sim.runUntil(sim.time + 3_000);
+}
+
+export const scenarios: Record<string, (sim: Simulation) => void> = {
+  'deposed-leader': deposedLeader,
+  'figure-8': figure8,
+  'double-failover': doubleFailover,
+};

@@ -1,4 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { invalidField } from '../auth/access.js';
+import { resourcePermissions } from '../auth/types.js';
 import { IorioError, isIorioError } from '../core/errors.js';
 import { checkName, nameProblem } from '../core/names.js';
 import { requirePermission, requireSession } from './auth-hook.js';
@@ -70,7 +72,12 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
   for (const path of ['/access/:bucket', '/access/:bucket/:stream']) {
     app.post(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {
       const { bucket, stream } = resourceParams(request.params);
-      await auth.changeAccess(request.username, bucket, stream, objectBodyOf(request));
+      const change = objectBodyOf(request);
+      // Global permissions are not a bucket's or a stream's to give.
+      if (typeof change['permission'] === 'string' && !(resourcePermissions as readonly string[]).includes(change['permission'])) {
+        throw invalidField('permission', change['permission'], `field "permission" must be one of ${resourcePermissions.join(', ')}`);
+      }
+      await auth.changeAccess(request.username, bucket, stream, change);
       return { ok: true };
     });
     app.get(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {

@@ -236,11 +236,11 @@ describe('credentials', () => {
     expect(result.stderr).toMatch(/^iorio-admin: 401 unauthorized: .+\n$/);
   });
 
-  test('a user without adminusers is refused (403 no-perm)', async () => {
+  test('a user without adminusers is refused (401 no-perm)', async () => {
     expect((await admin('user', 'add', 'plain', 'plain-pw')).code).toBe(0);
     const result = await admin('-u', 'plain', '-p', 'plain-pw', 'user', 'list');
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/^iorio-admin: 403 no-perm: /);
+    expect(result.stderr).toMatch(/^iorio-admin: 401 no-perm: /);
   });
 
   test('flags beat IORIO_ADMIN_USER/PASSWORD, which beat the config', async () => {
@@ -265,7 +265,7 @@ describe('grant, revoke, access', () => {
   test('grants change what a user may do, and access lists them', async () => {
     expect((await admin('user', 'add', 'carol', 'carol-pw')).code).toBe(0);
     const carol = await tokenOf('carol', 'carol-pw');
-    expect(await appendStatus(carol, 'shared', 's1')).toBe(403);
+    expect(await appendStatus(carol, 'shared', 's1')).toBe(401);
 
     const granted = await admin('grant', 'put,get', 'on', 'shared', 'to', 'carol');
     expect(granted).toEqual({ code: 0, stdout: 'granted put,get on shared to user carol\n', stderr: '' });
@@ -280,7 +280,7 @@ describe('grant, revoke, access', () => {
 
     const revoked = await admin('revoke', 'put', 'on', 'shared', 'from', 'carol');
     expect(revoked).toEqual({ code: 0, stdout: 'revoked put on shared from user carol\n', stderr: '' });
-    expect(await appendStatus(carol, 'shared', 's1')).toBe(403);
+    expect(await appendStatus(carol, 'shared', 's1')).toBe(401);
     expect(JSON.parse((await admin('--json', 'access', 'shared')).stdout).users).toContainEqual({ username: 'carol', permissions: ['get'] });
   });
 
@@ -291,13 +291,13 @@ describe('grant, revoke, access', () => {
       'granted put on grouped/open to group g-authenticated\n',
     );
     expect(await appendStatus(dave, 'grouped', 'open')).toBe(201);
-    expect(await appendStatus(dave, 'grouped', 'closed')).toBe(403);
+    expect(await appendStatus(dave, 'grouped', 'closed')).toBe(401);
     const listed = JSON.parse((await admin('--json', 'access', 'grouped/open')).stdout);
     expect(listed.groups).toContainEqual({ groupname: 'g-authenticated', permissions: ['put'] });
     const text = await admin('access', 'grouped/open');
     expect(text.stdout).toMatch(/groups:\n  g-authenticated +put\n/);
     expect((await admin('revoke', 'put', 'on', 'grouped/open', 'from', 'group:g-authenticated')).code).toBe(0);
-    expect(await appendStatus(dave, 'grouped', 'open')).toBe(403);
+    expect(await appendStatus(dave, 'grouped', 'open')).toBe(401);
   });
 
   test('an empty access list says so', async () => {

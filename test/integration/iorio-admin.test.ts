@@ -187,7 +187,7 @@ describe('user', () => {
     expect(changed.stderr).toMatch(/^iorio-admin: 404 not-found: /);
   });
 
-  test('a bad user name is refused by the node (400 illegal-username, IorioDB's code)', async () => {
+  test('a bad user name is refused by the node (400 illegal-username, as IorioDB)', async () => {
     const bad = await admin('user', 'add', 'no/slash', 'pw');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^iorio-admin: 400 illegal-username: /);

@@ -141,6 +141,21 @@ function originsProblem(value: string): string | undefined {
   return bad === undefined ? undefined : `* or a comma-separated list of origins like https://example.com (bad: "${bad}")`;
 }
 
+function headersProblem(value: string): string | undefined {
+  const bad = value.split(',').map((header) => header.trim()).find((header) => header !== '' && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(header));
+  return bad === undefined ? undefined : `a comma-separated list of header names (bad: "${bad}")`;
+}
+
+function bucketNameProblem(value: string): string | undefined {
+  const problem = nameProblem(value);
+  return problem === undefined ? undefined : `a valid bucket or stream name (${problem})`;
+}
+
+function bucketPrefixProblem(value: string): string | undefined {
+  const problem = nameProblem(value + 'x');
+  return problem === undefined ? undefined : `a prefix that makes valid bucket names (${problem})`;
+}
+
 function powerOfTwoProblem(value: number): string | undefined {
   return (value & (value - 1)) === 0 ? undefined : 'a power of two';
 }
@@ -164,6 +179,7 @@ export const configSpec = {
     doc: 'Lowest level of log lines written (JSON lines on stdout).',
   },
 
+  'http.enabled': { kind: 'bool', default: 'yes', doc: 'Serve the API over HTTP (IorioDB\'s http.enabled); with no, only HTTPS serves it (https.enabled must be yes).' },
   'http.host': {
     kind: 'string',
     default: '127.0.0.1',
@@ -184,7 +200,25 @@ export const configSpec = {
     check: originsProblem,
     doc: 'Origins allowed by CORS when enabled: * or a comma-separated list.',
   },
-  'http.ratelimit.enabled': { kind: 'bool', default: 'yes', doc: 'Limit the request rate per user (429 rate-limited beyond).' },
+  'http.cors.headers': {
+    kind: 'string',
+    default: '',
+    allowEmpty: true,
+    check: headersProblem,
+    doc: 'Request headers CORS allows besides the ones Iorio\'s and IorioDB\'s clients send (x-session, content-type, x-socket-transport, ...): a comma-separated list.',
+  },
+  'http.cors.maxage': {
+    kind: 'duration',
+    default: '60s',
+    min: 0,
+    max: 365 * msPerDay,
+    doc: 'How long a browser may cache a CORS preflight answer (Access-Control-Max-Age, whole seconds).',
+  },
+  'http.ratelimit.enabled': {
+    kind: 'bool',
+    default: 'no',
+    doc: 'Limit the request rate per user; beyond it requests get IorioDB\'s answer, 400 rate-limited. Off by default, as in IorioDB.',
+  },
   'http.ratelimit.max': {
     kind: 'integer',
     default: '10000',
@@ -274,10 +308,23 @@ export const configSpec = {
     check: usernameProblem,
     doc: 'User that requests without credentials act as.',
   },
+  'auth.anon.password': {
+    kind: 'string',
+    default: '',
+    allowEmpty: true,
+    secret: true,
+    doc: 'Password the anonymous user may log in with (POST /sessions), getting a token that acts as anonymous; empty: it cannot log in (IorioDB\'s default is secret).',
+  },
   'auth.permission.user.has_bucket': {
     kind: 'bool',
     default: 'yes',
-    doc: 'Give every new user its own bucket _user_<username> with every permission.',
+    doc: 'Give every new user its own bucket <auth.permission.user.bucket.prefix><username> with every permission.',
+  },
+  'auth.permission.user.bucket.prefix': {
+    kind: 'string',
+    default: '_user_',
+    check: bucketPrefixProblem,
+    doc: 'Prefix of the bucket every user owns when auth.permission.user.has_bucket = yes.',
   },
   'auth.bcrypt.rounds': {
     kind: 'integer',
@@ -460,6 +507,18 @@ export const configSpec = {
     doc: 'How long a long-poll listen waits before answering 204 (a timeout=<secs> query overrides).',
   },
   'metrics.enabled': { kind: 'bool', default: 'yes', doc: 'Append this node\'s metrics to bucket $sys every metrics.interval.' },
+  'metrics.bucket': {
+    kind: 'string',
+    default: '$sys',
+    check: bucketNameProblem,
+    doc: 'Bucket this node appends its metrics (metrics.stream) and its activity (stream activity) to.',
+  },
+  'metrics.stream': {
+    kind: 'string',
+    default: 'metrics',
+    check: bucketNameProblem,
+    doc: 'Stream of metrics.bucket the node appends its metrics to every metrics.interval.',
+  },
   'metrics.interval': {
     kind: 'duration',
     default: '60s',
@@ -480,8 +539,25 @@ type ValueOfSpec<S> = S extends { readonly kind: 'enum'; readonly values: readon
       ? string
       : number;
 
-/** The validated configuration: frozen, flat, keyed by the dotted conf key. */
-export type Config = { readonly [K in ConfigKey]: ValueOfSpec<(typeof configSpec)[K]> };
+/**
+ * The validated configuration: frozen, flat, keyed by the dotted conf key.
+ * `extension.config` gathers IorioDB's `extension.config.<name> = <file>`
+ * keys (one per extension, so not in the spec table): name -> absolute path
+ * of the extension's JSON config file; `extension.module` likewise the
+ * `extension.module.<name> = <file>` keys (the JavaScript module of an
+ * extension that is not built in). Neither is enumerable, so the config
+ * compares and lists as its spec keys.
+ */
+export type Config = { readonly [K in ConfigKey]: ValueOfSpec<(typeof configSpec)[K]> } & {
+  readonly 'extension.config': Readonly<Record<string, string>>;
+  readonly 'extension.module': Readonly<Record<string, string>>;
+};
+
+/** `extension.config.<name>` (IorioDB's, rel/files/iorio.schema `extension.config.$name`) and `extension.module.<name>`. */
+export const extensionKeyPattern = /^extension\.(config|module)\.([a-z0-9_]{1,64})$/;
+
+/** testConfig's overrides: spec keys, and extension keys. */
+export type ConfigOverrides = Partial<Record<ConfigKey, ConfigValue>> & { readonly [key: `extension.${string}`]: string };
 export type ConfigValue = string | number | boolean;
 
 /** Environment variables starting with IORIO_ that are not config keys: iorio-admin's credentials. */
@@ -724,6 +800,11 @@ export function envSettings(env: Readonly<Record<string, string | undefined>>): 
     const raw = env[name];
     if (!name.startsWith(envPrefix) || raw === undefined || envAllowList.includes(name)) continue;
     const key = keyByEnvName.get(name);
+    const extension = /^IORIO_EXTENSION_(CONFIG|MODULE)_([A-Z0-9_]+)$/.exec(name);
+    if (key === undefined && extension !== null) {
+      settings.push({ key: `extension.${extension[1]!.toLowerCase()}.${extension[2]!.toLowerCase()}`, raw, source: `env ${name}` });
+      continue;
+    }
     if (key === undefined) {
       const guess = closestKey(name.slice(envPrefix.length).toLowerCase().replaceAll('_', '.'));
       const hint = guess === undefined ? '' : `; did you mean ${envNameOf(guess)}?`;
@@ -788,6 +869,8 @@ function badValueError(key: ConfigKey, source: string, raw: ConfigValue, expecte
 interface Resolved {
   readonly values: Record<ConfigKey, ConfigValue>;
   readonly sources: Record<ConfigKey, string>;
+  /** extension.config.<name> and extension.module.<name> values, unresolved, by kind then name. */
+  readonly extensions: { readonly config: Record<string, string>; readonly module: Record<string, string> };
 }
 
 /** A fact that spans keys; returns the offending keys and why, or undefined when it holds. */
@@ -815,6 +898,10 @@ const crossChecks: readonly CrossCheck[] = [
       : undefined;
   },
   (config) =>
+    !config['http.enabled'] && !config['https.enabled']
+      ? { keys: ['http.enabled', 'https.enabled'], problem: 'http.enabled = no needs https.enabled = yes: the node would serve nothing' }
+      : undefined,
+  (config) =>
     config['auth.admin.username'] === config['auth.anonymous.username']
       ? { keys: ['auth.admin.username', 'auth.anonymous.username'], problem: 'the admin and anonymous users must differ' }
       : undefined,
@@ -822,6 +909,14 @@ const crossChecks: readonly CrossCheck[] = [
 
 function applySettings(resolved: Resolved, settings: readonly Setting[]): void {
   for (const setting of settings) {
+    const extension = extensionKeyPattern.exec(setting.key);
+    if (extension !== null) {
+      if (typeof setting.raw !== 'string' || setting.raw === '' || setting.raw.includes('\0')) {
+        throw new ConfigError(setting.key, setting.source, `bad value for ${setting.key} (from ${setting.source}): expected a file path`);
+      }
+      resolved.extensions[extension[1] as 'config' | 'module'][extension[2]!] = setting.raw;
+      continue;
+    }
     if (!isConfigKey(setting.key)) throw unknownKeyError(setting);
     const result = parseValue(specOf(setting.key), setting.raw);
     if (!result.ok) throw badValueError(setting.key, setting.source, setting.raw, result.expected);
@@ -839,7 +934,7 @@ function defaults(): Resolved {
     values[key] = result.value;
     sources[key] = 'default';
   }
-  return { values, sources };
+  return { values, sources, extensions: { config: {}, module: {} } };
 }
 
 /**
@@ -854,7 +949,13 @@ export function buildConfig(settings: readonly Setting[], cwd: string): Config {
     const value = resolved.values[key];
     if (specOf(key).kind === 'path' && value !== '') resolved.values[key] = resolvePath(cwd, value as string);
   }
-  const config = Object.freeze({ ...resolved.values }) as Config;
+  const unfrozen: Record<string, unknown> = { ...resolved.values };
+  for (const kind of ['config', 'module'] as const) {
+    const paths: Record<string, string> = {};
+    for (const [name, path] of Object.entries(resolved.extensions[kind])) paths[name] = resolvePath(cwd, path);
+    Object.defineProperty(unfrozen, `extension.${kind}`, { value: Object.freeze(paths), enumerable: false });
+  }
+  const config = Object.freeze(unfrozen) as Config;
   for (const check of crossChecks) {
     const failure = check(config);
     if (failure === undefined) continue;
@@ -901,6 +1002,6 @@ function readConfFile(file: string): string {
  * Numbers are ms for durations and bytes for sizes; paths resolve against
  * the working directory.
  */
-export function testConfig(overrides: Partial<Record<ConfigKey, ConfigValue>> = {}): Config {
+export function testConfig(overrides: ConfigOverrides = {}): Config {
   return buildConfig(overrideSettings(overrides), process.cwd());
 }

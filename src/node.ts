@@ -21,9 +21,11 @@ import { openStreamStore, type StreamStore } from './store/stream-store.js';
 import { startCluster, type Cluster } from './cluster/index.js';
 import type { Store } from './store/types.js';
 
-/** Where a node appends its own metrics every `metrics.interval`. */
+/** Where a node appends its own metrics every `metrics.interval` (the defaults of metrics.bucket and metrics.stream). */
 export const metricsBucket = '$sys';
 export const metricsStream = 'metrics';
+/** The stream of metrics.bucket the node appends its user activity to, beside its metrics (IorioDB's, iorio_stats.erl:302-304). */
+export const activityStream = 'activity';
 
 /** The real clock; tests and the simulator pass their own. */
 export const systemClock: Clock = {
@@ -33,7 +35,7 @@ export const systemClock: Clock = {
 
 export interface IorioNode {
   readonly config: Config;
-  /** e.g. `http://127.0.0.1:34567` (the real port when http.port = 0). */
+  /** e.g. `http://127.0.0.1:34567` (the real port when http.port = 0); the HTTPS URL when http.enabled = no. */
   readonly httpUrl: string;
   /** Set when https.enabled. */
   readonly httpsUrl: string | undefined;
@@ -71,11 +73,12 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     parts.auth = auth;
     const app = await buildApp({ config, logger: rootLogger, clock, store: cluster.store, auth, cluster: cluster.admin, metrics: new Registry() });
     parts.app = app;
-    await listenOrExplain(app, config);
-    const httpAddress = app.server.address() as AddressInfo;
-    const httpUrl = urlOf('http', httpAddress);
-    await cluster.admin.setHttpAddress({ host: config['http.host'], port: httpAddress.port });
+    if (config['http.enabled']) await listenOrExplain(app, config);
+    else await app.ready();
     parts.https = config['https.enabled'] ? await listenHttps(app, config) : undefined;
+    const httpAddress = config['http.enabled'] ? (app.server.address() as AddressInfo) : (parts.https!.server.address() as AddressInfo);
+    const httpUrl = config['http.enabled'] ? urlOf('http', httpAddress) : parts.https!.url;
+    await cluster.admin.setHttpAddress({ host: config['http.host'], port: httpAddress.port });
     parts.metricsTimer = startMetricsTimer({ config, clock, logger, store: cluster.store, app });
     logger.info({ httpUrl, httpsUrl: parts.https?.url, dataDir, nodename: config.nodename }, 'node started');
     let stopping: Promise<void> | undefined;
@@ -214,7 +217,11 @@ function closeServer(server: HttpsServer): Promise<void> {
   });
 }
 
-/** Appends a snapshot of the node's counters to `$sys/metrics` every `metrics.interval`; one at a time. */
+/**
+ * Appends a snapshot of the node's counters to `<metrics.bucket>/<metrics.stream>`
+ * and its user activity since the last one to `<metrics.bucket>/activity`
+ * every `metrics.interval`, as IorioDB does (iorio_stats.erl:284-304); one at a time.
+ */
 function startMetricsTimer(input: {
   config: Config;
   clock: Clock;
@@ -225,15 +232,19 @@ function startMetricsTimer(input: {
   const { config, clock, logger, store, app } = input;
   if (!config['metrics.enabled']) return { stop: async () => undefined };
   const startedMs = clock.now();
-  // Keep a week of snapshots unless an operator chose otherwise ($sys grows forever otherwise).
-  if (store.getPolicy(metricsBucket, metricsStream) === undefined && store.getPolicy(metricsBucket) === undefined) {
-    const perWeek = Math.ceil((7 * 24 * 3600 * 1000) / config['metrics.interval']);
-    void store.setPolicy(metricsBucket, metricsStream, { max_count: perWeek }).catch((error: unknown) => logger.warn({ err: error }, 'setting the $sys/metrics policy failed'));
+  const bucket = config['metrics.bucket'];
+  // Keep a week of snapshots unless an operator chose otherwise (the bucket grows forever otherwise).
+  const perWeek = Math.ceil((7 * 24 * 3600 * 1000) / config['metrics.interval']);
+  for (const stream of [config['metrics.stream'], activityStream]) {
+    if (store.getPolicy(bucket, stream) !== undefined || store.getPolicy(bucket) !== undefined) continue;
+    void store.setPolicy(bucket, stream, { max_count: perWeek }).catch((error: unknown) => logger.warn({ err: error, bucket, stream }, 'setting the metrics policy failed'));
   }
   let pending: Promise<void> | undefined;
   const appendSnapshot = async () => {
     const snapshot = statsSnapshot({ node: config.nodename, now: clock.now(), startedMs, counters: app.iorioCounters, store });
-    await store.append({ bucket: metricsBucket, stream: metricsStream, payloads: [Buffer.from(JSON.stringify(snapshot), 'utf8')] });
+    const activity = { node: config.nodename, ...app.iorioActivity.take() };
+    await store.append({ bucket, stream: config['metrics.stream'], payloads: [Buffer.from(JSON.stringify(snapshot), 'utf8')] });
+    await store.append({ bucket, stream: activityStream, payloads: [Buffer.from(JSON.stringify(activity), 'utf8')] });
   };
   const timer = setInterval(() => {
     if (pending !== undefined) return;

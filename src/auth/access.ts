@@ -10,31 +10,45 @@ export interface ParsedGrantChange {
   readonly action: 'grant' | 'revoke';
 }
 
+/** IorioDB's answer to a bad access change: 400 `{"type":"invalid-field","field","value"}` (iorio_rest_access.erl:105-109). */
+export function invalidField(field: string, value: unknown, reason: string): IorioError {
+  return new IorioError('invalid-field', reason, { field, value: value === undefined ? null : value });
+}
+
 /**
- * Validates a `POST /access` body: exactly one of `username` / `group`, a
- * known permission, action `grant` or `revoke`. Throws `invalid-body` (or
- * `invalid-name` for a malformed user name, `not-found` for an unknown
- * group). Pure: whether the user exists is the caller's question.
+ * Validates a `POST /access` body: IorioDB's `{role, permission, action}`
+ * (iorio_rest_access.erl:69-77, fields checked in its order: action, role,
+ * permission), or Iorio's with `username` or `group` instead of `role`.
+ * Throws 400 invalid-field naming the field and its value. `isUser` says
+ * whether a user of that name exists: a role is a user when one does,
+ * else one of the groups. Pure.
  */
-export function parseGrantChange(change: unknown): ParsedGrantChange {
+export function parseGrantChange(change: unknown, isUser: (name: string) => boolean): ParsedGrantChange {
   if (change === null || typeof change !== 'object' || Array.isArray(change)) {
-    throw new IorioError('invalid-body', 'expected an object with username or group, permission and action');
+    throw new IorioError('invalid-body', 'expected an object with role (or username or group), permission and action');
   }
-  const { username, group, permission, action } = change as Record<string, unknown>;
-  const hasUser = username !== undefined && username !== null;
-  const hasGroup = group !== undefined && group !== null;
-  if (hasUser === hasGroup) throw new IorioError('invalid-body', 'give exactly one of username and group');
-  if (!isPermission(permission)) {
-    throw new IorioError('invalid-body', `unknown permission ${JSON.stringify(permission) ?? 'undefined'}`);
-  }
-  if (action !== 'grant' && action !== 'revoke') {
-    throw new IorioError('invalid-body', `action must be "grant" or "revoke", not ${JSON.stringify(action) ?? 'undefined'}`);
-  }
-  if (hasUser) return { kind: PrincipalKind.user, principal: checkName('user', username), permission, action };
-  if (typeof group !== 'string' || !knownGroups.includes(group)) {
-    throw new IorioError('not-found', `unknown group ${JSON.stringify(group)} (groups: ${knownGroups.join(', ')})`);
-  }
-  return { kind: PrincipalKind.group, principal: group, permission, action };
+  const { role, username, group, permission, action } = change as Record<string, unknown>;
+  const given = [role, username, group].filter((value) => value !== undefined && value !== null);
+  if (action === undefined || action === null) throw invalidField('action', action, 'field "action" is missing: "grant" or "revoke"');
+  if (given.length === 0) throw invalidField('role', null, 'field "role" is missing: a user or group name');
+  if (given.length > 1) throw invalidField('role', given[0], 'give one of role, username and group');
+  if (permission === undefined || permission === null) throw invalidField('permission', null, 'field "permission" is missing');
+  if (action !== 'grant' && action !== 'revoke') throw invalidField('action', action, 'field "action" must be "grant" or "revoke"');
+  if (!isPermission(permission)) throw invalidField('permission', permission, `unknown permission ${JSON.stringify(permission)}`);
+  const principal = principalOf({ role, username, group }, isUser);
+  return { ...principal, permission, action };
+}
+
+function principalOf(fields: Record<string, unknown>, isUser: (name: string) => boolean): Pick<ParsedGrantChange, 'kind' | 'principal'> {
+  const [field, value] = Object.entries(fields).find(([, candidate]) => candidate !== undefined && candidate !== null)!;
+  if (typeof value !== 'string') throw invalidField(field, value, `field "${field}" must be a user or group name`);
+  const mayBeUser = field !== 'group';
+  const mayBeGroup = field !== 'username';
+  if (mayBeUser && isUser(value)) return { kind: PrincipalKind.user, principal: value };
+  if (mayBeGroup && knownGroups.includes(value)) return { kind: PrincipalKind.group, principal: value };
+  if (field === 'username') checkName('user', value);
+  const known = mayBeGroup ? `no user or group ${value} (groups: ${knownGroups.join(', ')})` : `no user ${value}`;
+  throw invalidField(field, value, known);
 }
 
 /** Human text for a resource in reasons and logs. */

@@ -32,6 +32,17 @@ export class GrantTable {
     return grants;
   }
 
+  /** Whether some stored grant, in any scope, satisfies `predicate` (a scan of every grant). */
+  some(predicate: (grant: Grant) => boolean): boolean {
+    for (const { key, value } of this.meta.grants.getRange({})) {
+      if (!Array.isArray(key)) continue;
+      const permissions = toPermissions(value);
+      const grant: Grant = { scope: { bucket: String(key[0]), stream: String(key[1]) }, kind: key[2] as PrincipalKind, principal: String(key[3]), permissions };
+      if (permissions.length > 0 && predicate(grant)) return true;
+    }
+    return false;
+  }
+
   /** Inside a transaction: adds (or removes) permissions of one grant; an emptied grant is deleted. */
   changeSync(key: GrantKey, permissions: readonly string[], action: 'grant' | 'revoke'): void {
     const lmdbKey = keyOf(key);

@@ -8,7 +8,7 @@ import type { MetaStore } from '../store/meta.js';
 import { GrantTable } from './grants.js';
 import { LoginThrottle } from './login-throttle.js';
 import { Passwords } from './passwords.js';
-import { AuthService, userBucketOf } from './service.js';
+import { AuthService } from './service.js';
 import { loadSessionSecret, Sessions } from './sessions.js';
 import type { Auth, Permission } from './types.js';
 import { UserTable } from './users.js';
@@ -64,7 +64,9 @@ export async function openAuth(options: OpenAuthOptions): Promise<Auth> {
     adminUsername: config['auth.admin.username'],
     defaultAdminPassword: configSpec['auth.admin.password'].default,
     anonymousUsername: config['auth.anonymous.username'],
+    anonymousPassword: config['auth.anon.password'],
     userHasBucket: config['auth.permission.user.has_bucket'],
+    userBucketPrefix: config['auth.permission.user.bucket.prefix'],
   });
   try {
     await ensureStartupState(service, { meta, config, clock, logger, passwords });
@@ -115,7 +117,7 @@ async function ensureStartupState(service: AuthService, context: StartupContext)
         createdMs: nowMs,
         sessionGeneration: service.newSessionGeneration(),
       };
-      if (isValidName(userBucketOf(adminUsername))) service.insertUserSync(record);
+      if (isValidName(service.userBucketOf(adminUsername))) service.insertUserSync(record);
       else users.putSync(record);
       done.push('admin user created');
     } else if (admin !== undefined && !admin.groups.includes(AclGroup.admin)) {

@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   AclGroup,
@@ -24,12 +25,13 @@ import type { SessionClaims, Sessions } from './sessions.js';
 import type { AccessListing, Auth, GrantChange, Permission } from './types.js';
 import type { UserRecord, UserTable } from './users.js';
 
-/** What every user owns in its own bucket `_user_<username>`. */
+/** What every user owns in its own bucket `<prefix><username>`. */
 export const userBucketPermissions: readonly Permission[] = ['delete', 'get', 'grant', 'list', 'put'];
-export const userBucketPrefix = '_user_';
+/** The default of auth.permission.user.bucket.prefix (IorioDB's, rel/files/iorio.schema). */
+export const defaultUserBucketPrefix = '_user_';
 
-export function userBucketOf(username: string): string {
-  return userBucketPrefix + username;
+export function userBucketOf(username: string, prefix: string = defaultUserBucketPrefix): string {
+  return prefix + username;
 }
 
 export interface AuthServiceOptions {
@@ -47,7 +49,14 @@ export interface AuthServiceOptions {
   /** The built-in default of auth.admin.password: the admin keeping it is warned about. */
   readonly defaultAdminPassword: string;
   readonly anonymousUsername: string;
+  /**
+   * auth.anon.password: the password the anonymous user may log in with
+   * (IorioDB creates it with one, iorio_app.erl:66-68); '' = it cannot.
+   */
+  readonly anonymousPassword: string;
   readonly userHasBucket: boolean;
+  /** auth.permission.user.bucket.prefix. */
+  readonly userBucketPrefix: string;
 }
 
 /** Entries each in-memory cache holds before it starts over. */
@@ -133,6 +142,9 @@ export class AuthService implements Auth {
     const { users, passwords, sessions, clock, throttle } = this.options;
     // Before the password is looked at: a throttled guess costs no bcrypt and learns nothing.
     const attempt = throttle.admit(username, clientAddress);
+    if (username === this.anonymousUsername && this.options.anonymousPassword !== '') {
+      return this.loginAnonymous(password, attempt, clientAddress);
+    }
     const user = username === this.anonymousUsername ? undefined : users.get(username);
     let matches: boolean;
     try {
@@ -153,6 +165,20 @@ export class AuthService implements Auth {
     return sessions.sign(user.username, user.sessionGeneration, clock.now());
   }
 
+  /** The anonymous user's login (auth.anon.password set): a token that acts as anonymous, nothing more. */
+  private loginAnonymous(password: string, attempt: ReturnType<LoginThrottle['admit']>, clientAddress: string): string {
+    const expected = Buffer.from(this.options.anonymousPassword, 'utf8');
+    const given = Buffer.from(typeof password === 'string' ? password : '', 'utf8');
+    const user = this.options.users.get(this.anonymousUsername);
+    if (user === undefined || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      attempt.failed();
+      this.logger.info({ username: this.anonymousUsername, clientAddress }, 'login refused');
+      throw new IorioError('unauthorized', 'wrong username or password');
+    }
+    attempt.succeeded();
+    return this.options.sessions.sign(user.username, user.sessionGeneration, this.options.clock.now());
+  }
+
   verifyToken(token: string): string {
     const nowMs = this.options.clock.now();
     let claims = this.tokens.get(token);
@@ -162,7 +188,7 @@ export class AuthService implements Auth {
       this.tokens.set(token, claims);
     }
     const user = this.cachedUser(claims.username);
-    if (user === undefined || user.username === this.anonymousUsername) {
+    if (user === undefined || (user.username === this.anonymousUsername && this.options.anonymousPassword === '')) {
       throw new IorioError('unauthorized', 'the session user does not exist');
     }
     // Another generation: the password changed, the sessions were revoked, or the name now belongs to a new user.
@@ -235,6 +261,28 @@ export class AuthService implements Auth {
     if (subject === undefined) return false;
     const request: AccessRequest = { permission, bucket, stream };
     return decide(subject, request, this.options.grants.fetch(relevantGrantKeys(subject, request))).allowed;
+  }
+
+  canListSomewhere(username: string): boolean {
+    const key = `${username}\u0000list-somewhere`;
+    const cached = this.decisions.get(key);
+    if (cached !== undefined) return cached;
+    const subject = this.subject(username);
+    const allowed =
+      subject !== undefined &&
+      (isAdmin(subject) ||
+        this.options.grants.some(
+          (grant) =>
+            grant.permissions.includes('list') &&
+            (grant.kind === PrincipalKind.user ? grant.principal === subject.username : subject.groups.includes(grant.principal)),
+        ));
+    if (this.decisions.size >= decisionCacheEntriesMax) this.decisions.clear();
+    this.decisions.set(key, allowed);
+    return allowed;
+  }
+
+  userBucketOf(username: string): string {
+    return userBucketOf(username, this.options.userBucketPrefix);
   }
 
   userExists(username: string): boolean {
@@ -310,7 +358,7 @@ export class AuthService implements Auth {
   async changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void> {
     checkName('bucket', bucket);
     if (stream !== undefined) checkName('stream', stream);
-    const parsed = parseGrantChange(change);
+    const parsed = parseGrantChange(change, (name) => this.options.users.exists(name));
     this.authorizeGrant(actor, parsed.permission, bucket, stream);
     const key = { scope: scopeOf(parsed.permission, bucket, stream), kind: parsed.kind, principal: parsed.principal };
     const applied = await this.write(() => {
@@ -329,8 +377,8 @@ export class AuthService implements Auth {
     const listing: AccessListing = { users: [], groups: [] };
     for (const grant of this.options.grants.listScope({ bucket, stream: stream ?? '' })) {
       const permissions = [...grant.permissions].sort() as Permission[];
-      if (grant.kind === PrincipalKind.user) listing.users.push({ username: grant.principal, permissions });
-      else listing.groups.push({ groupname: grant.principal, permissions });
+      if (grant.kind === PrincipalKind.user) listing.users.push({ name: grant.principal, grants: permissions });
+      else listing.groups.push({ name: grant.principal, grants: permissions });
     }
     return listing;
   }
@@ -380,9 +428,10 @@ export class AuthService implements Auth {
 
   private checkNewUsername(username: string): void {
     checkName('user', username);
-    if (this.options.userHasBucket && Buffer.byteLength(userBucketOf(username)) > nameBytesMax) {
-      const longest = nameBytesMax - Buffer.byteLength(userBucketPrefix);
-      throw new IorioError('invalid-name', `invalid user name: at most ${longest} bytes, so that its bucket ${userBucketPrefix}<name> fits in ${nameBytesMax}`);
+    const prefix = this.options.userBucketPrefix;
+    if (this.options.userHasBucket && Buffer.byteLength(this.userBucketOf(username)) > nameBytesMax) {
+      const longest = nameBytesMax - Buffer.byteLength(prefix);
+      throw new IorioError('invalid-name', `invalid user name: at most ${longest} bytes, so that its bucket ${prefix}<name> fits in ${nameBytesMax}`);
     }
   }
 
@@ -391,7 +440,7 @@ export class AuthService implements Auth {
     if (this.options.users.exists(user.username)) return false;
     this.options.users.putSync(user);
     if (this.options.userHasBucket && user.username !== this.anonymousUsername) {
-      const scope = { bucket: userBucketOf(user.username), stream: '' };
+      const scope = { bucket: this.userBucketOf(user.username), stream: '' };
       this.options.grants.changeSync({ scope, kind: PrincipalKind.user, principal: user.username }, userBucketPermissions, 'grant');
     }
     return true;

@@ -20,18 +20,18 @@ export const resourcePermissions: readonly Permission[] = ['get', 'put', 'delete
 
 export const Group = { authenticated: 'g-authenticated', admin: 'g-admin' } as const;
 
+/** GET /access: IorioDB's shape (iorio_rest_access.erl:78-87). */
 export interface AccessListing {
-  users: { username: string; permissions: Permission[] }[];
-  groups: { groupname: string; permissions: Permission[] }[];
+  users: { name: string; grants: Permission[] }[];
+  groups: { name: string; grants: Permission[] }[];
 }
 
-export interface GrantChange {
-  /** Exactly one of username / group. */
-  readonly username?: string;
-  readonly group?: string;
-  readonly permission: Permission;
-  readonly action: 'grant' | 'revoke';
-}
+/**
+ * A POST /access body as it came: IorioDB's `{role, permission, action}`
+ * (role: a user or a group name), or Iorio's `{username | group,
+ * permission, action}`. Checked by the auth service (400 invalid-field).
+ */
+export type GrantChange = Readonly<Record<string, unknown>>;
 
 export interface Auth {
   /**
@@ -65,6 +65,10 @@ export interface Auth {
    * session, until its token expires).
    */
   readonly generation: number;
+  /** Whether `username` may `list` some bucket (GET /buckets needs it, as in IorioDB: 401 otherwise). */
+  canListSomewhere(username: string): boolean;
+  /** The bucket a user owns: auth.permission.user.bucket.prefix + its name. */
+  userBucketOf(username: string): string;
   /** Throws `no-perm` unless `username` may do `permission` on the bucket (or the stream, or globally when bucket is absent). */
   check(username: string, permission: Permission, bucket?: string, stream?: string): void;
   can(username: string, permission: Permission, bucket?: string, stream?: string): boolean;

@@ -769,9 +769,10 @@ interface PingAnswer {
   node: string;
 }
 
+/** GET /access, IorioDB's shape (DESIGN §4). */
 interface AccessAnswer {
-  users: { username: string; permissions: string[] }[];
-  groups: { groupname: string; permissions: string[] }[];
+  users: { name: string; grants: string[] }[];
+  groups: { name: string; grants: string[] }[];
 }
 
 interface StatsAnswer {
@@ -800,8 +801,8 @@ export function formatAccess(resource: string, access: AccessAnswer): string {
       lines.push(`  ${row.name.padEnd(width)}  ${row.permissions.join(', ')}`);
     }
   };
-  section('users', access.users.map((user) => ({ name: user.username, permissions: user.permissions })));
-  section('groups', access.groups.map((group) => ({ name: group.groupname, permissions: group.permissions })));
+  section('users', access.users.map((user) => ({ name: user.name, permissions: user.grants })));
+  section('groups', access.groups.map((group) => ({ name: group.name, permissions: group.grants })));
   return lines.join('\n');
 }
 

@@ -10,6 +10,15 @@ export const ErrorCode = {
   invalidParam: 'invalid-param',
   unauthorized: 'unauthorized',
   noPerm: 'no-perm',
+  // IorioDB's user errors (iorio_rest_user.erl:48-82), its access-change error
+  // (iorio_rest_access.erl:105-109) and the 415 of a body that is not JSON.
+  noUser: 'no-user',
+  noPass: 'no-pass',
+  noUserAndPass: 'no-user-and-pass',
+  userExists: 'user-exists',
+  illegalUsername: 'illegal-username',
+  invalidField: 'invalid-field',
+  unsupportedMediaType: 'unsupported-media-type',
   notFound: 'not-found',
   conflict: 'conflict',
   tooLarge: 'too-large',
@@ -31,7 +40,15 @@ export const errorCatalogue: Readonly<Record<ErrorCode, ErrorSpec>> = {
   'invalid-name': { status: 400, message: 'a bucket, stream or user name is not valid', retriable: false },
   'invalid-param': { status: 400, message: 'a parameter is not valid', retriable: false },
   unauthorized: { status: 401, message: 'missing, invalid or expired credentials', retriable: false },
-  'no-perm': { status: 403, message: 'not allowed', retriable: false },
+  // 401, not 403: IorioDB answers a missing permission with 401 and `www-authenticate: jwt` (iorio_http.erl:13, iorio_rest_stream.erl:297-302).
+  'no-perm': { status: 401, message: 'not allowed', retriable: false },
+  'no-user': { status: 400, message: 'no username field', retriable: false },
+  'no-pass': { status: 400, message: 'no password field', retriable: false },
+  'no-user-and-pass': { status: 400, message: 'no username and password fields', retriable: false },
+  'user-exists': { status: 400, message: 'user already exists', retriable: false },
+  'illegal-username': { status: 400, message: 'illegal username', retriable: false },
+  'invalid-field': { status: 400, message: 'a field is missing or not valid', retriable: false },
+  'unsupported-media-type': { status: 415, message: 'unsupported content type', retriable: false },
   'not-found': { status: 404, message: 'not found', retriable: false },
   conflict: { status: 409, message: 'conflict', retriable: false },
   'too-large': { status: 413, message: 'the request is too large', retriable: false },
@@ -49,12 +66,18 @@ export class IorioError extends Error {
   /** Extra fields merged into the HTTP error body (e.g. expected/got for a conflict). */
   readonly details: Readonly<Record<string, unknown>> | undefined;
 
-  constructor(code: ErrorCode, reason?: string, details?: Record<string, unknown>) {
+  /**
+   * `status` overrides the catalogue's only where IorioDB answers a code with
+   * another status than its usual one (PATCH of an empty stream: 400
+   * not-found, iorio_rest_stream.erl:273; over the rate limit: 400
+   * rate-limited, iorio_http.erl:43 answers from malformed_request).
+   */
+  constructor(code: ErrorCode, reason?: string, details?: Record<string, unknown>, status?: number) {
     const spec = errorCatalogue[code];
     super(reason ?? spec.message);
     this.name = 'IorioError';
     this.code = code;
-    this.status = spec.status;
+    this.status = status ?? spec.status;
     this.retriable = spec.retriable;
     this.details = details;
   }

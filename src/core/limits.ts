@@ -143,3 +143,6 @@ export const handoffStallMs = 60_000;
 export const handoffRetryMs = 5_000;
 /** A transfer its target does not know of yet (the committed ring is still on its way) is tried again after this long. */
 export const handoffRingLagRetryMs = 200;
+
+/** Distinct (type, key) pairs of user activity a node counts between two metrics intervals ($sys/activity). */
+export const activityKeysMax = 10_000;

@@ -16,7 +16,9 @@ import {
   type ConnectionBounds,
 } from './connection-limits.js';
 import type { HttpDeps } from './deps.js';
-import { createClientErrorHandler, frameworkErrorHandler, registerErrorHandling } from './errors.js';
+import { ActivityLog } from './activity.js';
+import { createClientErrorHandler, frameworkErrorHandler, plainJsonContentType, registerErrorHandling } from './errors.js';
+import { registerExtensions } from './extensions/index.js';
 import { IdempotencyWindow } from './idempotency.js';
 import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
@@ -36,8 +38,13 @@ function changesMetadata(url: string): boolean {
   return metadataPaths.test(url);
 }
 
-/** Headers a browser client sends and reads (CORS). */
-const corsAllowedHeaders = ['content-type', 'x-session', 'authorization', 'x-iorio-expect-seqnum', 'idempotency-key'];
+/**
+ * Headers a browser client sends and reads (CORS): IorioDB's own two
+ * (iorio_app.erl:338), the `X-Socket-Transport` its browser client's XHR
+ * polling sends (priv/assets/js/bala.js:195), Last-Event-ID (an
+ * EventSource resuming), and Iorio's.
+ */
+const corsAllowedHeaders = ['x-session', 'content-type', 'x-socket-transport', 'authorization', 'last-event-id', 'x-iorio-expect-seqnum', 'idempotency-key'];
 const corsExposedHeaders = ['location', 'x-iorio-first-seqnum', 'x-iorio-missing-seqnums', 'x-iorio-unreached', 'content-disposition', 'retry-after'];
 
 declare module 'fastify' {
@@ -46,6 +53,8 @@ declare module 'fastify' {
     iorioCounters: HttpCounters;
     /** The node-wide connection bounds; another server feeding this app (HTTPS) joins them with limitConnections(). */
     iorioConnections: ConnectionLimiter;
+    /** User activity the node appends to `<metrics.bucket>/activity` every metrics.interval. */
+    iorioActivity: ActivityLog;
   }
 }
 
@@ -77,7 +86,9 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   });
 
   const registry = deps.metrics!;
+  const activity = new ActivityLog();
   app.decorate('iorioCounters', counters);
+  app.decorate('iorioActivity', activity);
   const connections = new ConnectionLimiter(bounds, config['http.idle_timeout'], counters.connections, deps.clock, connectionsLogger);
   limitConnections(app.server, connections);
   app.decorate('iorioConnections', connections);
@@ -87,13 +98,15 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     registry,
     requestDuration: registerNodeMetrics(registry, counters, deps.store, config.nodename),
     idempotency: new IdempotencyWindow(deps.clock),
+    activity,
     startedMs: deps.clock.now(),
   };
 
   registerErrorHandling(app, logger);
   registerBodyParsers(app);
+  app.addHook('onSend', plainJsonContentType);
   // CORS first, so that even a 401 carries the headers a browser needs to read it.
-  if (config['http.cors.enabled']) await registerCors(app, config['http.cors.origins']);
+  if (config['http.cors.enabled']) await registerCors(app, config);
   registerLifecycleHooks(app, context);
   if (config['http.ratelimit.enabled']) await registerRateLimit(app, deps);
 
@@ -101,6 +114,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   registerStreamRoutes(app, context);
   registerNodeRoutes(app, context);
   registerAdminRoutes(app, context);
+  await registerExtensions(app, context);
   await registerListen(app, deps);
   return app;
 }
@@ -170,13 +184,26 @@ function registerLifecycleHooks(app: FastifyInstance, context: RouteContext): vo
   });
 }
 
-async function registerCors(app: FastifyInstance, origins: string): Promise<void> {
+/**
+ * IorioDB's CORS (iorio_cors.erl, iorio_app.erl:332-343): the allowed
+ * origins, its headers plus `http.cors.headers`, `http.cors.maxage`; every
+ * OPTIONS preflight is answered (204) before authentication.
+ */
+async function registerCors(app: FastifyInstance, config: HttpDeps['config']): Promise<void> {
+  const origins = config['http.cors.origins'];
+  const extraHeaders = config['http.cors.headers']
+    .split(',')
+    .map((header) => header.trim().toLowerCase())
+    .filter((header) => header !== '');
   await app.register(cors, {
     origin: origins === '*' ? '*' : origins.split(',').map((origin) => origin.trim()),
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
-    allowedHeaders: corsAllowedHeaders,
+    allowedHeaders: [...new Set([...corsAllowedHeaders, ...extraHeaders])],
     exposedHeaders: corsExposedHeaders,
-    maxAge: 600,
+    maxAge: Math.floor(config['http.cors.maxage'] / 1000),
+    // A preflight of a path with no route of its own (a listen URL, /x/...) is answered too.
+    preflight: true,
+    strictPreflight: false,
   });
 }
 
@@ -193,7 +220,15 @@ async function registerRateLimit(app: FastifyInstance, deps: HttpDeps): Promise<
     cache: 10_000,
     keyGenerator: (request: FastifyRequest) =>
       request.username === '' || request.username === auth.anonymousUsername ? `ip:${request.ip}` : `user:${request.username}`,
-    errorResponseBuilder: (_request, context) =>
-      new IorioError('rate-limited', `more than ${context.max} requests in ${config['http.ratelimit.window']} ms: retry in ${context.after}`),
+    // IorioDB's answer over the limit: 400 {"type":"rate-limited"} (iorio_http.erl:19, 35-44: refused from malformed_request).
+    errorResponseBuilder: (_request, context) => {
+      app.iorioCounters.rateLimited += 1;
+      return new IorioError(
+        'rate-limited',
+        `more than ${context.max} requests in ${config['http.ratelimit.window']} ms: retry in ${context.after}`,
+        { retry_after_secs: Math.max(1, Math.ceil(context.ttl / 1000)) },
+        400,
+      );
+    },
   });
 }

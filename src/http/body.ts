@@ -15,7 +15,7 @@ import { jsonTextTooDeep } from './json-depth.js';
  * | application/json-patch+json  | JsonBody, kind 'json-patch' |
  * | application/x-ndjson         | NdjsonBody: one JSON value per non-empty line |
  *
- * Anything else is refused before a handler runs (400 invalid-body), so
+ * Anything else is refused before a handler runs (415, as IorioDB), so
  * nothing can be written from a body that is not JSON. So is JSON nested
  * deeper than jsonDepthMax, checked on the bytes before JSON.parse: every
  * later step (PATCH, listeners, clients) may then recurse safely.
@@ -173,7 +173,8 @@ export function bodyOf<K extends RequestBody['kind']>(
     throw new IorioError('invalid-body', 'the body is empty; a JSON body is required (content-type: application/json)');
   }
   if (!(kinds as readonly string[]).includes(body.kind)) {
-    throw new IorioError('invalid-body', `this route does not take a ${body.kind} body`);
+    // As IorioDB's content_types_accepted: another type is 415 (e.g. iorio_rest_stream.erl:122-128).
+    throw new IorioError('unsupported-media-type', `this route does not take a ${body.kind} body`);
   }
   return body as Extract<RequestBody, { kind: K }>;
 }

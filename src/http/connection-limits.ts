@@ -159,7 +159,7 @@ export function idleCheckIntervalMs(idleTimeoutMs: number): number {
 function refusalResponse(reason: string): Buffer {
   const body = JSON.stringify({ type: 'unavailable', reason });
   return Buffer.from(
-    'HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\n' +
+    'HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n' +
       `content-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`,
   );
 }

@@ -1,4 +1,5 @@
 import type { Histogram, Registry } from 'prom-client';
+import type { ActivityLog } from './activity.js';
 import type { AppendMeta } from '../store/types.js';
 import type { HttpDeps } from './deps.js';
 import type { IdempotencyWindow } from './idempotency.js';
@@ -11,6 +12,8 @@ export interface RouteContext {
   readonly registry: Registry;
   readonly requestDuration: Histogram<'method'>;
   readonly idempotency: IdempotencyWindow<{ single: AppendMeta } | { batch: AppendMeta[] }>;
+  /** User activity since the last `$sys/activity` entry. */
+  readonly activity: ActivityLog;
   /** Wall-clock ms when the app was built (uptime in /stats). */
   readonly startedMs: number;
 }

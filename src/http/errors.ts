@@ -15,7 +15,8 @@ import type { ConnectionCounters } from './connection-limits.js';
 
 /** fastify error codes a client can cause, and what Iorio calls them. */
 const fastifyErrorCodes: Readonly<Record<string, ErrorCode>> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'invalid-body',
+  // IorioDB answers a body of another content type with 415 (cowboy_rest's content_types_accepted).
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported-media-type',
   FST_ERR_CTP_BODY_TOO_LARGE: 'too-large',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid-body',
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid-body',
@@ -39,10 +40,10 @@ const codeOfStatus: Readonly<Record<number, ErrorCode>> = {
   400: 'invalid-param',
   401: 'unauthorized',
   403: 'no-perm',
+  415: 'unsupported-media-type',
   404: 'not-found',
   409: 'conflict',
   413: 'too-large',
-  415: 'invalid-body',
   429: 'rate-limited',
   503: 'unavailable',
 };
@@ -72,11 +73,26 @@ export function toIorioError(error: unknown): IorioError | undefined {
   return undefined;
 }
 
+/** IorioDB's JSON content type, byte for byte (iorio_http.erl:23): its clients compare it. */
+export const jsonContentType = 'application/json';
+
 export function sendError(reply: FastifyReply, error: IorioError): FastifyReply {
   // A refusal that knows when to come back says so in the standard header too (clients and proxies read it).
   const retryAfterSecs = error.details?.['retry_after_secs'];
   if (typeof retryAfterSecs === 'number') reply.header('retry-after', String(retryAfterSecs));
-  return reply.code(error.status).type('application/json; charset=utf-8').send(error.toBody());
+  // IorioDB's 401s name the scheme (cowboy_rest's {false, <<"jwt">>}, e.g. iorio_rest_stream.erl:302).
+  if (error.status === 401) reply.header('www-authenticate', 'jwt');
+  return reply.code(error.status).type(jsonContentType).send(error.toBody());
+}
+
+/**
+ * An onSend hook: fastify labels the JSON it serialises `application/json;
+ * charset=utf-8`; IorioDB's clients compare the type with `application/json`.
+ */
+export function plainJsonContentType(_request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: null, payload: unknown) => void): void {
+  const type = reply.getHeader('content-type');
+  if (typeof type === 'string' && type.startsWith('application/json;')) reply.header('content-type', jsonContentType);
+  done(null, payload);
 }
 
 export function registerErrorHandling(app: FastifyInstance, logger: Logger): void {
@@ -129,7 +145,7 @@ export function createClientErrorHandler(
       const body = JSON.stringify(refusal.toBody());
       socket.write(
         `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\n` +
-          `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     }
     socket.destroy(error);

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { resourcePermissions, type GrantChange, type Permission } from '../auth/types.js';
-import { IorioError } from '../core/errors.js';
-import { checkName } from '../core/names.js';
+import { invalidField } from '../auth/access.js';
+import { resourcePermissions } from '../auth/types.js';
+import { IorioError, isIorioError } from '../core/errors.js';
+import { checkName, nameProblem } from '../core/names.js';
 import { requirePermission, requireSession } from './auth-hook.js';
 import { objectBodyOf } from './body.js';
 import type { RouteContext } from './context.js';
@@ -26,8 +27,9 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
     const token = await auth.login(username, password, request.ip);
     return reply.code(201).send({ ok: true, token, username });
   });
+  // No token: the anonymous session (iorio_session.erl:34-35, 54-57), so 200 {"username":"anonymous"}.
   app.get('/sessions', async (request) => {
-    requireSession(auth, request);
+    context.activity.note('session_check', [request.username, request.headers.host ?? '', request.ip]);
     return { username: request.username };
   });
   app.delete('/sessions', async (request) => {
@@ -43,15 +45,14 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
   });
 
   app.post('/users', { onRequest: requirePermission(auth, 'adminusers', 'global') }, async (request, reply) => {
-    const body = objectBodyOf(request);
-    const username = checkName('user', stringField(body, 'username'));
-    await auth.createUser(request.username, username, passwordField(body));
-    return reply.code(201).send({ ok: true });
+    const { username, password } = userFields(objectBodyOf(request));
+    await asIorioUserErrors(() => auth.createUser(request.username, username, password));
+    return reply.code(201).header('location', `/users/${username}`).send({ ok: true });
   });
   // IorioDB's form: the user is named in the body.
   app.put('/users', async (request) => {
-    const body = objectBodyOf(request);
-    await changePassword(context, request, checkName('user', stringField(body, 'username')), passwordField(body));
+    const { username, password } = userFields(objectBodyOf(request));
+    await asIorioUserErrors(() => changePassword(context, request, username, password));
     return { ok: true };
   });
   app.put('/users/:username', async (request) => {
@@ -71,7 +72,12 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
   for (const path of ['/access/:bucket', '/access/:bucket/:stream']) {
     app.post(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {
       const { bucket, stream } = resourceParams(request.params);
-      await auth.changeAccess(request.username, bucket, stream, grantChangeOf(objectBodyOf(request)));
+      const change = objectBodyOf(request);
+      // Global permissions are not a bucket's or a stream's to give.
+      if (typeof change['permission'] === 'string' && !(resourcePermissions as readonly string[]).includes(change['permission'])) {
+        throw invalidField('permission', change['permission'], `field "permission" must be one of ${resourcePermissions.join(', ')}`);
+      }
+      await auth.changeAccess(request.username, bucket, stream, change);
       return { ok: true };
     });
     app.get(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {
@@ -89,6 +95,34 @@ async function changePassword(context: RouteContext, request: FastifyRequest, us
   await auth.changePassword(request.username, username, password);
 }
 
+/**
+ * IorioDB's checks of a /users body, in its order (iorio_rest_user.erl:48-55):
+ * 400 no-user-and-pass, no-user, no-pass; then illegal-username (:74-77).
+ */
+function userFields(body: Record<string, unknown>): { username: string; password: string } {
+  const username = body['username'];
+  const password = body['password'];
+  const hasUser = typeof username === 'string' && username !== '';
+  const hasPass = typeof password === 'string' && password !== '';
+  if (!hasUser && !hasPass) throw new IorioError('no-user-and-pass', 'no username and password fields');
+  if (!hasUser) throw new IorioError('no-user', 'no username field');
+  if (!hasPass) throw new IorioError('no-pass', 'no password field');
+  const problem = nameProblem(username);
+  if (problem !== undefined) throw new IorioError('illegal-username', `illegal username: ${problem}`);
+  return { username, password: passwordField(body) };
+}
+
+/** The service's conflict and name errors as IorioDB's user errors (iorio_rest_user.erl:70-77). */
+async function asIorioUserErrors(change: () => Promise<void>): Promise<void> {
+  try {
+    await change();
+  } catch (error) {
+    if (isIorioError(error) && error.code === 'conflict') throw new IorioError('user-exists', error.message);
+    if (isIorioError(error) && error.code === 'invalid-name') throw new IorioError('illegal-username', error.message);
+    throw error;
+  }
+}
+
 function stringField(body: Record<string, unknown>, name: string): string {
   const value = body[name];
   if (typeof value !== 'string' || value.length === 0) throw new IorioError('invalid-body', `field "${name}" must be a non-empty string`);
@@ -101,19 +135,4 @@ function passwordField(body: Record<string, unknown>): string {
     throw new IorioError('invalid-body', `a password is at most ${passwordBytesMax} bytes`);
   }
   return password;
-}
-
-/** `{"username" or "group", "permission", "action": "grant"|"revoke"}`, checked. Pure. */
-export function grantChangeOf(body: Record<string, unknown>): GrantChange {
-  const hasUser = body['username'] !== undefined;
-  const hasGroup = body['group'] !== undefined;
-  if (hasUser === hasGroup) throw new IorioError('invalid-body', 'give exactly one of "username" and "group"');
-  const permission = body['permission'];
-  if (typeof permission !== 'string' || !resourcePermissions.includes(permission as Permission)) {
-    throw new IorioError('invalid-body', `field "permission" must be one of ${resourcePermissions.join(', ')}`);
-  }
-  const action = body['action'];
-  if (action !== 'grant' && action !== 'revoke') throw new IorioError('invalid-body', 'field "action" must be "grant" or "revoke"');
-  if (hasUser) return { username: checkName('user', body['username']), permission: permission as Permission, action };
-  return { group: checkName('group', body['group']), permission: permission as Permission, action };
 }

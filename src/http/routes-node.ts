@@ -13,8 +13,11 @@ import { resourceParams } from './params.js';
 export function registerNodeRoutes(app: FastifyInstance, context: RouteContext): void {
   const { auth, store, config, clock } = context.deps;
 
-  // Every bucket the user may list (an admin may list them all).
+  // IorioDB needs `list` (iorio_rest_list.erl:58-71, checked on no bucket in
+  // particular): a caller who may list no bucket at all gets 401 no-perm.
+  // The others get every bucket they may list (an admin may list them all).
   app.get('/buckets', async (request) => {
+    if (!auth.canListSomewhere(request.username)) throw new IorioError('no-perm', `${request.username} may not list any bucket`);
     const listing = await store.listBuckets();
     return { status: listing.partial ? 'partial' : 'ok', data: listing.names.filter((bucket) => auth.can(request.username, 'list', bucket)) };
   });

@@ -24,10 +24,11 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
   app.get('/streams/:bucket/:stream', { onRequest: requirePermission(auth, 'get', 'resource') }, (request, reply) =>
     readHandler(context, request, reply),
   );
-  app.delete('/streams/:bucket/:stream', { onRequest: requirePermission(auth, 'delete', 'resource') }, async (request) => {
+  // 204 without a body, as IorioDB (iorio_rest_stream.erl:139-144: delete_resource and no body).
+  app.delete('/streams/:bucket/:stream', { onRequest: requirePermission(auth, 'delete', 'resource') }, async (request, reply) => {
     const { bucket, stream } = streamParams(request.params);
     await context.deps.store.deleteStream(bucket, stream);
-    return { ok: true };
+    return reply.code(204).send();
   });
   app.patch('/streams/:bucket/:stream', { onRequest: requirePermission(auth, 'put', 'resource') }, (request, reply) =>
     patchHandler(context, request, reply),
@@ -66,7 +67,7 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   const first = metas[0]!;
   const location = `/streams/${bucket}/${stream}?limit=${metas.length}&from=${first.id}`;
   const text = 'single' in answer ? `{"meta":${metaJson(answer.single)}}` : `{"meta":[${answer.batch.map(metaJson).join(',')}]}`;
-  return reply.code(201).header('location', location).type('application/json; charset=utf-8').send(text);
+  return reply.code(201).header('location', location).type('application/json').send(text);
 }
 
 /** Seqnum ranges a read stepped over because they are lost (`161-192,300-300`). */
@@ -92,7 +93,7 @@ async function readHandler(context: RouteContext, request: FastifyRequest, reply
   // Entries lost to a damaged file inside the span read: the page goes on past them and says which.
   if (result?.missing !== undefined) reply.header(missingSeqnumsHeader, result.missing.map((range) => `${range.from}-${range.to}`).join(','));
   if (filename !== undefined) reply.header('content-disposition', `attachment; filename="${filename}"`);
-  return reply.type('application/json; charset=utf-8').send(entriesJson(entries));
+  return reply.type('application/json').send(entriesJson(entries));
 }
 
 /**
@@ -116,24 +117,45 @@ async function patchHandler(context: RouteContext, request: FastifyRequest, repl
     throw new IorioError('invalid-name', `a patch log (a stream ending in ${patchStreamSuffix}) cannot be patched`);
   }
   const patchStream = checkName('stream', stream + patchStreamSuffix);
-  const body = bodyOf(request, ['json-patch', 'json']);
+  // Only application/json-patch+json (iorio_rest_stream.erl:122-128: cowboy_rest answers 415 to any other type).
+  const kind = (request.body as { kind?: string } | undefined)?.kind;
+  if (kind !== undefined && kind !== 'json-patch') {
+    throw new IorioError('unsupported-media-type', 'a PATCH body is a JSON Patch: send content-type application/json-patch+json');
+  }
+  const body = bodyOf(request, ['json-patch']);
   const operations = patchOperations(body.value);
   const expectSeq = expectSeqHeader(request.headers['x-iorio-expect-seqnum']);
   const { store } = context.deps;
   const last = (await store.read(bucket, stream, { limit: 1 })).entries[0];
-  if (last === undefined) throw new IorioError('not-found', `stream ${bucket}/${stream} is empty: there is nothing to patch`);
-  if (expectSeq !== undefined && expectSeq !== last.seq) {
-    throw new IorioError('conflict', `the last seqnum is ${last.seq}, not ${expectSeq}`, { expected: expectSeq, got: last.seq });
-  }
+  // IorioDB: 400 {"type":"not-found"} (iorio_rest_stream.erl:271-273, from_json_patch returns false).
+  if (last === undefined) throw new IorioError('not-found', `stream ${bucket}/${stream} is empty: there is nothing to patch`, undefined, 400);
+  if (expectSeq !== undefined && expectSeq !== last.seq) return sendPatchConflict(reply, expectSeq, last.seq);
   const patched = patchedEntry(last.payload, operations);
   // One atomic write (the stream and its patch log share a partition): a
   // fault can never leave the new value without its patch, or the reverse.
-  const [metas] = await store.appendAtomic([
-    { bucket, stream, payloads: [patched], expectSeq: last.seq },
-    { bucket, stream: patchStream, payloads: [body.text] },
-  ]);
+  let metas: AppendMeta[] | undefined;
+  try {
+    [metas] = await store.appendAtomic([
+      { bucket, stream, payloads: [patched], expectSeq: last.seq },
+      { bucket, stream: patchStream, payloads: [body.text] },
+    ]);
+  } catch (error) {
+    if (!isIorioError(error) || error.code !== 'conflict') throw error;
+    const got = typeof error.details?.['got'] === 'number' ? error.details['got'] : await store.lastSeq(bucket, stream);
+    return sendPatchConflict(reply, last.seq, got);
+  }
   context.counters.patches += 1;
-  return reply.code(200).type('application/json; charset=utf-8').send(`{"meta":${metaJson(metas![0]!)}}`);
+  return reply.code(200).type('application/json').send(`{"meta":${metaJson(metas![0]!)}}`);
+}
+
+/**
+ * IorioDB's 409 for a PATCH that lost a race, byte for byte, its spelling
+ * included (iorio_rest_stream.erl:206-213):
+ * `{"type":"error","reason":{"reason":"confict","field":"seqnum","expected":E,"got":G}}`.
+ */
+function sendPatchConflict(reply: FastifyReply, expected: number, got: number): FastifyReply {
+  const body = { type: 'error', reason: { reason: 'confict', field: 'seqnum', expected, got } };
+  return reply.code(409).type('application/json').send(JSON.stringify(body));
 }
 
 /** The body as RFC 6902 operations; 400 when it is not a valid patch. */

@@ -102,7 +102,7 @@ describe('users, grants and sessions are cluster-wide', () => {
     expect(created.status).toBe(201);
     const token = await cluster.login(4, 'carol', 'pw-carol');
     for (const index of [1, 2, 3]) expect((await cluster.call(index, 'GET', '/sessions', { token })).body).toEqual({ username: 'carol' });
-    expect((await cluster.call(3, 'GET', '/streams/b2/s2?limit=1', { token })).status).toBe(403);
+    expect((await cluster.call(3, 'GET', '/streams/b2/s2?limit=1', { token })).status).toBe(401);
     const granted = await cluster.call(2, 'POST', '/access/b2', { body: { username: 'carol', permission: 'get', action: 'grant' } });
     expect(granted.status).toBe(200);
     for (const index of [1, 3, 4]) expect((await cluster.call(index, 'GET', '/streams/b2/s2?limit=1', { token })).status, `node ${index}`).toBe(200);

@@ -58,10 +58,11 @@ describe('sessions', () => {
     expect(query.body).toEqual({ username: 'alice' });
   });
 
-  test('GET /sessions without a token is 403', async () => {
+  // IorioDB: no token is the anonymous session (iorio_session.erl:34-35, 54-57).
+  test('GET /sessions without a token is the anonymous user', async () => {
     const reply = await call(node, 'GET', '/sessions');
-    expect(reply.status).toBe(403);
-    expect(reply.body.type).toBe('no-perm');
+    expect(reply.status).toBe(200);
+    expect(reply.body).toEqual({ username: 'anonymous' });
   });
 });
 
@@ -112,21 +113,22 @@ describe('bad tokens are 401 on every route and write nothing', () => {
 });
 
 describe('users', () => {
-  test('an admin creates a user (201), twice is 409', async () => {
+  // IorioDB: 400 user-exists (iorio_rest_user.erl:70-73).
+  test('an admin creates a user (201), twice is 400 user-exists', async () => {
     expect((await call(node, 'POST', '/users', { token: node.adminToken, json: { username: 'carol', password: 'pw1' } })).status).toBe(201);
     const again = await call(node, 'POST', '/users', { token: node.adminToken, json: { username: 'carol', password: 'pw2' } });
-    expect(again.status).toBe(409);
-    expect(again.body.type).toBe('conflict');
+    expect(again.status).toBe(400);
+    expect(again.body.type).toBe('user-exists');
     await login(node.url, 'carol', 'pw1');
   });
 
   test('only an admin creates, lists and deletes users', async () => {
     const create = await call(node, 'POST', '/users', { token: alice, json: { username: 'eve', password: 'pw' } });
-    expect(create.status).toBe(403);
+    expect(create.status).toBe(401);
     expect(create.body.type).toBe('no-perm');
-    expect((await call(node, 'POST', '/users', { json: { username: 'eve', password: 'pw' } })).status).toBe(403);
-    expect((await call(node, 'GET', '/users', { token: alice })).status).toBe(403);
-    expect((await call(node, 'DELETE', '/users/bob', { token: alice })).status).toBe(403);
+    expect((await call(node, 'POST', '/users', { json: { username: 'eve', password: 'pw' } })).status).toBe(401);
+    expect((await call(node, 'GET', '/users', { token: alice })).status).toBe(401);
+    expect((await call(node, 'DELETE', '/users/bob', { token: alice })).status).toBe(401);
     const list = await call(node, 'GET', '/users', { token: node.adminToken });
     expect(list.status).toBe(200);
     const names = list.body.map((user: { username: string }) => user.username);
@@ -147,9 +149,9 @@ describe('users', () => {
 
   test("a user cannot change another user's password; an admin can", async () => {
     const reply = await call(node, 'PUT', '/users/bob', { token: alice, json: { password: 'hijacked' } });
-    expect(reply.status).toBe(403);
-    expect((await call(node, 'PUT', '/users', { token: alice, json: { username: 'bob', password: 'hijacked' } })).status).toBe(403);
-    expect((await call(node, 'PUT', '/users/bob', { json: { password: 'hijacked' } })).status).toBe(403);
+    expect(reply.status).toBe(401);
+    expect((await call(node, 'PUT', '/users', { token: alice, json: { username: 'bob', password: 'hijacked' } })).status).toBe(401);
+    expect((await call(node, 'PUT', '/users/bob', { json: { password: 'hijacked' } })).status).toBe(401);
     await login(node.url, 'bob', 'pw-bob');
     await createUser(node, 'frank', 'f1');
     expect((await call(node, 'PUT', '/users/frank', { token: node.adminToken, json: { password: 'f2' } })).status).toBe(200);
@@ -163,7 +165,7 @@ describe('users', () => {
     expect(reply.body).toEqual({ ok: true });
     await expect(login(node.url, 'gina', 'pw-gina')).rejects.toThrow(/401/);
     const after = await call(node, 'GET', '/sessions', { token: gina });
-    expect([401, 403]).toContain(after.status);
+    expect([401, 401]).toContain(after.status);
   });
 });
 
@@ -171,22 +173,22 @@ describe('ownership and grants', () => {
   test('a user owns _user_<name>; another user may not read, write or delete it', async () => {
     await append(node, '_user_alice', 'diary', { secret: 1 }, alice);
     const reads = await call(node, 'GET', '/streams/_user_alice/diary', { token: bob });
-    expect(reads.status).toBe(403);
+    expect(reads.status).toBe(401);
     expect(reads.body.type).toBe('no-perm');
     const writes = await call(node, 'POST', '/streams/_user_alice/diary', { token: bob, json: { forged: true } });
-    expect(writes.status).toBe(403);
+    expect(writes.status).toBe(401);
     const deletes = await call(node, 'DELETE', '/streams/_user_alice/diary', { token: bob });
-    expect(deletes.status).toBe(403);
+    expect(deletes.status).toBe(401);
     const patches = await call(node, 'PATCH', '/streams/_user_alice/diary', {
       token: bob,
       json: [{ op: 'add', path: '/x', value: 1 }],
       contentType: 'application/json-patch+json',
     });
-    expect(patches.status).toBe(403);
-    expect((await call(node, 'GET', '/streams/_user_alice', { token: bob })).status).toBe(403);
+    expect(patches.status).toBe(401);
+    expect((await call(node, 'GET', '/streams/_user_alice', { token: bob })).status).toBe(401);
     const grant = await call(node, 'POST', '/access/_user_alice', { token: bob, json: { username: 'bob', permission: 'put', action: 'grant' } });
-    expect(grant.status).toBe(403);
-    expect((await call(node, 'PUT', '/policies/_user_alice', { token: bob, json: { max_count: 1 } })).status).toBe(403);
+    expect(grant.status).toBe(401);
+    expect((await call(node, 'PUT', '/policies/_user_alice', { token: bob, json: { max_count: 1 } })).status).toBe(401);
     expect((await readAll(node, '_user_alice', 'diary')).map((entry) => entry.data)).toEqual([{ secret: 1 }]);
     const buckets = await call(node, 'GET', '/buckets', { token: bob });
     expect(buckets.body.data).not.toContain('_user_alice');
@@ -198,15 +200,15 @@ describe('ownership and grants', () => {
     expect(granted.status).toBe(200);
     expect(granted.body).toEqual({ ok: true });
     expect((await call(node, 'GET', '/streams/_user_alice/diary', { token: bob })).status).toBe(200);
-    expect((await call(node, 'POST', '/streams/_user_alice/diary', { token: bob, json: 1 })).status).toBe(403);
+    expect((await call(node, 'POST', '/streams/_user_alice/diary', { token: bob, json: 1 })).status).toBe(401);
     const listing = await call(node, 'GET', '/access/_user_alice', { token: alice });
     expect(listing.status).toBe(200);
-    expect(listing.body.users).toEqual(expect.arrayContaining([{ username: 'bob', permissions: ['get'] }]));
+    expect(listing.body.users).toEqual(expect.arrayContaining([{ name: 'bob', grants: ['get'] }]));
     expect(Array.isArray(listing.body.groups)).toBe(true);
-    expect((await call(node, 'GET', '/access/_user_alice', { token: bob })).status).toBe(403);
+    expect((await call(node, 'GET', '/access/_user_alice', { token: bob })).status).toBe(401);
     const revoked = await call(node, 'POST', '/access/_user_alice', { token: alice, json: { username: 'bob', permission: 'get', action: 'revoke' } });
     expect(revoked.status).toBe(200);
-    expect((await call(node, 'GET', '/streams/_user_alice/diary', { token: bob })).status).toBe(403);
+    expect((await call(node, 'GET', '/streams/_user_alice/diary', { token: bob })).status).toBe(401);
   });
 
   test('grants on one stream', async () => {
@@ -214,9 +216,9 @@ describe('ownership and grants', () => {
     const granted = await call(node, 'POST', '/access/_user_alice/shared', { token: alice, json: { username: 'bob', permission: 'get', action: 'grant' } });
     expect(granted.status).toBe(200);
     expect((await call(node, 'GET', '/streams/_user_alice/shared', { token: bob })).status).toBe(200);
-    expect((await call(node, 'GET', '/streams/_user_alice/diary', { token: bob })).status).toBe(403);
+    expect((await call(node, 'GET', '/streams/_user_alice/diary', { token: bob })).status).toBe(401);
     const listing = await call(node, 'GET', '/access/_user_alice/shared', { token: alice });
-    expect(listing.body.users).toEqual(expect.arrayContaining([{ username: 'bob', permissions: ['get'] }]));
+    expect(listing.body.users).toEqual(expect.arrayContaining([{ name: 'bob', grants: ['get'] }]));
   });
 
   test.each([
@@ -235,14 +237,14 @@ describe('ownership and grants', () => {
   test('public: authenticated users get, only admin puts, anonymous neither', async () => {
     await append(node, 'public', 'news', { n: 1 });
     expect((await call(node, 'GET', '/streams/public/news', { token: alice })).status).toBe(200);
-    expect((await call(node, 'POST', '/streams/public/news', { token: alice, json: 1 })).status).toBe(403);
-    expect((await call(node, 'GET', '/streams/public/news')).status).toBe(403);
+    expect((await call(node, 'POST', '/streams/public/news', { token: alice, json: 1 })).status).toBe(401);
+    expect((await call(node, 'GET', '/streams/public/news')).status).toBe(401);
     expect(await readAll(node, 'public', 'news')).toHaveLength(1);
   });
 
   test('$sys: admin may get, others not', async () => {
     expect((await call(node, 'GET', '/streams/$sys/metrics', { token: node.adminToken })).status).toBe(200);
-    expect((await call(node, 'GET', '/streams/$sys/metrics', { token: alice })).status).toBe(403);
+    expect((await call(node, 'GET', '/streams/$sys/metrics', { token: alice })).status).toBe(401);
   });
 });
 
@@ -296,7 +298,7 @@ describe('ending sessions (the node clock stands still: every token here is issu
     expect([await whoami(other), await whoami(frozen.adminToken)]).toEqual([200, 200]);
     expect((await call(frozen, 'DELETE', '/sessions', { token: one })).status).toBe(401);
     const anonymous = await call(frozen, 'DELETE', '/sessions');
-    expect([anonymous.status, anonymous.body.type]).toEqual([403, 'no-perm']);
+    expect([anonymous.status, anonymous.body.type]).toEqual([401, 'no-perm']);
     expect(await whoami(await login(frozen.url, 'sam', 'pw-sam'))).toBe(200);
   });
 
@@ -304,8 +306,8 @@ describe('ending sessions (the node clock stands still: every token here is issu
     const uma = await createUser(frozen, 'uma');
     const vic = await createUser(frozen, 'vic');
     const byOther = await call(frozen, 'DELETE', '/sessions/uma', { token: vic });
-    expect([byOther.status, byOther.body.type]).toEqual([403, 'no-perm']);
-    expect((await call(frozen, 'DELETE', '/sessions/uma')).status).toBe(403);
+    expect([byOther.status, byOther.body.type]).toEqual([401, 'no-perm']);
+    expect((await call(frozen, 'DELETE', '/sessions/uma')).status).toBe(401);
     expect(await whoami(uma)).toBe(200);
     expect((await call(frozen, 'DELETE', '/sessions/uma', { token: frozen.adminToken })).body).toEqual({ ok: true });
     expect([await whoami(uma), await whoami(vic)]).toEqual([401, 200]);

@@ -67,11 +67,12 @@ describe('bodies', () => {
     await expectUnchanged();
   });
 
-  test.each(bodyRoutes)('a wrong content type on $method $path is 400 invalid-body', async ({ method, path }) => {
+  // IorioDB: cowboy_rest's content_types_accepted answers 415 (e.g. iorio_rest_stream.erl:122-128).
+  test.each(bodyRoutes)('a wrong content type on $method $path is 415', async ({ method, path }) => {
     for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml', 'nonsense']) {
-      await expectError(method, path, { body: '{"username":"x","password":"y"}', contentType }, 400, 'invalid-body');
+      await expectError(method, path, { body: '{"username":"x","password":"y"}', contentType }, 415, 'unsupported-media-type');
     }
-    await expectError(method, path, { body: '{"username":"x","password":"y"}' }, 400, 'invalid-body');
+    await expectError(method, path, { body: '{"username":"x","password":"y"}' }, 415, 'unsupported-media-type');
     await expectUnchanged();
   });
 
@@ -114,8 +115,8 @@ describe('bodies', () => {
   });
 
   test('a JSON body on a route that takes another kind is refused', async () => {
-    await expectError('POST', '/streams/keep/s', { body: '[]', contentType: 'application/json-patch+json' }, 400, 'invalid-body');
-    await expectError('POST', '/users', { body: '{"username":"x","password":"y"}', contentType: 'application/x-ndjson' }, 400, 'invalid-body');
+    await expectError('POST', '/streams/keep/s', { body: '[]', contentType: 'application/json-patch+json' }, 415, 'unsupported-media-type');
+    await expectError('POST', '/users', { body: '{"username":"x","password":"y"}', contentType: 'application/x-ndjson' }, 415, 'unsupported-media-type');
     await expectUnchanged();
   });
 });
@@ -159,7 +160,8 @@ describe('names', () => {
     for (const [method, path, options] of routes) {
       await expectError(method, path, { ...options, raw: true }, 400, 'invalid-name');
     }
-    await expectError('POST', '/users', { json: { username: decodeURIComponent(name), password: 'x' } }, 400, 'invalid-name');
+    // IorioDB's own code for a user name (iorio_rest_user.erl:74-77).
+    await expectError('POST', '/users', { json: { username: decodeURIComponent(name), password: 'x' } }, 400, 'illegal-username');
     await expectUnchanged();
   });
 

@@ -101,7 +101,7 @@ describe('WebSocket listen commands', () => {
       socket.send('{"cmd":"ping","id":"after"}');
       const deadline = Date.now() + 5_000;
       while (replies.length < 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-      expect(replies[0]).toEqual({ ok: false, id: null, reason: 'a command must not be nested deeper than 512 levels' });
+      expect(replies[0]).toEqual({ ok: false, id: 0, reason: 'a command must not be nested deeper than 512 levels' });
       expect(replies[1]).toMatchObject({ ok: true, type: 'ping' });
       expect(replies[2]).toEqual({ ok: true, id: 'after', type: 'ping' });
       expect(socket.readyState).toBe(WebSocket.OPEN);

@@ -117,7 +117,7 @@ describe('ioriocli', () => {
   it('exits 1 with the JSON error when the node refuses, 2 on bad usage', async () => {
     const anonymous = await finish(spawnCli(url, ['get', 'cli', 'one']));
     expect(anonymous.code).toBe(1);
-    expect(JSON.parse(anonymous.stderr)).toMatchObject({ status: 403, type: 'no-perm' });
+    expect(JSON.parse(anonymous.stderr)).toMatchObject({ status: 401, type: 'no-perm' });
     const badLogin = await finish(spawnCli(url, ['--user', 'admin', '--password', 'wrong', 'buckets']));
     expect(badLogin.code).toBe(1);
     expect(JSON.parse(badLogin.stderr)).toMatchObject({ status: 401, type: 'unauthorized' });

@@ -228,6 +228,8 @@ export class SseClient {
   readonly data: unknown[] = [];
   readonly comments: string[] = [];
   readonly namedEvents: { event: string; data: string }[] = [];
+  /** The `id:` of every event that had one, in order. */
+  readonly ids: string[] = [];
   status = 0;
   headers: http.IncomingHttpHeaders = {};
   ended = false;
@@ -270,6 +272,7 @@ export class SseClient {
         if (line.startsWith(':')) this.comments.push(line.slice(1).trim());
         else if (line.startsWith('event:')) event = line.slice(6).trim();
         else if (line.startsWith('data:')) data += line.slice(5).trimStart();
+        else if (line.startsWith('id:')) this.ids.push(line.slice(3).trim());
       }
       if (data === '') continue;
       if (event === 'message') this.data.push(JSON.parse(data));

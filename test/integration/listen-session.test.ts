@@ -290,14 +290,14 @@ describe('listen sessions', () => {
   });
 
   describe('long-poll', () => {
-    it('answers 403 no-perm when the only stream is revoked while waiting', async () => {
+    it('answers 401 no-perm when the only stream is revoked while waiting', async () => {
       const bob = await bobWithGrant();
       const poll = longPoll(test.url, `?jwt=${bob.token}&s=_user_alice:${bob.shared}&timeout=20`);
       await waitForGauges(test, 'the long-poll', (gauges) => gauges.longPoll === 1);
       await revoke(bob.shared);
       await append(test, '_user_alice', bob.shared, { n: 1 });
       const result = await poll.done;
-      expect(result.status).toBe(403);
+      expect(result.status).toBe(401);
       expect(JSON.parse(result.body)).toEqual({ type: 'no-perm', reason: expect.stringMatching(/may no longer get/) });
     });
 

@@ -87,11 +87,11 @@ describe('auth: start-up state', () => {
     expect(auth.listAccess('admin', 'public', undefined)).toEqual({
       users: [],
       groups: [
-        { groupname: 'g-admin', permissions: ['put'] },
-        { groupname: 'g-authenticated', permissions: ['get'] },
+        { name: 'g-admin', grants: ['put'] },
+        { name: 'g-authenticated', grants: ['get'] },
       ],
     });
-    expect(auth.listAccess('admin', '$sys', undefined).groups).toEqual([{ groupname: 'g-admin', permissions: ['get'] }]);
+    expect(auth.listAccess('admin', '$sys', undefined).groups).toEqual([{ name: 'g-admin', grants: ['get'] }]);
   });
 
   it('lets every authenticated user get bucket public, but not anonymous, and only admins put it', async () => {
@@ -471,7 +471,7 @@ describe('auth: grants', () => {
       expect(auth.can('anonymous', permission, '_user_alice')).toBe(false);
     }
     expect(auth.listAccess('alice', '_user_alice', undefined)).toEqual({
-      users: [{ username: 'alice', permissions: ['delete', 'get', 'grant', 'list', 'put'] }],
+      users: [{ name: 'alice', grants: ['delete', 'get', 'grant', 'list', 'put'] }],
       groups: [],
     });
     expect(await failure(() => auth.listAccess('bob', '_user_alice', undefined))).toBe('no-perm');
@@ -496,15 +496,15 @@ describe('auth: grants', () => {
     expect(auth.can('bob', 'get', '_user_alice', 's1')).toBe(true);
     expect(auth.can('bob', 'get', '_user_alice', 's2')).toBe(true);
     expect(auth.can('bob', 'put', '_user_alice', 's1')).toBe(false);
-    expect(auth.listAccess('alice', '_user_alice', undefined).users).toContainEqual({ username: 'bob', permissions: ['get'] });
+    expect(auth.listAccess('alice', '_user_alice', undefined).users).toContainEqual({ name: 'bob', grants: ['get'] });
     // Granting twice is harmless; revoking what was never granted too.
     await auth.changeAccess('alice', '_user_alice', undefined, { username: 'bob', permission: 'get', action: 'grant' });
     await auth.changeAccess('alice', '_user_alice', undefined, { username: 'bob', permission: 'list', action: 'revoke' });
-    expect(auth.listAccess('alice', '_user_alice', undefined).users).toContainEqual({ username: 'bob', permissions: ['get'] });
+    expect(auth.listAccess('alice', '_user_alice', undefined).users).toContainEqual({ name: 'bob', grants: ['get'] });
     await auth.changeAccess('alice', '_user_alice', undefined, { username: 'bob', permission: 'get', action: 'revoke' });
     expect(auth.can('bob', 'get', '_user_alice', 's1')).toBe(false);
     expect(auth.listAccess('alice', '_user_alice', undefined).users).toEqual([
-      { username: 'alice', permissions: ['delete', 'get', 'grant', 'list', 'put'] },
+      { name: 'alice', grants: ['delete', 'get', 'grant', 'list', 'put'] },
     ]);
   });
 
@@ -517,8 +517,8 @@ describe('auth: grants', () => {
     expect(auth.can('bob', 'put', '_user_alice', 's1')).toBe(true);
     expect(auth.can('bob', 'put', '_user_alice', 's2')).toBe(false);
     expect(auth.can('bob', 'put', '_user_alice')).toBe(false);
-    expect(auth.listAccess('alice', '_user_alice', 's1')).toEqual({ users: [{ username: 'bob', permissions: ['grant', 'put'] }], groups: [] });
-    expect(auth.listAccess('alice', '_user_alice', undefined).users.map((user) => user.username)).toEqual(['alice']);
+    expect(auth.listAccess('alice', '_user_alice', 's1')).toEqual({ users: [{ name: 'bob', grants: ['grant', 'put'] }], groups: [] });
+    expect(auth.listAccess('alice', '_user_alice', undefined).users.map((user) => user.name)).toEqual(['alice']);
     // `grant` on the stream lets bob manage that stream, not the bucket or another stream.
     expect(auth.listAccess('bob', '_user_alice', 's1').users).toHaveLength(1);
     expect(await failure(() => auth.listAccess('bob', '_user_alice', undefined))).toBe('no-perm');
@@ -538,7 +538,7 @@ describe('auth: grants', () => {
     expect(auth.can('alice', 'put', 'shared', 'x')).toBe(true);
     expect(auth.can('bob', 'put', 'shared', 'y')).toBe(true);
     expect(auth.can('anonymous', 'put', 'shared', 'x')).toBe(false);
-    expect(auth.listAccess('admin', 'shared', undefined)).toEqual({ users: [], groups: [{ groupname: 'g-authenticated', permissions: ['put'] }] });
+    expect(auth.listAccess('admin', 'shared', undefined)).toEqual({ users: [], groups: [{ name: 'g-authenticated', grants: ['put'] }] });
     await auth.changeAccess('admin', 'shared', undefined, { username: 'anonymous', permission: 'get', action: 'grant' });
     expect(auth.can('anonymous', 'get', 'shared', 'x')).toBe(true);
     await auth.changeAccess('admin', 'shared', undefined, { group: 'g-authenticated', permission: 'put', action: 'revoke' });
@@ -549,13 +549,15 @@ describe('auth: grants', () => {
     const { auth } = await startNode();
     await auth.createUser('admin', 'alice', 'pw');
     const change = (body: unknown) => auth.changeAccess('admin', 'b', undefined, body as never);
-    expect(await failure(() => change({ username: 'nobody', permission: 'get', action: 'grant' }))).toBe('not-found');
-    expect(await failure(() => change({ group: 'g-nope', permission: 'get', action: 'grant' }))).toBe('not-found');
-    expect(await failure(() => change({ username: 'alice', permission: 'fly', action: 'grant' }))).toBe('invalid-body');
-    expect(await failure(() => change({ username: 'alice', permission: 'get', action: 'give' }))).toBe('invalid-body');
-    expect(await failure(() => change({ username: 'alice', permission: 'get' }))).toBe('invalid-body');
-    expect(await failure(() => change({ username: 'alice', group: 'g-admin', permission: 'get', action: 'grant' }))).toBe('invalid-body');
-    expect(await failure(() => change({ permission: 'get', action: 'grant' }))).toBe('invalid-body');
+    // IorioDB's 400 invalid-field (iorio_rest_access.erl:105-118), fields checked in its order: action, role, permission.
+    expect(await failure(() => change({ username: 'nobody', permission: 'get', action: 'grant' }))).toBe('invalid-field');
+    expect(await failure(() => change({ group: 'g-nope', permission: 'get', action: 'grant' }))).toBe('invalid-field');
+    expect(await failure(() => change({ role: 'nobody', permission: 'get', action: 'grant' }))).toBe('invalid-field');
+    expect(await failure(() => change({ username: 'alice', permission: 'fly', action: 'grant' }))).toBe('invalid-field');
+    expect(await failure(() => change({ username: 'alice', permission: 'get', action: 'give' }))).toBe('invalid-field');
+    expect(await failure(() => change({ username: 'alice', permission: 'get' }))).toBe('invalid-field');
+    expect(await failure(() => change({ username: 'alice', group: 'g-admin', permission: 'get', action: 'grant' }))).toBe('invalid-field');
+    expect(await failure(() => change({ permission: 'get', action: 'grant' }))).toBe('invalid-field');
     expect(await failure(() => change(null))).toBe('invalid-body');
     expect(await failure(() => change({ username: 'a/b', permission: 'get', action: 'grant' }))).toBe('invalid-name');
     expect(await failure(() => auth.changeAccess('admin', '..', undefined, { username: 'alice', permission: 'get', action: 'grant' }))).toBe(

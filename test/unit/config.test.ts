@@ -90,7 +90,7 @@ describe('defaults', () => {
     expect(config['http.port']).toBe(8080);
     expect(config['http.body.max']).toBe(1024 * 1024);
     expect(config['http.cors.enabled']).toBe(false);
-    expect(config['http.ratelimit.enabled']).toBe(true);
+    expect(config['http.ratelimit.enabled']).toBe(false);
     expect(config['http.ratelimit.window']).toBe(1000);
     expect(config['https.cert']).toBe('');
     expect(config['auth.secret']).toBe('');

@@ -122,7 +122,9 @@ async function patchOnce(run: RunState, ref: StreamRef, token: string): Promise<
       await sleep(attempt);
       continue;
     }
-    if (reply.status !== 404) return describeFailure(reply);
+    // An empty stream: 400 not-found (IorioDB's answer, DESIGN §4); 404 from older Iorio nodes.
+    const isEmpty = reply.status === 404 || (reply.status === 400 && (reply.body as { type?: unknown } | undefined)?.type === 'not-found');
+    if (!isEmpty) return describeFailure(reply);
     const created = await createPatchDocument(run, ref);
     if (created !== undefined) return created;
   }

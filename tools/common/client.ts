@@ -182,7 +182,8 @@ export class IorioClient {
   }
 
   async deleteStream(bucket: string, stream: string): Promise<unknown> {
-    return (await this.expect([200], 'DELETE', streamPath(bucket, stream))).body;
+    // 204 without a body (IorioDB's answer, DESIGN §4); 200 from older Iorio nodes.
+    return (await this.expect([200, 204], 'DELETE', streamPath(bucket, stream))).body;
   }
 
   async listBuckets(): Promise<string[]> {

@@ -9,7 +9,7 @@ import type { HttpDeps } from '../deps.js';
 import { ConnectionKind, ConnectionRegistry, type ListenContext } from './connections.js';
 import { ListenHub } from './hub.js';
 import { LongPollListener } from './long-poll.js';
-import { parseStreamSpecs, parseTimeoutMs, type StreamSpec } from './params.js';
+import { parseStreamSpecs, parseTimeoutMs, resumeAfterLastEventId, type StreamSpec } from './params.js';
 import { ListenSession } from './session.js';
 import { SseListener } from './sse.js';
 import { WebSocketListener } from './websocket.js';
@@ -83,18 +83,23 @@ export async function registerListen(app: FastifyInstance, deps: HttpDeps): Prom
   });
 }
 
-/** Authenticates (401), parses (400) and authorises every stream (403): all before the response starts. */
+/**
+ * Authenticates (401) and parses (400) before the response starts. A
+ * stream the user may not get is skipped and the others listened to, as
+ * IorioDB does (iorio_listen_handler.erl:124-134, 146-168); no token is
+ * the anonymous user (:236-251).
+ */
 function prepareListen(deps: HttpDeps, request: FastifyRequest): ListenRequest {
   const query = (request.query ?? {}) as ListenQuery;
   const token = tokenOf(request.headers, query);
   const username = token === undefined ? deps.auth.anonymousUsername : deps.auth.verifyToken(token);
-  const specs = parseStreamSpecs(query['s']);
+  const specs = resumeAfterLastEventId(parseStreamSpecs(query['s']), request.headers['last-event-id']);
   const timeoutMs = parseTimeoutMs(query['timeout'], deps.config['listen.timeout']);
   if (specs.length === 0 && !request.ws) {
     throw new IorioError('invalid-param', 'name at least one stream to listen to: s=bucket:stream or s=bucket:stream:from');
   }
-  for (const spec of specs) deps.auth.check(username, 'get', spec.bucket, spec.stream);
-  return { session: new ListenSession(deps.auth, deps.clock, username, token), specs, timeoutMs };
+  const allowed = specs.filter((spec) => deps.auth.can(username, 'get', spec.bucket, spec.stream));
+  return { session: new ListenSession(deps.auth, deps.clock, username, token), specs: allowed, timeoutMs };
 }
 
 function preparedOf(prepared: WeakMap<FastifyRequest, ListenRequest>, request: FastifyRequest): ListenRequest {

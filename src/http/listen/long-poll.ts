@@ -133,7 +133,7 @@ export class LongPollListener implements ListenConnection, SubscriptionSink {
     this.finish();
     if (this.firstSeqnum !== undefined) this.reply.header(firstSeqnumHeader, String(this.firstSeqnum));
     if (this.events.length > 0) {
-      this.reply.code(200).type('application/json; charset=utf-8').send('[' + this.events.join(',') + ']');
+      this.reply.code(200).type('application/json').send('[' + this.events.join(',') + ']');
     } else if (this.failure !== undefined) {
       this.reply.send(this.failure);
     } else {

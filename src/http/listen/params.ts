@@ -64,6 +64,31 @@ export function parseStreamSpecs(raw: unknown): StreamSpec[] {
   return specs;
 }
 
+/**
+ * The streams named in `s` with their `from` moved past a Last-Event-ID
+ * (an EventSource resuming, see SseListener): a bare seqnum N resumes a
+ * one-stream listen at N + 1; `bucket:stream:N,...` resumes each stream it
+ * names at N + 1. An id that does not parse is ignored (the listen starts
+ * as `s` says). Pure.
+ */
+export function resumeAfterLastEventId(specs: readonly StreamSpec[], lastEventId: unknown): StreamSpec[] {
+  if (typeof lastEventId !== 'string' || lastEventId === '') return [...specs];
+  if (/^[0-9]{1,16}$/.test(lastEventId)) {
+    const seq = Number(lastEventId);
+    return specs.length === 1 && seq <= seqnumMax ? [{ ...specs[0]!, from: seq + 1 }] : [...specs];
+  }
+  const positions = new Map<string, number>();
+  for (const part of lastEventId.split(',')) {
+    const match = /^([^:]+):([^:]+):([0-9]{1,16})$/.exec(part);
+    if (match === null) return [...specs];
+    positions.set(match[1] + ':' + match[2], Number(match[3]));
+  }
+  return specs.map((spec) => {
+    const seq = positions.get(spec.bucket + ':' + spec.stream);
+    return seq === undefined || seq > seqnumMax ? spec : { ...spec, from: seq + 1 };
+  });
+}
+
 /** The long-poll timeout: `timeout=<secs>` (fractions allowed, capped at listenTimeoutMsMax) or the configured default. */
 export function parseTimeoutMs(raw: unknown, defaultMs: number): number {
   if (raw === undefined) return Math.min(defaultMs, listenTimeoutMsMax);

@@ -22,6 +22,13 @@ const heartbeatComment = ': ping\n\n';
  * `data: {"type":"unsubscribed","bucket","stream","reason"}` event (and the
  * connection ends with `event: close` when no stream is left), and a token
  * that expired ends the connection with `event: close`, reason 'session expired'.
+ *
+ * Each event array carries an `id:` line, so a browser's EventSource
+ * resumes where it stopped (it sends the last one back as Last-Event-ID,
+ * which listen honours, see lastEventPositions): on a connection opened
+ * for one stream the id is the last seqnum of the event; on one opened for
+ * several it is `bucket:stream:seq,...`, the last seqnum of every stream
+ * delivered so far.
  */
 export class SseListener implements ListenConnection, SubscriptionSink {
   readonly kind = ConnectionKind.sse;
@@ -30,6 +37,10 @@ export class SseListener implements ListenConnection, SubscriptionSink {
   private readonly drainWaiters = new Set<() => void>();
   private readonly raw: ServerResponse;
   private closed = false;
+  /** Opened for exactly one stream: the event id is a bare seqnum. */
+  private singleStream = false;
+  /** The last seqnum delivered per stream key (for multi-stream event ids). */
+  private readonly lastDelivered = new Map<string, number>();
 
   constructor(
     private readonly context: ListenContext,
@@ -58,6 +69,7 @@ export class SseListener implements ListenConnection, SubscriptionSink {
       this.endWith('server shutting down');
       return;
     }
+    this.singleStream = specs.length === 1;
     for (const spec of specs) {
       const subscription = new Subscription(streamRef(spec.bucket, spec.stream), this.context.deps.store, this.context.hub, this, {
         from: spec.from,
@@ -83,14 +95,24 @@ export class SseListener implements ListenConnection, SubscriptionSink {
 
   replay(subscription: Subscription, batch: EncodedBatch, from: number): Promise<void> | void {
     if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
-    const written = this.raw.write('data: ' + batch.arrayFrom(from) + '\n\n');
+    if (batch.countFrom(from) === 0) return;
+    const written = this.raw.write(this.idLine(batch) + 'data: ' + batch.arrayFrom(from) + '\n\n');
     if (written || this.raw.writableLength <= listenReplayHighWaterBytes) return;
     return new Promise<void>((resolve) => this.drainWaiters.add(resolve));
   }
 
   live(subscription: Subscription, batch: EncodedBatch, from: number): void {
     if (!this.checkBuffered() || !this.mayDeliver(subscription)) return;
+    if (batch.countFrom(from) === 0) return;
+    this.raw.write(this.idLine(batch));
     this.raw.write(batch.sseBytesFrom(from));
+  }
+
+  /** The `id:` line of an event carrying this batch (its entries with seq >= from, the batch's last one included). */
+  private idLine(batch: EncodedBatch): string {
+    if (this.singleStream) return 'id: ' + batch.lastSeq + '\n';
+    this.lastDelivered.set(batch.ref.key, batch.lastSeq);
+    return 'id: ' + [...this.lastDelivered].map(([key, seq]) => key + ':' + seq).join(',') + '\n';
   }
 
   truncated(subscription: Subscription, notice: TruncatedNotice): void {

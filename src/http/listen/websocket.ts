@@ -23,7 +23,7 @@ export const CloseCode = { goingAway: 1001, internalError: 1011, tryAgainLater: 
 const ReplyType = { subscribe: 'subscribe', unsubscribe: 'unsubscribe', ping: 'ping' } as const;
 type ReplyType = (typeof ReplyType)[keyof typeof ReplyType];
 
-/** A command's `id`, echoed in its reply (any JSON value; null when absent). */
+/** A command's `id`, echoed in its reply (any JSON value; 0 when absent, as IorioDB: iorio_listen_handler.erl:29). */
 type CommandId = unknown;
 
 /**
@@ -31,7 +31,11 @@ type CommandId = unknown;
  * client then sends commands:
  *   {"cmd":"subscribe","bucket","stream","from"?,"id"}  {"cmd":"unsubscribe","bucket","stream","id"}  {"cmd":"ping","id"}
  * and gets `{"ok":true,"id","type"}` or `{"ok":false,"id","reason"}` back,
- * always before the events of the subscription it acknowledges. Events come
+ * always before the events of the subscription it acknowledges. The
+ * refusals are IorioDB's (iorio_listen_handler.erl:34, 109-122, 178-224):
+ * `unknown command`, `missing bucket and stream`, `missing bucket`,
+ * `missing stream`, `already subscribed`, `not subscribed`; plus Iorio's
+ * `no-perm` for a stream the user may not get. Events come
  * as JSON arrays, truncation notices as one JSON object.
  *
  * The session is re-checked on every delivery and every heartbeat: a stream
@@ -125,22 +129,22 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     const bytes = rawBytes(data);
     // Replies echo the command's id: a deeply nested one would overflow JSON.stringify.
     if (jsonTextTooDeep(bytes, jsonDepthMax)) {
-      this.reply({ ok: false, id: null, reason: `a command must not be nested deeper than ${jsonDepthMax} levels` });
+      this.reply({ ok: false, id: 0, reason: `a command must not be nested deeper than ${jsonDepthMax} levels` });
       return;
     }
     let command: unknown;
     try {
       command = JSON.parse(bytes.toString('utf8'));
     } catch {
-      this.reply({ ok: false, id: null, reason: 'bad JSON' });
+      this.reply({ ok: false, id: 0, reason: 'bad JSON' });
       return;
     }
     if (typeof command !== 'object' || command === null || Array.isArray(command)) {
-      this.reply({ ok: false, id: null, reason: 'a command must be a JSON object' });
+      this.reply({ ok: false, id: 0, reason: 'a command must be a JSON object' });
       return;
     }
     const fields = command as Record<string, unknown>;
-    const id = fields['id'] ?? null;
+    const id = fields['id'] ?? 0;
     switch (fields['cmd']) {
       case 'ping':
         return this.acknowledge(id, ReplyType.ping);
@@ -149,7 +153,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
       case 'unsubscribe':
         return this.onUnsubscribe(id, fields);
       default:
-        return this.reply({ ok: false, id, reason: `unknown cmd ${JSON.stringify(fields['cmd'] ?? null).slice(0, 140)}` });
+        return this.reply({ ok: false, id, reason: 'unknown command' });
     }
   }
 
@@ -165,9 +169,10 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
       if (fromProblem !== undefined) return this.reply({ ok: false, id, reason: `invalid from: ${fromProblem}` });
     }
     if (!this.context.deps.auth.can(this.session.username, 'get', bucket, stream)) {
-      return this.reply({ ok: false, id, reason: `no permission to get ${bucket}/${stream}` });
+      return this.reply({ ok: false, id, reason: 'no-perm' });
     }
-    if (!this.subscriptions.has(streamKey(bucket, stream)) && this.subscriptions.size >= listenStreamsMax) {
+    if (this.subscriptions.has(streamKey(bucket, stream))) return this.reply({ ok: false, id, reason: 'already subscribed' });
+    if (this.subscriptions.size >= listenStreamsMax) {
       return this.reply({ ok: false, id, reason: `at most ${listenStreamsMax} streams per connection` });
     }
     this.acknowledge(id, ReplyType.subscribe);
@@ -178,12 +183,19 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     const problem = this.streamProblem(fields);
     if (problem !== undefined) return this.reply({ ok: false, id, reason: problem });
     const key = streamKey(fields['bucket'] as string, fields['stream'] as string);
-    this.subscriptions.get(key)?.close();
+    const subscription = this.subscriptions.get(key);
+    if (subscription === undefined) return this.reply({ ok: false, id, reason: 'not subscribed' });
+    subscription.close();
     this.subscriptions.delete(key);
     this.acknowledge(id, ReplyType.unsubscribe);
   }
 
   private streamProblem(fields: Record<string, unknown>): string | undefined {
+    const missingBucket = fields['bucket'] === undefined || fields['bucket'] === null;
+    const missingStream = fields['stream'] === undefined || fields['stream'] === null;
+    if (missingBucket && missingStream) return 'missing bucket and stream';
+    if (missingBucket) return 'missing bucket';
+    if (missingStream) return 'missing stream';
     const bucketProblem = nameProblem(fields['bucket']);
     if (bucketProblem !== undefined) return `invalid bucket name: ${bucketProblem}`;
     const streamProblem = nameProblem(fields['stream']);
@@ -191,7 +203,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     return undefined;
   }
 
-  /** (Re)subscribes: a stream already subscribed restarts from the new `from`. */
+  /** Subscribes (a stream named twice in `s` restarts from the later `from`). */
   private subscribe(spec: StreamSpec): void {
     const ref = streamRef(spec.bucket, spec.stream);
     this.subscriptions.get(ref.key)?.close();

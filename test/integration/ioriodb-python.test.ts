@@ -4,9 +4,11 @@
  * inserters, patchers, requesters, bucket listers and long-poll listeners,
  * all through IorioDB's client, must finish without a single error.
  *
- * Needs python3 with `requests` and `faker` (IorioDB's tools/requirements.txt):
- * IORIO_TEST_PYTHON names the interpreter, else /tmp/pyv/bin/python or
- * python3 on the PATH is tried. Without them the test is skipped, and says why.
+ * Needs python3 with `requests` (IorioDB's tools/requirements.txt; .ci/run
+ * installs Debian's python3-requests). Its `faker` comes from the
+ * interpreter if it has one, else from a stand-in in test/fixtures (Debian
+ * has no python3-faker). /tmp/pyv/bin/python, then python3 on the PATH, are
+ * tried; without requests the test is skipped and its title says why.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -16,22 +18,27 @@ import { startTestNode, type TestNode } from './http-harness.js';
 
 const fixtures = join(import.meta.dirname, '..', 'fixtures', 'ioriodb');
 
-function findPython(): { python?: string; reason?: string } {
-  const candidates = [process.env['IORIO_TEST_PYTHON'], '/tmp/pyv/bin/python', 'python3'].filter((candidate): candidate is string => candidate !== undefined && candidate !== '');
+/** The folder with a stand-in `faker`, for a python3 that has requests but no faker (Debian packages one, not the other). */
+const fakerStandIn = join(fixtures, 'faker-stand-in');
+
+function findPython(): { python?: string; pythonPath?: string; reason?: string } {
+  const candidates = ['/tmp/pyv/bin/python', 'python3', '/usr/bin/python3'];
   for (const candidate of candidates) {
     if (candidate.includes('/') && !existsSync(candidate)) continue;
     const probe = spawnSync(candidate, ['-c', 'import requests, faker'], { encoding: 'utf8', timeout: 30_000 });
     if (probe.status === 0) return { python: candidate };
+    const withStandIn = spawnSync(candidate, ['-c', 'import requests, faker'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, PYTHONPATH: fakerStandIn } });
+    if (withStandIn.status === 0) return { python: candidate, pythonPath: fakerStandIn };
   }
-  return { reason: `no python3 with requests and faker (tried ${candidates.join(', ')}; set IORIO_TEST_PYTHON)` };
+  return { reason: `no python3 with requests (tried ${candidates.join(', ')}; .ci/run installs Debian's python3-requests)` };
 }
 
-const { python, reason } = findPython();
+const { python, pythonPath, reason } = findPython();
 const title = python === undefined ? `SKIPPED: ${reason}` : 'runs clean against a real node';
 
 function run(command: string, args: string[], cwd: string, timeoutMs: number): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+    const child = spawn(command, args, { cwd, env: { ...process.env, PYTHONUNBUFFERED: '1', ...(pythonPath === undefined ? {} : { PYTHONPATH: pythonPath }) } });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));

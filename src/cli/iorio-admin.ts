@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resourcePermissions, type Permission } from '../auth/types.js';
 import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
-import { ConfigError, formatDuration as formatConfigDuration, formatSize as formatConfigSize, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
+import { ConfigError, formatDuration as formatConfigDuration, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
 import { nodeNameProblem } from '../core/ring.js';
 import {
   formatMemberStatus,
@@ -18,6 +18,7 @@ import {
 import { versionLine } from '../version.js';
 import { exitCodes } from './exit-codes.js';
 import { flagsNameAddress, nodeUrlOf } from './node-url.js';
+import { parsePolicySettings, policyPath, policyText, PolicySyntaxError, type PolicyBody } from './policy.js';
 import { unknownCommandText } from './suggest.js';
 
 /**
@@ -291,12 +292,6 @@ export type AdminCommand =
   /** A command this build does not have: print the message, exit 2. */
   | { readonly kind: 'unavailable'; readonly message: string };
 
-/** The body of PUT /policies/...: what the node keeps (DESIGN §4). */
-export interface PolicyBody {
-  readonly max_count?: number;
-  readonly max_bytes?: number;
-  readonly max_age_secs?: number;
-}
 
 /** Riak's underscore spellings, accepted as riak-admin accepts them. */
 const commandAliases: Readonly<Record<string, string>> = {
@@ -436,7 +431,7 @@ function parsePolicyCommand(words: readonly string[]): AdminCommand {
     case 'set': {
       const form = 'policy set <bucket>[/<stream>] [max_count=<n>] [max_bytes=<size>] [max_age=<duration>]';
       if (resource === undefined || settings.length === 0) throw new UsageError(`expected: ${form}`);
-      return { kind: 'policy-set', ...parseResource(resource), policy: parsePolicySettings(settings) };
+      return { kind: 'policy-set', ...parseResource(resource), policy: parsePolicyArguments(settings) };
     }
     default:
       throw new UsageError(
@@ -445,36 +440,14 @@ function parsePolicyCommand(words: readonly string[]): AdminCommand {
   }
 }
 
-/** `max_count=1000 max_bytes=512MB max_age=7d` -> the PUT body (max_age in whole seconds). Pure; throws UsageError. */
-export function parsePolicySettings(settings: readonly string[]): PolicyBody {
-  const policy: { max_count?: number; max_bytes?: number; max_age_secs?: number } = {};
-  for (const setting of settings) {
-    const equals = setting.indexOf('=');
-    const name = equals === -1 ? setting : setting.slice(0, equals);
-    const value = equals === -1 ? '' : setting.slice(equals + 1);
-    switch (name) {
-      case 'max_count':
-        if (!/^\d{1,15}$/.test(value)) throw new UsageError(`max_count must be a whole number of entries, got "${value}"`);
-        policy.max_count = Number(value);
-        break;
-      case 'max_bytes': {
-        const bytes = parseSize(value);
-        if (bytes === undefined) throw new UsageError(`max_bytes must be a size like 512KB, 2MB, 1GB or a number of bytes, got "${value}"`);
-        policy.max_bytes = bytes;
-        break;
-      }
-      case 'max_age':
-      case 'max_age_secs': {
-        const ms = name === 'max_age_secs' ? (/^\d{1,12}$/.test(value) ? Number(value) * 1000 : undefined) : parseDuration(value);
-        if (ms === undefined || ms % 1000 !== 0) throw new UsageError(`${name} must be ${name === 'max_age' ? 'a duration of whole seconds like 90s, 12h, 7d' : 'a whole number of seconds'}, got "${value}"`);
-        policy.max_age_secs = ms / 1000;
-        break;
-      }
-      default:
-        throw new UsageError(`${unknownCommandText(name, ['max_count', 'max_bytes', 'max_age'], 'policy setting')} (settings are written name=value)`);
-    }
+/** The settings of `policy set`, as a PUT body; a bad one is a usage error. */
+function parsePolicyArguments(settings: readonly string[]): PolicyBody {
+  try {
+    return parsePolicySettings(settings);
+  } catch (error) {
+    if (error instanceof PolicySyntaxError) throw new UsageError(error.message);
+    throw error;
   }
-  return policy;
 }
 
 function parseUserCommand(words: readonly string[]): AdminCommand {
@@ -1027,19 +1000,6 @@ async function changeAccess(command: Extract<AdminCommand, { kind: 'grant' | 're
   const verb = command.kind === 'grant' ? 'granted' : 'revoked';
   const preposition = command.kind === 'grant' ? 'to' : 'from';
   return { text: `${verb} ${command.permissions.join(',')} on ${resource} ${preposition} ${target}`, json: answers.length === 1 ? answers[0] : answers };
-}
-
-function policyPath(bucket: string, stream: string | undefined): string {
-  return `/policies/${encodeURIComponent(bucket)}${stream === undefined ? '' : `/${encodeURIComponent(stream)}`}`;
-}
-
-/** `max_count=1000 max_bytes=512MB max_age=7d`, or `none` for {}. Pure. */
-export function policyText(policy: PolicyBody): string {
-  const parts: string[] = [];
-  if (policy.max_count !== undefined) parts.push(`max_count=${policy.max_count}`);
-  if (policy.max_bytes !== undefined) parts.push(`max_bytes=${formatConfigSize(policy.max_bytes)}`);
-  if (policy.max_age_secs !== undefined) parts.push(`max_age=${formatConfigDuration(policy.max_age_secs * 1000)}`);
-  return parts.length === 0 ? 'none' : parts.join(' ');
 }
 
 export function formatPolicy(resource: string, policy: PolicyBody): string {

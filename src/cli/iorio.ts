@@ -431,7 +431,9 @@ async function ping(config: Config, parsed: CliArguments): Promise<number> {
 async function status(config: Config, parsed: CliArguments): Promise<number> {
   const pid = runningPid(config);
   const url = urlOfOwnNode(config, parsed);
-  const lines = [`node:    ${config.nodename}`, `data:    ${config['paths.data']}`, `pid:     ${pid ?? '-'}`, `url:     ${url ?? '-'}`];
+  // Not running: the address it would answer on, from the configuration.
+  const shownUrl = url ?? nodeUrlOf(config, { explicitAddress: true });
+  const lines = [`node:    ${config.nodename}`, `data:    ${config['paths.data']}`, `pid:     ${pid ?? '-'}`, `url:     ${shownUrl}`];
   if (pid === undefined) {
     lines.push('status:  not running');
     process.stdout.write(`${lines.join('\n')}\n`);

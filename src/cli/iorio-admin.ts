@@ -1021,6 +1021,8 @@ function resourceName(bucket: string, stream: string | undefined): string {
 interface PingAnswer {
   pong: string;
   node: string;
+  /** The node's version (absent from nodes before it was added). */
+  version?: string;
 }
 
 interface AccessAnswer {
@@ -1070,6 +1072,7 @@ export function formatStatus(url: string, ping: PingAnswer, stats: StatsAnswer):
     ['node', ping.node],
     ['url', url],
     ['ping', `pong (partition ${ping.pong})`],
+    ['version', ping.version ?? '?'],
     ['uptime', typeof stats.uptime_ms === 'number' ? formatDuration(stats.uptime_ms) : '?'],
     ['requests', `${count(http['requests'])} (${responseClasses}; rate-limited ${count(http['rateLimited'])})`],
     ['appends', `${count(http['appends'])} requests, ${count(http['appendedEntries'])} entries, ${count(http['conflicts'])} conflicts`],

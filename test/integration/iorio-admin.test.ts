@@ -344,6 +344,7 @@ describe('status', () => {
     expect(result.stdout).toMatch(new RegExp(`^node: +${nodename}\n`));
     expect(result.stdout).toContain(`url:       ${url}\n`);
     expect(result.stdout).toMatch(/ping: +pong \(partition [0-9]+\)\n/);
+    expect(result.stdout).toContain(`version:   ${packageVersion}\n`);
     expect(result.stdout).toMatch(/requests: +[0-9]+ \(2xx [0-9]+, 4xx [0-9]+, 5xx 0; rate-limited 0\)\n/);
     expect(result.stdout).toMatch(/memory: +rss [0-9.]+ MB/);
 

@@ -17,8 +17,9 @@
  * lines, since "last one wins" silently hides an edit made in the wrong
  * place.
  *
- * Unknown keys are errors in every source (file, env, flags), so a typo can
- * never leave a setting at its default unnoticed. Every error is a
+ * Unknown keys in the file and the flags are errors, so a typo can never
+ * leave a setting at its default unnoticed; an unknown IORIO_* variable is
+ * warned about (envWarnings), never fatal. Every error is a
  * ConfigError naming the key, where it came from and what was expected.
  */
 
@@ -560,8 +561,12 @@ export const extensionKeyPattern = /^extension\.(config|module)\.([a-z0-9_]{1,64
 export type ConfigOverrides = Partial<Record<ConfigKey, ConfigValue>> & { readonly [key: `extension.${string}`]: string };
 export type ConfigValue = string | number | boolean;
 
-/** Environment variables starting with IORIO_ that are not config keys: iorio-admin's credentials. */
-export const envAllowList: readonly string[] = ['IORIO_ADMIN_USER', 'IORIO_ADMIN_PASSWORD'];
+/**
+ * Environment variables starting with IORIO_ that are not config keys but
+ * the tools' own: iorio-admin's credentials and timeout, ioriocli's
+ * credentials, the tests' log level. Never warned about.
+ */
+export const envAllowList: readonly string[] = ['IORIO_ADMIN_USER', 'IORIO_ADMIN_PASSWORD', 'IORIO_ADMIN_TIMEOUT', 'IORIO_USER', 'IORIO_PASSWORD', 'IORIO_TEST_LOG'];
 export const envPrefix = 'IORIO_';
 
 export function isConfigKey(key: string): key is ConfigKey {
@@ -790,29 +795,41 @@ export function fileSettings(text: string, fileName: string): Setting[] {
 }
 
 /**
- * The environment's IORIO_* variables as settings. Unknown IORIO_* names
- * (other than envAllowList) are errors, so a misspelt override is never
- * silently ignored.
+ * The environment's IORIO_* variables that are config keys, as settings.
+ * Other IORIO_* names are skipped here and reported by envWarnings: a shell
+ * carries unrelated variables, and a node that refuses to start for them is
+ * hostile (DESIGN §7).
  */
 export function envSettings(env: Readonly<Record<string, string | undefined>>): Setting[] {
   const settings: Setting[] = [];
   for (const name of Object.keys(env).sort()) {
     const raw = env[name];
-    if (!name.startsWith(envPrefix) || raw === undefined || envAllowList.includes(name)) continue;
     const key = keyByEnvName.get(name);
     const extension = /^IORIO_EXTENSION_(CONFIG|MODULE)_([A-Z0-9_]+)$/.exec(name);
-    if (key === undefined && extension !== null) {
+    if (raw !== undefined && key === undefined && extension !== null) {
       settings.push({ key: `extension.${extension[1]!.toLowerCase()}.${extension[2]!.toLowerCase()}`, raw, source: `env ${name}` });
       continue;
     }
-    if (key === undefined) {
-      const guess = closestKey(name.slice(envPrefix.length).toLowerCase().replaceAll('_', '.'));
-      const hint = guess === undefined ? '' : `; did you mean ${envNameOf(guess)}?`;
-      throw new ConfigError(name, `env ${name}`, `unknown configuration variable ${name} (from the environment)${hint}`);
-    }
+    if (raw === undefined || key === undefined) continue;
     settings.push({ key, raw, source: `env ${name}` });
   }
   return settings;
+}
+
+/**
+ * One warning per IORIO_* variable that is neither a config key nor one of
+ * the tools' own (envAllowList), with the nearest key when one is close, so
+ * a misspelt override is never silently ignored. Pure.
+ */
+export function envWarnings(env: Readonly<Record<string, string | undefined>>): string[] {
+  const warnings: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith(envPrefix) || env[name] === undefined || envAllowList.includes(name) || keyByEnvName.has(name) || /^IORIO_EXTENSION_(CONFIG|MODULE)_[A-Z0-9_]+$/.test(name)) continue;
+    const guess = closestKey(name.slice(envPrefix.length).toLowerCase().replaceAll('_', '.'));
+    const hint = guess === undefined ? '' : `; did you mean ${envNameOf(guess)}?`;
+    warnings.push(`ignoring the environment variable ${name}: not a configuration key${hint}`);
+  }
+  return warnings;
 }
 
 /** Command-line flags (`--http.port 8081` arrives as `{'http.port': '8081'}`) as settings. */
@@ -977,13 +994,17 @@ export interface LoadConfigOptions {
   readonly flags?: Readonly<Record<string, string>>;
   /** Directory relative paths resolve against; default process.cwd(). */
   readonly cwd?: string;
+  /** Told each unknown IORIO_* variable (envWarnings); default: not told. */
+  readonly warn?: (message: string) => void;
 }
 
 /** Reads the conf file, env and flags and returns the validated, frozen Config. Throws ConfigError. */
 export function loadConfig(options: LoadConfigOptions = {}): Config {
   const settings: Setting[] = [];
   if (options.file !== undefined) settings.push(...fileSettings(readConfFile(options.file), options.file));
-  settings.push(...envSettings(options.env ?? process.env));
+  const env = options.env ?? process.env;
+  for (const warning of envWarnings(env)) options.warn?.(warning);
+  settings.push(...envSettings(env));
   settings.push(...flagSettings(options.flags ?? {}));
   return buildConfig(settings, options.cwd ?? process.cwd());
 }

@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { resourcePermissions, type Permission } from '../auth/types.js';
 import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
-import { ConfigError, loadConfig, parseSize, type Config } from '../config.js';
+import { ConfigError, formatDuration as formatConfigDuration, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
 import { nodeNameProblem } from '../core/ring.js';
 import {
   formatMemberStatus,
@@ -14,7 +15,11 @@ import {
   stagedText,
   type ClusterContext,
 } from './admin-format.js';
-import { nodeUrlOf } from './node-url.js';
+import { versionLine } from '../version.js';
+import { exitCodes } from './exit-codes.js';
+import { flagsNameAddress, nodeUrlOf } from './node-url.js';
+import { parsePolicySettings, policyPath, policyText, PolicySyntaxError, type PolicyBody } from './policy.js';
+import { unknownCommandText } from './suggest.js';
 
 /**
  * `iorio-admin [options] <command>`: administers a node through its HTTP API.
@@ -39,56 +44,118 @@ import { nodeUrlOf } from './node-url.js';
  * riak-admin does), 2 usage errors, and commands this build does not have.
  */
 
-export const usage = `usage: iorio-admin [-c config-file] [--<key> <value> ...] [--url http://host:port]
-                   [-u user] [-p password] [--json] <command>
+/** One line of the command list: the words that select it (the first is the command), its synopsis, what it does. */
+interface CommandEntry {
+  readonly synopsis: string;
+  readonly summary: string;
+  readonly section: 'commands' | 'cluster';
+}
 
-commands:
-  user add <name> <password>        create a user
-  user passwd <name> <password>     change a user's password
-  user del <name>                   delete a user
-  user list                         list the users
-  user revoke-sessions <name>       end every session of a user (its tokens stop working)
-  grant <permission>[,<permission>...] on <bucket>[/<stream>] to <user>|group:<group>
-  revoke <permission>[,<permission>...] on <bucket>[/<stream>] from <user>|group:<group>
-                                    permissions: ${resourcePermissions.join(', ')}
-  access <bucket>[/<stream>]        list the grants on a bucket or a stream
-  status                            the node's ping answer and counters
+const commandEntries: readonly CommandEntry[] = [
+  { section: 'commands', synopsis: 'user add <name> <password>', summary: 'create a user' },
+  { section: 'commands', synopsis: 'user passwd <name> <password>', summary: "change a user's password" },
+  { section: 'commands', synopsis: 'user del <name>', summary: 'delete a user' },
+  { section: 'commands', synopsis: 'user list', summary: 'list the users' },
+  { section: 'commands', synopsis: 'user revoke-sessions <name>', summary: 'end every session of a user (its tokens stop working)' },
+  {
+    section: 'commands',
+    synopsis: 'grant <permission>[,<permission>...] on <bucket>[/<stream>] to <user>|group:<group>',
+    summary: `give permissions (${resourcePermissions.join(', ')})`,
+  },
+  { section: 'commands', synopsis: 'revoke <permission>[,<permission>...] on <bucket>[/<stream>] from <user>|group:<group>', summary: 'take permissions back' },
+  { section: 'commands', synopsis: 'access <bucket>[/<stream>]', summary: 'list the grants on a bucket or a stream' },
+  { section: 'commands', synopsis: 'policy get <bucket>[/<stream>]', summary: 'the eviction policy set on a bucket or stream ({} when none)' },
+  {
+    section: 'commands',
+    synopsis: 'policy set <bucket>[/<stream>] [max_count=<n>] [max_bytes=<size>] [max_age=<duration>]',
+    summary: 'set it (sizes like 512MB, durations like 7d; the stream policy overrides the bucket one)',
+  },
+  { section: 'commands', synopsis: 'policy del <bucket>[/<stream>]', summary: 'remove it (the bucket policy or the config default applies)' },
+  { section: 'commands', synopsis: 'status', summary: "the node's ping answer and counters" },
+  { section: 'commands', synopsis: 'services', summary: 'the services this node runs, as riak-admin prints them: [iorio]' },
+  { section: 'commands', synopsis: 'wait-for-service <service> [<node>]', summary: 'wait until <node> (default: this node) runs <service> (iorio: its HTTP API)' },
+  { section: 'commands', synopsis: 'version', summary: "this build's version (also --version)" },
+  { section: 'commands', synopsis: 'help [<command>]', summary: "the commands, or one command's help (also <command> --help)" },
+  { section: 'cluster', synopsis: 'cluster join <node>', summary: 'stage joining this node to the cluster of <node>' },
+  { section: 'cluster', synopsis: 'cluster leave [<node>]', summary: "stage a leave of <node> (default: this node); its data is handed off" },
+  { section: 'cluster', synopsis: 'cluster force-remove <node>', summary: 'stage removing <node> at once, without handing off its data' },
+  { section: 'cluster', synopsis: 'cluster replace <node> <by>', summary: "stage handing <node>'s partitions to the joining node <by>" },
+  { section: 'cluster', synopsis: 'cluster force-replace <node> <by>', summary: "stage <by> taking <node>'s place at once, without handoff" },
+  { section: 'cluster', synopsis: 'cluster plan', summary: 'show the staged changes and what they would do' },
+  { section: 'cluster', synopsis: 'cluster commit', summary: 'apply the plan shown by cluster plan' },
+  { section: 'cluster', synopsis: 'cluster clear', summary: 'drop the staged changes' },
+  { section: 'cluster', synopsis: 'down <node>', summary: 'mark an unreachable member down (it keeps its partitions)' },
+  { section: 'cluster', synopsis: 'member-status', summary: 'the members, their ring share now and once transfers finish' },
+  { section: 'cluster', synopsis: 'ring-status', summary: 'claimant, ring readiness, pending ownership transfers, unreachable nodes' },
+  { section: 'cluster', synopsis: 'ringready', summary: 'whether every member agrees on the ring (exit 1 when not)' },
+  { section: 'cluster', synopsis: 'transfers', summary: 'partitions waiting to be handed off, and the transfers running' },
+  { section: 'cluster', synopsis: 'transfer-limit [<concurrency>] [--rate <size>]', summary: "show, or set, this node's handoff concurrency and rate (0 = no limit)" },
+  { section: 'cluster', synopsis: 'transfer cancel <partition>', summary: 'cancel the transfer of one partition' },
+];
 
-cluster commands (staged, then planned and committed, as in Riak):
-  cluster join <node>               stage joining this node to the cluster of <node>
-  cluster leave [<node>]            stage a leave of <node> (default: this node); its data is handed off
-  cluster force-remove <node>       stage removing <node> at once, without handing off its data
-  cluster replace <node> <by>       stage handing <node>'s partitions to the joining node <by>
-  cluster force-replace <node> <by> stage <by> taking <node>'s place at once, without handoff
-  cluster plan                      show the staged changes and what they would do
-  cluster commit                    apply the plan shown by cluster plan
-  cluster clear                     drop the staged changes
-  down <node>                       mark an unreachable member down (it keeps its partitions)
-  member-status                     the members, their ring share now and once transfers finish
-  ring-status                       claimant, ring readiness, pending ownership transfers, unreachable nodes
-  ringready                         whether every member agrees on the ring (exit 1 when not)
-  transfers                         partitions waiting to be handed off, and the transfers running
-  transfer-limit [<concurrency>] [--rate <size>]
-                                    show, or set, this node's handoff concurrency and rate (0 = no limit)
-  transfer cancel <partition>       cancel the transfer of one partition
+/** The command words iorio-admin knows (the first word of each entry, and verify). */
+export const commandWords: readonly string[] = [...new Set([...commandEntries.map((entry) => entry.synopsis.split(' ')[0]!), 'verify'])];
 
-options:
+const synopsisWidth = 34;
+
+function commandLines(entries: readonly CommandEntry[]): string {
+  return entries
+    .map((entry) =>
+      entry.synopsis.length < synopsisWidth
+        ? `  ${entry.synopsis.padEnd(synopsisWidth)}${entry.summary}`
+        : `  ${entry.synopsis}\n  ${' '.repeat(synopsisWidth)}${entry.summary}`,
+    )
+    .join('\n');
+}
+
+const optionsHelp = `options:
   -c, --config <file>  the node's configuration file (its paths.data, http.host, http.port, auth.admin.*, cluster.secret)
   --<key> <value>      override a config key, as for iorio: --paths.data /var/lib/iorio
-  --url <url>          the node's HTTP URL (default: <paths.data>/iorio.url, else http.host:http.port)
+  --url <url>          the node's HTTP URL (see "where the node is" below)
   -u, --user <name>    admin user (default: $IORIO_ADMIN_USER, else auth.admin.username)
   -p, --password <pw>  its password (default: $IORIO_ADMIN_PASSWORD, else auth.admin.password)
+  --timeout <duration> how long each request may take, like 5s or 2m (default: $IORIO_ADMIN_TIMEOUT, else 30s)
   --json               print the node's JSON answers instead of text
   --rate <size>        (transfer-limit) bytes per second, like 10MB; 0 = no limit
   --                   everything after it is a command argument (a password starting with -)
+  -h, --help           this text, or a command's help
+  --version            the version`;
 
-exit status: 0 done, 1 the node refused or could not be reached (or ringready is FALSE), 2 usage error`;
+const exitStatusHelp = 'exit status: 0 done, 1 the node refused or could not be reached (or ringready is FALSE), or a bad configuration; 2 usage error';
+
+export const usage = `usage: iorio-admin [-c config-file] [--<key> <value> ...] [--url http://host:port]
+                   [-u user] [-p password] [--timeout 30s] [--json] <command>
+
+commands:
+${commandLines(commandEntries.filter((entry) => entry.section === 'commands'))}
+
+cluster commands (staged, then planned and committed, as in Riak):
+${commandLines(commandEntries.filter((entry) => entry.section === 'cluster'))}
+
+${optionsHelp}
+
+where the node is: --url, else --http.host/--http.port when given, else the URL
+the node running on paths.data recorded in <paths.data>/iorio.url, else
+http.host:http.port from the configuration (default 127.0.0.1:8080).
+
+${exitStatusHelp}`;
+
+/** `iorio-admin <command> --help`: that command's lines, how options are given, the exit statuses. */
+export function commandHelpOf(word: string): string {
+  const entries = commandEntries.filter((entry) => entry.synopsis.split(' ')[0] === word);
+  if (entries.length === 0) return `usage: iorio-admin [options] ${word}\n\n${word === 'verify' ? verifyUnavailableMessage : ''}\n\n${exitStatusHelp}`;
+  return `usage:\n${entries.map((entry) => `  iorio-admin [options] ${entry.synopsis}`).join('\n')}\n\n${commandLines(entries)}\n\n(iorio-admin --help lists the options)\n${exitStatusHelp}`;
+}
 
 /** What a usage error prints after its message. */
-export const shortUsage = 'usage: iorio-admin [-c config-file] [--url http://host:port] [-u user] [-p password] [--json] <command>\n(iorio-admin --help lists the commands)';
+export const shortUsage = 'usage: iorio-admin [-c config-file] [--url http://host:port] [-u user] [-p password] [--json] <command>\n(iorio-admin help lists the commands; iorio-admin help <command> explains one)';
 
-/** Bound on every HTTP request the command makes. */
-const requestTimeoutMs = 30_000;
+/** Bound on every HTTP request the command makes, unless --timeout or IORIO_ADMIN_TIMEOUT says otherwise. */
+export const requestTimeoutMsDefault = 30_000;
+/** wait-for-service asks again this often, as riak-admin does. */
+export const serviceWaitIntervalMsDefault = 3_000;
+/** The services a node runs: `iorio`, its HTTP API. */
+export const serviceNames = ['iorio'] as const;
 /** Longest error body quoted when it is not Iorio's `{type, reason}`. */
 const errorTextCharsMax = 200;
 /** The header the node accepts the cluster secret in, on /admin/cluster/*. */
@@ -103,6 +170,10 @@ export interface AdminIo {
   env: Readonly<Record<string, string | undefined>>;
   /** The wall clock, for the ages `transfers` prints; Date.now by default. */
   nowMs?: () => number;
+  /** How often wait-for-service asks again; 3 s (riak-admin's) by default. */
+  waitIntervalMs?: number;
+  /** Ends wait-for-service early (exit 1), as Ctrl-C does. */
+  signal?: AbortSignal;
 }
 
 export class UsageError extends Error {}
@@ -120,12 +191,15 @@ export interface AdminArguments {
   password: string | undefined;
   /** transfer-limit's --rate, as written. */
   rate: string | undefined;
+  /** --timeout, as written. */
+  timeout: string | undefined;
   json: boolean;
   help: boolean;
+  version: boolean;
 }
 
 /** Options with a value that are iorio-admin's own, not config keys. */
-const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password' | 'rate'>> = {
+const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password' | 'rate' | 'timeout'>> = {
   '-c': 'file',
   '--config': 'file',
   '--url': 'url',
@@ -134,6 +208,7 @@ const valueOptions: Readonly<Record<string, 'file' | 'url' | 'user' | 'password'
   '-p': 'password',
   '--password': 'password',
   '--rate': 'rate',
+  '--timeout': 'timeout',
 };
 
 /** Parses options anywhere on the line; the rest are the command and its arguments. Throws UsageError. */
@@ -146,8 +221,10 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
     user: undefined,
     password: undefined,
     rate: undefined,
+    timeout: undefined,
     json: false,
     help: false,
+    version: false,
   };
   for (let index = 0; index < argv.length; index += 1) {
     const argument = argv[index]!;
@@ -163,6 +240,8 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
       parsed.json = true;
     } else if (argument === '-h' || argument === '--help') {
       parsed.help = true;
+    } else if (argument === '--version') {
+      parsed.version = true;
     } else if (option !== undefined || name.startsWith('--')) {
       let value = inlineValue;
       if (value === undefined) {
@@ -203,14 +282,23 @@ export type AdminCommand =
   /** Both undefined: show the limits. */
   | { readonly kind: 'transfer-limit'; readonly concurrency: number | undefined; readonly rateBytesPerSec: number | undefined }
   | { readonly kind: 'transfer-cancel'; readonly partition: number }
+  | { readonly kind: 'policy-get' | 'policy-del'; readonly bucket: string; readonly stream: string | undefined }
+  | { readonly kind: 'policy-set'; readonly bucket: string; readonly stream: string | undefined; readonly policy: PolicyBody }
+  | { readonly kind: 'services' }
+  | { readonly kind: 'wait-for-service'; readonly service: string; readonly node: string | undefined }
+  /** Answered without the node: help (of one command when topic is set) and version. */
+  | { readonly kind: 'help'; readonly topic: string | undefined }
+  | { readonly kind: 'version' }
   /** A command this build does not have: print the message, exit 2. */
   | { readonly kind: 'unavailable'; readonly message: string };
+
 
 /** Riak's underscore spellings, accepted as riak-admin accepts them. */
 const commandAliases: Readonly<Record<string, string>> = {
   member_status: 'member-status',
   ring_status: 'ring-status',
   transfer_limit: 'transfer-limit',
+  wait_for_service: 'wait-for-service',
 };
 
 /** The command line's words (and transfer-limit's --rate) -> one command. Pure; throws UsageError. */
@@ -247,10 +335,30 @@ export function parseCommand(words: readonly string[], rate?: string): AdminComm
       return { kind: 'transfer-cancel', partition: partitionArgument(rest[1]!) };
     case 'verify':
       return { kind: 'unavailable', message: verifyUnavailableMessage };
+    case 'policy':
+      return parsePolicyCommand(rest);
+    case 'services':
+      expectCount('services', rest, 0);
+      return { kind: 'services' };
+    case 'wait-for-service': {
+      if (rest.length < 1 || rest.length > 2) throw new UsageError('expected: wait-for-service <service> [<node>]');
+      const service = rest[0]!;
+      if (!(serviceNames as readonly string[]).includes(service)) throw new UsageError(`${unknownCommandText(service, serviceNames, 'service')} (the services are: ${serviceNames.join(', ')})`);
+      return { kind: 'wait-for-service', service, node: rest[1] === undefined ? undefined : nodeArgument(rest[1]) };
+    }
+    case 'version':
+      expectCount('version', rest, 0);
+      return { kind: 'version' };
+    case 'help': {
+      if (rest.length > 1) throw new UsageError('expected: help [<command>]');
+      const topic = rest[0] === undefined ? undefined : (commandAliases[rest[0]] ?? rest[0]);
+      if (topic !== undefined && !commandWords.includes(topic)) throw new UsageError(unknownCommandText(topic, commandWords));
+      return { kind: 'help', topic };
+    }
     case undefined:
       throw new UsageError('no command given');
     default:
-      throw new UsageError(`unknown command "${written}"`);
+      throw new UsageError(unknownCommandText(written!, commandWords));
   }
 }
 
@@ -308,6 +416,38 @@ function parseTransferLimit(words: readonly string[], rate: string | undefined):
   const rateBytesPerSec = rate === undefined ? undefined : parseSize(rate);
   if (rate !== undefined && rateBytesPerSec === undefined) throw new UsageError(`Invalid rate: ${rate} (a size like 512KB or 10MB per second, or 0 for no limit)`);
   return { kind: 'transfer-limit', concurrency: written === undefined ? undefined : Number(written), rateBytesPerSec };
+}
+
+const policySubcommands = ['get', 'set', 'del'] as const;
+
+/** `policy get|del <bucket>[/<stream>]`, `policy set <bucket>[/<stream>] max_count=N max_bytes=SIZE max_age=DURATION`. */
+function parsePolicyCommand(words: readonly string[]): AdminCommand {
+  const [subcommand, resource, ...settings] = words;
+  switch (subcommand) {
+    case 'get':
+    case 'del':
+      expectCount(`policy ${subcommand} <bucket>[/<stream>]`, words.slice(1), 1);
+      return { kind: subcommand === 'get' ? 'policy-get' : 'policy-del', ...parseResource(resource!) };
+    case 'set': {
+      const form = 'policy set <bucket>[/<stream>] [max_count=<n>] [max_bytes=<size>] [max_age=<duration>]';
+      if (resource === undefined || settings.length === 0) throw new UsageError(`expected: ${form}`);
+      return { kind: 'policy-set', ...parseResource(resource), policy: parsePolicyArguments(settings) };
+    }
+    default:
+      throw new UsageError(
+        subcommand === undefined ? `policy needs one of ${policySubcommands.join(', ')}` : `${unknownCommandText(subcommand, policySubcommands, 'policy command')}`,
+      );
+  }
+}
+
+/** The settings of `policy set`, as a PUT body; a bad one is a usage error. */
+function parsePolicyArguments(settings: readonly string[]): PolicyBody {
+  try {
+    return parsePolicySettings(settings);
+  } catch (error) {
+    if (error instanceof PolicySyntaxError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 function parseUserCommand(words: readonly string[]): AdminCommand {
@@ -370,9 +510,21 @@ function expectCount(form: string, words: readonly string[], count: number): voi
 // ---------------------------------------------------------------------------
 // Where and who
 
-/** The node to talk to: `--url`, else where the running node says it answers (cli/node-url.ts). */
-export function adminUrlOf(config: Config, explicitUrl: string | undefined): string {
-  return checkedUrl(explicitUrl ?? nodeUrlOf(config));
+/** The node to talk to, by the one rule of cli/node-url.ts: --url, else --http.host/--http.port, else the running node's iorio.url, else the config. */
+export function adminUrlOf(config: Config, explicitUrl: string | undefined, flags: Readonly<Record<string, string>> = {}): string {
+  return checkedUrl(nodeUrlOf(config, { url: explicitUrl, explicitAddress: flagsNameAddress(flags) }));
+}
+
+/** --timeout, else IORIO_ADMIN_TIMEOUT, else 30 s; a duration like 500ms, 5s, 2m. Throws UsageError. */
+export function requestTimeoutMsOf(parsed: Pick<AdminArguments, 'timeout'>, env: AdminIo['env']): number {
+  const fromEnv = nonEmpty(env, 'IORIO_ADMIN_TIMEOUT');
+  const written = parsed.timeout ?? fromEnv;
+  if (written === undefined) return requestTimeoutMsDefault;
+  const ms = parseDuration(written);
+  if (ms === undefined || ms <= 0) {
+    throw new UsageError(`${parsed.timeout === undefined ? 'IORIO_ADMIN_TIMEOUT' : '--timeout'} must be a duration like 500ms, 5s or 2m, got "${written}"`);
+  }
+  return ms;
 }
 
 function checkedUrl(text: string): string {
@@ -447,6 +599,7 @@ class AdminClient {
     readonly url: string,
     private readonly credentials: Credentials,
     private readonly clusterAuth: ClusterAuth,
+    private readonly timeoutMs: number = requestTimeoutMsDefault,
   ) {}
 
   /** An authenticated request. */
@@ -494,10 +647,15 @@ class AdminClient {
         method,
         headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(requestTimeoutMs),
+        signal: AbortSignal.timeout(this.timeoutMs),
       });
       text = await response.text();
     } catch (error) {
+      if (error instanceof Error && error.name === 'TimeoutError') {
+        throw new ReachError(
+          `no answer from ${target} within ${formatConfigDuration(this.timeoutMs)}: the node may be hung or overloaded (--timeout or IORIO_ADMIN_TIMEOUT waits longer)`,
+        );
+      }
       throw new ReachError(`cannot reach ${target}: ${reachReasonOf(error)}`);
     }
     const parsed = parseJson(text);
@@ -509,7 +667,6 @@ class AdminClient {
 
 function reachReasonOf(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  if (error.name === 'TimeoutError') return `no answer within ${requestTimeoutMs / 1000} s`;
   // fetch's "fetch failed" hides the useful part (ECONNREFUSED...) in its cause.
   const cause = (error as Error & { cause?: unknown }).cause;
   return cause instanceof Error ? cause.message : error.message;
@@ -548,46 +705,121 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
   let command: AdminCommand;
   let config: Config;
   let url: string;
+  let timeoutMs: number;
   try {
     parsed = parseAdminArguments(argv);
-    if (parsed.help) {
-      io.stdout(`${usage}\n`);
-      return 0;
+    const offline = answerOffline(parsed);
+    if (offline !== undefined) {
+      io.stdout(`${offline}\n`);
+      return exitCodes.ok;
     }
     command = parseCommand(parsed.positionals, parsed.rate);
     if (command.kind === 'unavailable') {
       io.stderr(`iorio-admin: ${command.message}\n`);
-      return 2;
+      return exitCodes.usage;
     }
-    config = loadConfig({ ...(parsed.file === undefined ? {} : { file: parsed.file }), env: io.env, flags: parsed.flags });
-    url = adminUrlOf(config, parsed.url);
+    if (command.kind === 'help' || command.kind === 'version') {
+      io.stdout(`${command.kind === 'version' ? versionLine('iorio-admin') : command.topic === undefined ? usage : commandHelpOf(command.topic)}\n`);
+      return exitCodes.ok;
+    }
+    timeoutMs = requestTimeoutMsOf(parsed, io.env);
+    config = loadConfig({
+      ...(parsed.file === undefined ? {} : { file: parsed.file }),
+      env: io.env,
+      flags: parsed.flags,
+      warn: (message) => io.stderr(`iorio-admin: warning: ${message}\n`),
+    });
+    url = adminUrlOf(config, parsed.url, parsed.flags);
   } catch (error) {
     if (error instanceof UsageError) {
       io.stderr(`iorio-admin: ${error.message}\n${shortUsage}\n`);
-      return 2;
+      return exitCodes.usage;
     }
     if (error instanceof ConfigError) {
       io.stderr(`iorio-admin: ${error.message}\n`);
-      return 2;
+      return exitCodes.failed;
     }
     throw error;
   }
-  const client = new AdminClient(url, credentialsOf(config, parsed, io.env), {
-    secret: config['cluster.secret'],
-    explicit: credentialsAreExplicit(parsed, io.env),
-  });
+  const client = new AdminClient(
+    url,
+    credentialsOf(config, parsed, io.env),
+    { secret: config['cluster.secret'], explicit: credentialsAreExplicit(parsed, io.env) },
+    timeoutMs,
+  );
   try {
+    if (command.kind === 'wait-for-service') return await waitForService(command, client, io);
     const output = await execute(command, client, io.nowMs ?? Date.now);
     io.stdout(`${parsed.json ? JSON.stringify(output.json) : output.text}\n`);
-    return output.failed === true ? 1 : 0;
+    return output.failed === true ? exitCodes.failed : exitCodes.ok;
   } catch (error) {
     if (error instanceof AnswerError || error instanceof ReachError) {
       const riak = error instanceof AnswerError ? riakRefusalOf(command, error) : undefined;
       io.stderr(riak === undefined ? `iorio-admin: ${error.message}\n` : `${riak}\n`);
-      return 1;
+      return exitCodes.failed;
     }
     throw error;
   }
+}
+
+/** `--version`, `--help` and `<command> --help`, answered before anything else is checked; undefined otherwise. */
+function answerOffline(parsed: AdminArguments): string | undefined {
+  if (parsed.version) return versionLine('iorio-admin');
+  if (!parsed.help) return undefined;
+  const written = parsed.positionals[0];
+  const word = written === undefined ? undefined : (commandAliases[written] ?? written);
+  if (word === undefined || word === 'help') return usage;
+  if (!commandWords.includes(word)) throw new UsageError(unknownCommandText(word, commandWords));
+  return commandHelpOf(word);
+}
+
+/**
+ * riak-admin's wait-for-service: asks every few seconds which services
+ * <node> runs, printing `<service> is not up: [...]` each time, until it
+ * runs <service>: `<service> is up`, exit 0. Without <node> it asks this
+ * node (it runs `iorio` once its HTTP API answers); with one, this node's
+ * view of the cluster (the member is up when this node reaches it). Waits
+ * as long as it takes, as riak-admin does (Ctrl-C stops it).
+ */
+async function waitForService(command: Extract<AdminCommand, { kind: 'wait-for-service' }>, client: AdminClient, io: AdminIo): Promise<number> {
+  const intervalMs = io.waitIntervalMs ?? serviceWaitIntervalMsDefault;
+  while (io.signal?.aborted !== true) {
+    const services = await servicesOf(client, command.node);
+    if (services.list.includes(command.service)) {
+      io.stdout(`${command.service} is up\n`);
+      return exitCodes.ok;
+    }
+    io.stdout(`${command.service} is not up: ${formatServices(services.list)}${services.why === undefined ? '' : ` (${services.why})`}\n`);
+    await sleep(intervalMs, undefined, io.signal === undefined ? {} : { signal: io.signal }).catch(() => undefined);
+  }
+  return exitCodes.failed;
+}
+
+/** The services `node` runs (this node when undefined), and why the list is empty when it is. Never throws for an unreachable node. */
+async function servicesOf(client: AdminClient, node: string | undefined): Promise<{ list: string[]; why?: string }> {
+  let self: PingAnswer;
+  try {
+    self = (await client.callAnonymous('GET', '/ping')) as PingAnswer;
+  } catch (error) {
+    if (error instanceof ReachError || error instanceof AnswerError) return { list: [], why: error.message };
+    throw error;
+  }
+  if (node === undefined || node === self.node) return { list: ['iorio'] };
+  try {
+    const members = (await client.callCluster('GET', `${clusterPath}/members`)) as MembersAnswer;
+    if (!members.rows.some((row) => row.node === node)) return { list: [], why: `${node} is not a member of ${self.node}'s cluster` };
+    const ring = (await client.callCluster('GET', `${clusterPath}/ring`)) as RingAnswer;
+    if (ring.unreachable.includes(node)) return { list: [], why: `${self.node} cannot reach ${node}` };
+    return { list: ['iorio'] };
+  } catch (error) {
+    if (error instanceof ReachError || error instanceof AnswerError) return { list: [], why: error.message };
+    throw error;
+  }
+}
+
+/** An Erlang list of atoms, as riak-admin services prints it: `[iorio]`, `[]`. */
+export function formatServices(services: readonly string[]): string {
+  return `[${services.join(',')}]`;
 }
 
 /** A refusal of the claimant (the node gave a `reason_code`) to a cluster change or plan, in Riak's words. */
@@ -637,6 +869,23 @@ async function execute(command: RunnableCommand, client: AdminClient, nowMs: () 
     case 'access': {
       const json = await client.call('GET', accessPath(command.bucket, command.stream));
       return { text: formatAccess(resourceName(command.bucket, command.stream), json as AccessAnswer), json };
+    }
+    case 'policy-get': {
+      const json = await client.call('GET', policyPath(command.bucket, command.stream));
+      return { text: formatPolicy(resourceName(command.bucket, command.stream), json as PolicyBody), json };
+    }
+    case 'policy-set': {
+      const json = await client.call('PUT', policyPath(command.bucket, command.stream), command.policy);
+      return { text: `policy of ${resourceName(command.bucket, command.stream)} set: ${policyText(command.policy)}`, json };
+    }
+    case 'policy-del': {
+      const json = await client.call('DELETE', policyPath(command.bucket, command.stream));
+      return { text: `policy of ${resourceName(command.bucket, command.stream)} removed`, json };
+    }
+    case 'services': {
+      // riak-admin services asks the local node, which must be up: an unreachable node is an error here.
+      await client.callAnonymous('GET', '/ping');
+      return { text: formatServices(serviceNames), json: serviceNames };
     }
     case 'status': {
       const ping = (await client.callAnonymous('GET', '/ping')) as PingAnswer;
@@ -753,6 +1002,11 @@ async function changeAccess(command: Extract<AdminCommand, { kind: 'grant' | 're
   return { text: `${verb} ${command.permissions.join(',')} on ${resource} ${preposition} ${target}`, json: answers.length === 1 ? answers[0] : answers };
 }
 
+export function formatPolicy(resource: string, policy: PolicyBody): string {
+  const own = policyText(policy);
+  return own === 'none' ? `policy of ${resource}: none of its own (its bucket's policy or the config default applies)` : `policy of ${resource}: ${own}`;
+}
+
 function accessPath(bucket: string, stream: string | undefined): string {
   return `/access/${encodeURIComponent(bucket)}${stream === undefined ? '' : `/${encodeURIComponent(stream)}`}`;
 }
@@ -767,6 +1021,8 @@ function resourceName(bucket: string, stream: string | undefined): string {
 interface PingAnswer {
   pong: string;
   node: string;
+  /** The node's version (absent from nodes before it was added). */
+  version?: string;
 }
 
 /** GET /access, IorioDB's shape (DESIGN §4). */
@@ -817,6 +1073,7 @@ export function formatStatus(url: string, ping: PingAnswer, stats: StatsAnswer):
     ['node', ping.node],
     ['url', url],
     ['ping', `pong (partition ${ping.pong})`],
+    ['version', ping.version ?? '?'],
     ['uptime', typeof stats.uptime_ms === 'number' ? formatDuration(stats.uptime_ms) : '?'],
     ['requests', `${count(http['requests'])} (${responseClasses}; rate-limited ${count(http['rateLimited'])})`],
     ['appends', `${count(http['appends'])} requests, ${count(http['appendedEntries'])} entries, ${count(http['conflicts'])} conflicts`],

@@ -3,6 +3,7 @@ import { IorioError } from '../core/errors.js';
 import { partitionOf } from '../core/hash.js';
 import { seqnumMax } from '../core/limits.js';
 import type { EvictionPolicy } from '../store/types.js';
+import { version } from '../version.js';
 import { requirePermission } from './auth-hook.js';
 import { objectBodyOf } from './body.js';
 import type { RouteContext } from './context.js';
@@ -46,6 +47,7 @@ export function registerNodeRoutes(app: FastifyInstance, context: RouteContext):
   app.get('/ping', { config: { skipAuth: true } }, async () => ({
     pong: String(partitionOf('$ping', String(clock.now()), config['ring.size'])),
     node: config.nodename,
+    version,
   }));
 
   app.get('/stats', { onRequest: requirePermission(auth, 'viewstats', 'global') }, async () =>

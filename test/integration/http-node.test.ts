@@ -21,7 +21,7 @@ describe('/ping, /stats, /metrics', () => {
   test('/ping needs no auth and names a partition and the node', async () => {
     const reply = await call(node, 'GET', '/ping?1732200000.12');
     expect(reply.status).toBe(200);
-    expect(reply.body).toEqual({ pong: expect.stringMatching(/^[0-9]+$/), node: 'iorio@127.0.0.1' });
+    expect(reply.body).toEqual({ pong: expect.stringMatching(/^[0-9]+$/), node: 'iorio@127.0.0.1', version: expect.stringMatching(/^\d+\.\d+\.\d+/) });
     expect(Number(reply.body.pong)).toBeLessThan(node.node.config['ring.size']);
   });
 

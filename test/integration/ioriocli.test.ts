@@ -4,12 +4,14 @@
  * REPL's line parsing and completion in-process.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testConfig } from '../../src/config.js';
 import { startNode, type IorioNode } from '../../src/node.js';
+import { version } from '../../src/version.js';
 import { IorioClient } from '../../tools/common/client.js';
 import { makeCompleter, parseLine } from '../../tools/ioriocli/repl.js';
 
@@ -23,9 +25,15 @@ interface CliResult {
 }
 
 function spawnCli(url: string, args: readonly string[], env: Record<string, string> = {}): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, ['--import', 'tsx', cliPath, '--url', url, ...args], {
+  return spawnRaw(['--url', url, ...args], env);
+}
+
+/** ioriocli with exactly these arguments (no --url), in `cwd`. */
+function spawnRaw(args: readonly string[], env: Record<string, string> = {}, cwd?: string): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], {
     env: { ...process.env, IORIO_USER: '', IORIO_PASSWORD: '', ...env },
     stdio: 'pipe',
+    ...(cwd === undefined ? {} : { cwd }),
   });
 }
 
@@ -75,6 +83,15 @@ class CliRun {
 
 function finish(child: ChildProcessWithoutNullStreams, stdin?: string): Promise<CliResult> {
   return new CliRun(child).finish(stdin);
+}
+
+/** A port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolvePromise) => server.close(() => resolvePromise()));
+  return port;
 }
 
 describe('ioriocli', () => {
@@ -129,6 +146,47 @@ describe('ioriocli', () => {
     expect(missing.stderr).toMatch(/usage: put <bucket> <stream> <json>/);
     const unknown = await finish(spawnCli(url, ['frobnicate']));
     expect(unknown.code).toBe(2);
+  });
+
+  it('--version and version print the version; an unknown command gets a did-you-mean (exit 2)', async () => {
+    const expected = `ioriocli ${version} (node ${process.versions.node})\n`;
+    expect(await finish(spawnRaw(['--version']))).toEqual({ code: 0, stdout: expected, stderr: '' });
+    expect(await finish(spawnCli(url, ['version']))).toEqual({ code: 0, stdout: expected, stderr: '' });
+    expect(await finish(spawnCli(url, ['stremas', 'x']))).toEqual({ code: 2, stdout: '', stderr: 'ioriocli: unknown command "stremas"; did you mean streams? (try help)\n' });
+    const badFlag = await finish(spawnRaw(['--nope']));
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr.trimEnd().split('\n')).toHaveLength(3);
+  });
+
+  it('policy set, get and del change the policy the node keeps; a bad setting is a usage error', async () => {
+    const set = await finish(spawnCli(url, [...admin, 'policy', 'set', 'clipol/s', 'max_count=5', 'max_bytes=1MB', 'max_age=1h']));
+    expect(set).toMatchObject({ code: 0, stderr: '' });
+    const client = new IorioClient({ baseUrl: url });
+    await client.login('admin', 'secret');
+    try {
+      expect((await client.expect([200], 'GET', '/policies/clipol/s')).body).toEqual({ max_count: 5, max_bytes: 1_048_576, max_age_secs: 3600 });
+      const get = await finish(spawnCli(url, [...admin, 'policy', 'get', 'clipol/s']));
+      expect(JSON.parse(get.stdout)).toEqual({ max_count: 5, max_bytes: 1_048_576, max_age_secs: 3600 });
+      expect((await finish(spawnCli(url, [...admin, 'policy', 'del', 'clipol/s']))).code).toBe(0);
+      expect((await client.expect([200], 'GET', '/policies/clipol/s')).body).toEqual({});
+    } finally {
+      client.close();
+    }
+    const bad = await finish(spawnCli(url, [...admin, 'policy', 'set', 'clipol', 'max_bytes=lots']));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^ioriocli: max_bytes must be a size/);
+  });
+
+  it('finds the node as iorio and iorio-admin do: the running node\'s iorio.url, unless -P or --url names another address', async () => {
+    await writeFile(join(dataDir, 'iorio.url'), `${url}\n`);
+    const env = { IORIO_PATHS_DATA: dataDir };
+    const found = await finish(spawnRaw(['ping'], env));
+    expect(found.code).toBe(0);
+    expect(JSON.parse(found.stdout)).toMatchObject({ node: 'iorio@127.0.0.1' });
+    const dead = String(await closedPort());
+    const explicit = await finish(spawnRaw(['-P', dead, 'ping'], env));
+    expect(explicit.code).toBe(1);
+    expect(explicit.stderr).toContain(dead);
   });
 
   it('runs a script from stdin and exits 0 when every command succeeded', async () => {

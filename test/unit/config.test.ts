@@ -8,6 +8,7 @@ import {
   configKeys,
   configSpec,
   envNameOf,
+  envWarnings,
   formatDuration,
   formatSize,
   loadConfig,
@@ -332,18 +333,13 @@ describe('sources and precedence', () => {
     expect(loadConfig({ env: { IORIO_AUTH_SECRET: '' } })['auth.secret']).toBe('');
   });
 
-  it('unknown keys are errors in every source, naming the key and the source', () => {
+  it('unknown keys in the file, the flags and overrides are errors, naming the key and the source', () => {
     const file = writeConf('http.port = 9000\nhttp.prot = 9001\n');
     const fromFile = configError(() => loadConfig({ file, env: {} }));
     expect(fromFile.key).toBe('http.prot');
     expect(fromFile.source).toBe(`${file}:2`);
     expect(fromFile.message).toContain('http.prot');
     expect(fromFile.message).toContain('did you mean http.port');
-
-    const fromEnv = configError(() => loadConfig({ env: { IORIO_HTTP_PROT: '1' } }));
-    expect(fromEnv.key).toBe('IORIO_HTTP_PROT');
-    expect(fromEnv.message).toContain('IORIO_HTTP_PROT');
-    expect(fromEnv.message).toContain('IORIO_HTTP_PORT');
 
     const fromFlag = configError(() => loadConfig({ env: {}, flags: { 'storage.sinc': 'none' } }));
     expect(fromFlag.key).toBe('storage.sinc');
@@ -352,6 +348,25 @@ describe('sources and precedence', () => {
 
     const fromOverride = configError(() => testConfig({ 'no.such.key': 1 } as never));
     expect(fromOverride.message).toContain('no.such.key');
+  });
+
+  it('an unknown IORIO_* variable is a warning naming it and the nearest key, never an error', () => {
+    const warnings: string[] = [];
+    const config = loadConfig({ env: { IORIO_HTTP_PROT: '1', IORIO_FOO: 'x', IORIO_HTTP_PORT: '9001' }, warn: (message) => warnings.push(message) });
+    expect(config['http.port']).toBe(9001);
+    expect(warnings).toEqual([
+      'ignoring the environment variable IORIO_FOO: not a configuration key',
+      'ignoring the environment variable IORIO_HTTP_PROT: not a configuration key; did you mean IORIO_HTTP_PORT?',
+    ]);
+    expect(envWarnings({ IORIO_HTTP_PROT: '1' })).toHaveLength(1);
+  });
+
+  it("the tools' own IORIO_* variables are not warned about", () => {
+    const env = { IORIO_USER: 'alice', IORIO_PASSWORD: 'pw', IORIO_ADMIN_USER: 'admin', IORIO_ADMIN_PASSWORD: 'pw', IORIO_ADMIN_TIMEOUT: '5s', IORIO_TEST_LOG: 'debug' };
+    expect(envWarnings(env)).toEqual([]);
+    const warnings: string[] = [];
+    loadConfig({ env, warn: (message) => warnings.push(message) });
+    expect(warnings).toEqual([]);
   });
 
   it('env vars outside the IORIO_ prefix are ignored, and undefined ones skipped', () => {

@@ -2,6 +2,7 @@
 import { randomInt } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { toolNodeUrlOf } from '../../src/cli/node-url.js';
 
 export interface ApitestOptions {
   readonly username: string;
@@ -66,6 +67,9 @@ no request failed and every check passed.
   -H, --host <host>          node host (localhost)
   -P, --port <port>          node HTTP port (8080)
       --url <url>            node base URL, overrides host and port
+                             (neither given: the URL the node running on ./data,
+                             or $IORIO_PATHS_DATA, recorded, else 127.0.0.1:8080,
+                             as for iorio, iorio-admin and ioriocli)
   -B, --buckets <n>          buckets to use (5)
   -S, --streams <n>          streams per bucket (5)
   -s, --seed <n>             PRNG seed; the same seed repeats the same run (random)
@@ -126,7 +130,8 @@ export function parseApitestArgs(argv: readonly string[], base: ApitestOptions =
       password: values.password ?? base.password,
       host: values.host ?? base.host,
       port: count('port', values.port, base.port, 1, 65_535),
-      url: values.url ?? base.url,
+      // The one rule of src/cli/node-url.ts: --url, else -H/-P, else the running node's iorio.url, else the default.
+      url: values.url ?? base.url ?? (values.host === undefined && values.port === undefined ? toolNodeUrlOf({}, process.env) : undefined),
       buckets: count('buckets', values.buckets, base.buckets, 1),
       streams: count('streams', values.streams, base.streams, 1),
       seed: count('seed', values.seed, base.seed, 0, 2 ** 32 - 1),

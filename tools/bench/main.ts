@@ -2,24 +2,40 @@
  * `npm run bench -- <scenario...> [--seconds N] [--out DIR] [--key value...]`
  *
  * Runs each scenario (tools/bench/scenarios/<name>.ts), prints its table and
- * writes `<out>/<scenario>-<timestamp>.json` (out defaults to .bench).
- * Unknown `--key value` flags are passed to the scenarios.
+ * writes `<out>/<scenario>-<timestamp>.json` (out defaults to .bench), also
+ * when a variant or the whole scenario failed. Every `--key value` option is
+ * checked against what the selected scenarios declare (their `options`)
+ * before anything runs.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem, platform, release } from 'node:os';
 import { join, resolve } from 'node:path';
-import { formatBenchTable, scenarioNamePattern, scenarioNames, withRatios, type BenchContext, type Scenario } from './harness.js';
+import { unknownCommandText } from '../../src/cli/suggest.js';
+import { formatBenchTable, optionProblems, scenarioNamePattern, scenarioNames, withRatios, type BenchContext, type BenchRow, type Scenario } from './harness.js';
 
 export const defaultSeconds = 10;
 export const secondsMax = 600;
 
-const usage = `usage: npm run bench -- <scenario...> [--seconds N] [--out DIR] [--<key> <value>...]
+function usageOf(scenarios: Readonly<Record<string, Scenario>>): string {
+  const lines = Object.entries(scenarios).map(([name, scenario]) => {
+    const options = Object.entries(scenario.options ?? {}).map(([option, spec]) => `      --${option.padEnd(18)} ${spec.doc}`);
+    return [`  ${name}`, ...options].join('\n');
+  });
+  return `usage: npm run bench -- <scenario...> [--seconds N] [--out DIR] [--<option> <value>...]
 
-scenarios: ${scenarioNames().join(', ') || '(none)'}
-  --seconds N   how long each variant runs (${defaultSeconds})
+  --seconds N   how long each variant runs (${defaultSeconds}, at most ${secondsMax})
   --out DIR     where the JSON results go (.bench)
-Other --key value flags are handed to the scenarios (see tools/bench/README.md).`;
 
+scenarios and their options (each checked before anything runs):
+${lines.join('\n')}
+
+What each scenario measures: tools/README.md, section "bench". A variant that
+fails is reported as failed and the others still run; results are written
+either way. Exit status: 0 every variant measured (a missed target is marked
+in the table, not an error), 1 a variant or scenario failed, 2 usage error.`;
+}
+
+const shortUsage = 'usage: npm run bench -- <scenario...> [--seconds N] [--out DIR] [--<option> <value>...]\n(npm run bench -- --help lists the scenarios and their options)';
 interface Args {
   scenarios: string[];
   seconds: number;
@@ -54,9 +70,8 @@ function machine(): Record<string, unknown> {
   return { cpuModel: cores[0]?.model ?? 'unknown', cpus: cores.length, memoryBytes: totalmem(), platform: platform(), release: release(), node: process.version };
 }
 
-async function runScenario(name: string, args: Args): Promise<void> {
-  const module = (await import(`./scenarios/${name}.js`)) as Partial<Scenario>;
-  if (typeof module.run !== 'function') throw new Error(`scenario ${name} does not export run(context)`);
+/** Runs one scenario; its results (and its error, if it failed) are written whatever happens. Resolves to whether all went well. */
+async function runScenario(name: string, scenario: Scenario, args: Args): Promise<boolean> {
   const tempDirs: string[] = [];
   const context: BenchContext = {
     seconds: args.seconds,
@@ -69,17 +84,33 @@ async function runScenario(name: string, args: Args): Promise<void> {
     },
   };
   const startedAt = new Date();
+  let rows: BenchRow[] = [];
+  let error: string | undefined;
   try {
-    const rows = await module.run(context);
-    process.stdout.write(formatBenchTable(name, rows) + '\n\n');
-    await mkdir(args.out, { recursive: true });
-    const file = resolve(args.out, `${name}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-    const result = { scenario: name, startedAt: startedAt.toISOString(), seconds: args.seconds, options: args.options, machine: machine(), rows: withRatios(rows) };
-    await writeFile(file, JSON.stringify(result, null, 2) + '\n');
-    process.stderr.write(`[${name}] results written to ${file}\n`);
+    rows = await scenario.run(context);
+  } catch (caught) {
+    error = caught instanceof Error ? caught.message : String(caught);
+    process.stderr.write(`[${name}] FAILED: ${error}\n`);
   } finally {
     await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
   }
+  if (rows.length > 0) process.stdout.write(formatBenchTable(name, rows) + '\n\n');
+  await mkdir(args.out, { recursive: true });
+  const file = resolve(args.out, `${name}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  const result = { scenario: name, startedAt: startedAt.toISOString(), seconds: args.seconds, options: args.options, machine: machine(), rows: withRatios(rows), ...(error === undefined ? {} : { error }) };
+  await writeFile(file, JSON.stringify(result, null, 2) + '\n');
+  process.stderr.write(`[${name}] results written to ${file}\n`);
+  return error === undefined && rows.every((row) => row.failed === undefined);
+}
+
+async function loadScenarios(names: readonly string[]): Promise<Record<string, Scenario>> {
+  const scenarios: Record<string, Scenario> = {};
+  for (const name of names) {
+    const module = (await import(`./scenarios/${name}.js`)) as Partial<Scenario>;
+    if (typeof module.run !== 'function') throw new Error(`scenario ${name} does not export run(context)`);
+    scenarios[name] = module as Scenario;
+  }
+  return scenarios;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -87,21 +118,32 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     args = parseBenchArgs(argv);
   } catch (error) {
-    process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n\n${usage}\n`);
+    process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n${shortUsage}\n`);
     return 2;
-  }
-  if (args === 'help' || args.scenarios.length === 0) {
-    process.stdout.write(usage + '\n');
-    return args === 'help' ? 0 : 2;
   }
   const known = scenarioNames();
-  const unknown = args.scenarios.filter((name) => !scenarioNamePattern.test(name) || !known.includes(name));
-  if (unknown.length > 0) {
-    process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${known.join(', ')})\n`);
+  if (args === 'help') {
+    process.stdout.write(usageOf(await loadScenarios(known)) + '\n');
+    return 0;
+  }
+  if (args.scenarios.length === 0) {
+    process.stderr.write(`bench: no scenario given (one or more of ${known.join(', ')})\n${shortUsage}\n`);
     return 2;
   }
-  for (const name of args.scenarios) await runScenario(name, args);
-  return 0;
+  const unknown = args.scenarios.filter((name) => !scenarioNamePattern.test(name) || !known.includes(name));
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: ${unknown.map((name) => unknownCommandText(name, known, 'scenario')).join('; ')} (known: ${known.join(', ')})\n${shortUsage}\n`);
+    return 2;
+  }
+  const scenarios = await loadScenarios(args.scenarios);
+  const problems = optionProblems(args.options, scenarios);
+  if (problems.length > 0) {
+    process.stderr.write(`${problems.map((problem) => `bench: ${problem}`).join('\n')}\n${shortUsage}\n`);
+    return 2;
+  }
+  let allWell = true;
+  for (const name of args.scenarios) allWell = (await runScenario(name, scenarios[name]!, args)) && allWell;
+  return allWell ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(

@@ -5,6 +5,9 @@
  */
 import { ApiError, IorioClient, isRecord, streamPath, type Subscription } from '../common/client.js';
 import { sleep } from '../common/stats.js';
+import { parsePolicySettings, policyPath, PolicySyntaxError } from '../../src/cli/policy.js';
+import { unknownCommandText } from '../../src/cli/suggest.js';
+import { versionLine } from '../../src/version.js';
 import { parseJsonArgument } from './args.js';
 
 export class UsageError extends Error {
@@ -116,8 +119,16 @@ export const commands: readonly Command[] = [
     async run(_session, [name]) {
       if (name === undefined) return commands.map((command) => `${usageOf(command).padEnd(52)} ${command.summary}`).join('\n');
       const command = findCommand(name);
-      if (command === undefined) throw new UsageError(`unknown command "${name}"`);
+      if (command === undefined) throw new UsageError(unknownCommandError(name));
       return `${usageOf(command)}\n  ${command.summary}`;
+    },
+  },
+  {
+    name: 'version',
+    params: [],
+    summary: "this client's version (the node's is in ping)",
+    async run() {
+      return versionLine('ioriocli');
     },
   },
   {
@@ -255,7 +266,42 @@ export const commands: readonly Command[] = [
       return (await session.client.expect([200], 'GET', path)).body;
     },
   },
+  {
+    name: 'policy',
+    params: ['get|set|del', 'bucket[/stream]', '[max_count=N]', '[max_bytes=SIZE]', '[max_age=DURATION]'],
+    completes: 'bucket',
+    summary: 'the eviction policy of a bucket or stream: get it, set it (e.g. max_bytes=512MB max_age=7d), or del it',
+    async run(session, [action, resource, ...settings]) {
+      const { bucket, stream } = resourceArgument(resource as string);
+      const path = policyPath(bucket, stream);
+      switch (action) {
+        case 'get':
+          if (settings.length > 0) throw new UsageError('usage: policy get <bucket[/stream]>');
+          return (await session.client.expect([200], 'GET', path)).body;
+        case 'set': {
+          if (settings.length === 0) throw new UsageError('usage: policy set <bucket[/stream]> [max_count=N] [max_bytes=SIZE] [max_age=DURATION]');
+          let body;
+          try {
+            body = parsePolicySettings(settings);
+          } catch (error) {
+            throw error instanceof PolicySyntaxError ? new UsageError(error.message) : error;
+          }
+          return (await session.client.expect([200], 'PUT', path, { body: JSON.stringify(body) })).body;
+        }
+        case 'del':
+          if (settings.length > 0) throw new UsageError('usage: policy del <bucket[/stream]>');
+          return (await session.client.expect([200], 'DELETE', path)).body;
+        default:
+          throw new UsageError(unknownCommandText(action as string, ['get', 'set', 'del'], 'policy action'));
+      }
+    },
+  },
 ];
+
+/** `unknown command "x"; did you mean y? (try help)`. */
+export function unknownCommandError(name: string): string {
+  return `${unknownCommandText(name, [...commands.map((command) => command.name), ...exitWords])} (try help)`;
+}
 
 /** Names the REPL also accepts to leave. */
 export const exitWords = ['exit', 'quit'] as const;

@@ -11,21 +11,33 @@
  * flags or IORIO_USER / IORIO_PASSWORD; the session token lives in memory.
  */
 import { parseArgs } from 'node:util';
+import { toolNodeUrlOf } from '../../src/cli/node-url.js';
+import { versionLine } from '../../src/version.js';
 import { ApiError, IorioClient } from '../common/client.js';
-import { findCommand, runCommand, UsageError, type Command, type Session } from './commands.js';
+import { findCommand, runCommand, unknownCommandError, UsageError, type Command, type Session } from './commands.js';
 import { runRepl } from './repl.js';
 
 const usage = `usage: ioriocli [flags] [command [args...]]
 
 flags:
-  --url <url>             node base URL (default http://<host>:<port>)
-  -H, --host <host>       node host (localhost)
-  -P, --port <port>       node HTTP port (8080)
+  --url <url>             node base URL
+  -H, --host <host>       node host (with -P: http://<host>:<port>)
+  -P, --port <port>       node HTTP port
   -u, --user <name>       log in as this user (or IORIO_USER)
   -p, --password <pass>   its password (or IORIO_PASSWORD)
   -h, --help              this text; \`ioriocli help\` lists the commands
+  -V, --version           the version
 
-Without a command, commands are read from stdin (a REPL on a terminal).`;
+Where the node is: --url, else -H/-P when given (the other half from
+IORIO_HTTP_HOST / IORIO_HTTP_PORT or 127.0.0.1:8080), else the URL the node
+running on ./data (or $IORIO_PATHS_DATA) recorded in iorio.url, else
+http://127.0.0.1:8080, as for iorio and iorio-admin.
+
+Without a command, commands are read from stdin (a REPL on a terminal).
+Exit status: 0 done, 1 the node answered with an error or could not be
+reached, 2 usage error.`;
+
+const shortUsage = 'usage: ioriocli [--url U | -H host -P port] [-u user -p password] [command [args...]]\n(ioriocli --help explains the flags; ioriocli help lists the commands)';
 
 const valueFlags = new Set(['--url', '-H', '--host', '-P', '--port', '-u', '--user', '-p', '--password']);
 
@@ -79,17 +91,22 @@ async function main(argv: readonly string[]): Promise<number> {
         user: { type: 'string', short: 'u' },
         password: { type: 'string', short: 'p' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
     }));
   } catch (error) {
-    process.stderr.write(`ioriocli: ${error instanceof Error ? error.message : String(error)}\n\n${usage}\n`);
+    process.stderr.write(`ioriocli: ${error instanceof Error ? error.message : String(error)}\n${shortUsage}\n`);
     return 2;
   }
   if (values.help === true) {
     process.stdout.write(usage + '\n');
     return 0;
   }
-  const baseUrl = values.url ?? `http://${values.host ?? 'localhost'}:${values.port ?? '8080'}`;
+  if (values.version === true) {
+    process.stdout.write(versionLine('ioriocli') + '\n');
+    return 0;
+  }
+  const baseUrl = toolNodeUrlOf({ url: values.url, host: values.host, port: values.port }, process.env);
   const session: Session = {
     client: new IorioClient({ baseUrl }),
     username: undefined,
@@ -129,7 +146,7 @@ async function runOnce(session: Session, argv: readonly string[]): Promise<numbe
   const [name, ...rest] = argv as [string, ...string[]];
   const command = findCommand(name);
   if (command === undefined) {
-    process.stderr.write(`ioriocli: unknown command "${name}" (try: ioriocli help)\n`);
+    process.stderr.write(`ioriocli: ${unknownCommandError(name)}\n`);
     return 2;
   }
   // An unquoted JSON value split by the shell is joined back.

@@ -7,7 +7,7 @@
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { takeTokens } from './args.js';
-import { commands, exitWords, findCommand, type Command, type Session } from './commands.js';
+import { commands, exitWords, findCommand, unknownCommandError, type Command, type Session } from './commands.js';
 
 export const historySizeMax = 1000;
 /** How long fetched bucket / stream names serve completion. */
@@ -29,7 +29,7 @@ export function parseLine(line: string): { command: Command; args: string[] } | 
   const name = tokens[0];
   if (name === undefined) return undefined;
   const command = findCommand(name);
-  if (command === undefined) throw new Error(`unknown command "${name}" (try help)`);
+  if (command === undefined) throw new Error(unknownCommandError(name));
   if (rest === undefined) return { command, args: [] };
   if (!command.rawLast) return { command, args: takeTokens(rest, Infinity).tokens };
   const leading = takeTokens(rest, command.params.length - 1);

@@ -18,7 +18,11 @@ interface AutocannonResult {
   errors: number;
   timeouts: number;
 }
-type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>;
+/** autocannon's return value: a promise of the result that is also an emitter of each response. */
+type AutocannonInstance = Promise<AutocannonResult> & {
+  on(event: 'response', listener: (client: unknown, statusCode: number, bytes: number, responseTimeMs: number) => void): void;
+};
+type Autocannon = (options: Record<string, unknown>) => AutocannonInstance;
 
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
 
@@ -37,7 +41,7 @@ async function runAutocannon(task: AutocannonTask): Promise<AutocannonOutcome> {
           },
         ]
       : undefined;
-  const result = await autocannon({
+  const instance = autocannon({
     url: task.url,
     method: task.method,
     headers: task.headers,
@@ -46,11 +50,17 @@ async function runAutocannon(task: AutocannonTask): Promise<AutocannonOutcome> {
     duration: task.durationSecs,
     requests,
   });
+  // autocannon's own percentiles are whole milliseconds (a sub-millisecond p50 reads 0): keep every 2xx response time at 50 µs.
+  const latencies = new LatencyHistogram();
+  instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
+    if (statusCode >= 200 && statusCode < 300) latencies.add(responseTimeMs);
+  });
+  const result = await instance;
   return {
     requests: result.requests.total,
     requestsPerSec: result.requests.total / result.duration,
-    p50Ms: result.latency.p50,
-    p99Ms: result.latency.p99,
+    p50Ms: latencies.count === 0 ? result.latency.p50 : latencies.percentile(50),
+    p99Ms: latencies.count === 0 ? result.latency.p99 : latencies.percentile(99),
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
   };

@@ -16,7 +16,7 @@ import { testConfig } from '../../../src/config.js';
 import { startNode, type IorioNode } from '../../../src/node.js';
 import { IorioClient } from '../../common/client.js';
 import { startBareServer, type BareServer } from '../bare-server.js';
-import type { BenchContext, BenchRow } from '../harness.js';
+import { listOption, positiveOption, runGroups, type BenchContext, type BenchOption, type BenchRow } from '../harness.js';
 import { LatencyHistogram } from '../load/histogram.js';
 import { runLoad } from '../load/spawn.js';
 import type { AutocannonOutcome, FanoutTask } from '../load/tasks.js';
@@ -72,7 +72,8 @@ async function appendRows(context: BenchContext, { node, bare, token }: Targets)
     unit: 'req/s',
     p50Ms: outcome.p50Ms,
     p99Ms: outcome.p99Ms,
-    notes: notesOf(outcome, baseline ? '' : 'target >= 0.8x'),
+    notes: notesOf(outcome),
+    ...(baseline ? {} : { target: { ratioMin: 0.8 } }),
   });
   return [
     row('bare POST', bareOutcome, true),
@@ -105,7 +106,8 @@ async function readRows(context: BenchContext, { node, bare, token }: Targets): 
     unit: 'req/s',
     p50Ms: outcome.p50Ms,
     p99Ms: outcome.p99Ms,
-    notes: notesOf(outcome, baseline ? '' : 'target >= 0.9x'),
+    notes: notesOf(outcome),
+    ...(baseline ? {} : { target: { ratioMin: 0.9 } }),
   });
   return [row('bare GET', bareOutcome, true), row('iorio GET ?limit=10', iorio)];
 }
@@ -128,7 +130,8 @@ async function batchRows(context: BenchContext, { node, bare, token }: Targets):
     unit: 'entries/s',
     p50Ms: outcome.p50Ms,
     p99Ms: outcome.p99Ms,
-    notes: notesOf(outcome, `${batch}/request${baseline ? '' : ', target >= 150,000 entries/s'}`),
+    notes: notesOf(outcome, `${batch}/request`),
+    ...(baseline ? {} : { target: { opsPerSecMin: 150_000 } }),
   });
   return [row('bare NDJSON', bareOutcome, true), row('iorio NDJSON batch', iorio)];
 }
@@ -193,16 +196,28 @@ async function fanoutRows(context: BenchContext, { node, bare, token }: Targets)
         undelivered !== 0 ? `undelivered=${undelivered}` : '',
         postErrors > 0 ? `postErrors=${postErrors}` : '',
         `max=${histogram.maxMs.toFixed(0)}ms`,
-        baseline ? '' : 'target p99 < 50 ms',
       ]
         .filter(Boolean)
         .join(' '),
+      ...(baseline ? {} : { target: { p99MsMax: 50 } }),
     });
   }
   return rows;
 }
 
 const groupRunners = { append: appendRows, get: readRows, batch: batchRows, fanout: fanoutRows } as const;
+
+/** What `npm run bench -- http` accepts, checked before anything runs. */
+export const options: Readonly<Record<string, BenchOption>> = {
+  groups: listOption('which groups run (append,get,batch,fanout)', Object.keys(groupRunners)),
+  connections: positiveOption('autocannon connections for POST and GET (64)'),
+  batch: positiveOption('entries per NDJSON batch request (1000)'),
+  'batch-connections': positiveOption('connections for the NDJSON batch (16)'),
+  subscribers: positiveOption('WebSocket subscribers in the fan-out (1000)'),
+  rate: positiveOption('entries/s posted in the fan-out (1000)'),
+  warmup: positiveOption('seconds of fan-out before measuring (2)'),
+  'fanout-processes': positiveOption('processes holding the subscribers (2)'),
+};
 
 export async function run(context: BenchContext): Promise<BenchRow[]> {
   const dataDir = await context.tempDir('node');
@@ -223,11 +238,7 @@ export async function run(context: BenchContext): Promise<BenchRow[]> {
     const token = await client.login(config['auth.admin.username'], config['auth.admin.password']).finally(() => client.close());
     const targets = { node, bare, token };
     const groups = (context.options['groups'] ?? Object.keys(groupRunners).join(',')).split(',');
-    const unknown = groups.filter((group) => !(group in groupRunners));
-    if (unknown.length > 0) throw new Error(`--groups: unknown ${unknown.join(', ')} (known: ${Object.keys(groupRunners).join(', ')})`);
-    const rows: BenchRow[] = [];
-    for (const group of groups) rows.push(...(await groupRunners[group as keyof typeof groupRunners](context, targets)));
-    return rows;
+    return await runGroups(context, groups, (group) => groupRunners[group as keyof typeof groupRunners](context, targets));
   } finally {
     await bare?.close();
     await node.stop();

@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { testConfig } from '../../../src/config.js';
 import { startNode } from '../../../src/node.js';
 import { IorioClient } from '../../common/client.js';
-import type { BenchContext, BenchRow } from '../harness.js';
+import { positiveOption, type BenchContext, type BenchOption, type BenchRow } from '../harness.js';
 
 interface Ready {
   readonly kind: 'ready';
@@ -43,6 +43,11 @@ function next<T>(child: ChildProcess, kind: string, timeoutMs: number): Promise<
     child.on('message', onMessage);
   });
 }
+
+/** What `npm run bench -- listen-idle` accepts, checked before anything runs. */
+export const options: Readonly<Record<string, BenchOption>> = {
+  count: positiveOption('idle WebSocket listeners, and as many idle long-polls (5000)'),
+};
 
 export async function run(context: BenchContext): Promise<BenchRow[]> {
   const count = Number(context.options['count'] ?? '5000');

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Latencies } from '../../common/stats.js';
-import type { BenchContext, BenchRow } from '../harness.js';
+import type { BenchContext, BenchOption, BenchRow } from '../harness.js';
 import { openBenchStore, payload200 } from '../storage/shared.js';
 
 export interface StorageRow {
@@ -38,6 +38,14 @@ export interface StorageOptions {
 const writers = 64;
 
 /** `npm run bench -- storage [--seconds N] [--recovery-gb G]` (G = 0 skips the recovery measurement). */
+/** What `npm run bench -- storage` accepts, checked before anything runs. */
+export const options: Readonly<Record<string, BenchOption>> = {
+  'recovery-gb': {
+    doc: 'gigabytes written before the kill -9 of the recovery row (1; 0 skips it)',
+    check: (raw) => (/^\d+(\.\d+)?$/.test(raw) ? undefined : `a number of gigabytes (0 skips recovery), got "${raw}"`),
+  },
+};
+
 export async function run(context: BenchContext): Promise<BenchRow[]> {
   const recoveryGb = Number(context.options['recovery-gb'] ?? '1');
   const rows = await runStorage({ seconds: context.seconds, recoveryBytes: Math.round(recoveryGb * 2 ** 30), log: context.log });

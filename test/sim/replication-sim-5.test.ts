@@ -35,6 +35,10 @@ describe('scripted histories', () => {
     }
   });
 
+  test('a follower cut off part-way through catching up never out-ranks the complete log of the epoch before', () => {
+    expect(failingSeeds(1, 20, { scenario: 'short-catch-up', replicas: 3 })).toEqual([]);
+  });
+
   test('KurrentDB #3472 / SIGSTOP: a deposed leader, awake and cut off, neither reads nor acknowledges', () => {
     expect(failingSeeds(1, 20, { scenario: 'deposed-leader', replicas: 3 })).toEqual([]);
     const run = runSeed(1, { scenario: 'deposed-leader', replicas: 3 });
@@ -49,6 +53,7 @@ describe('the checker catches planted bugs', () => {
     { bug: 'vote-for-any-log', how: { mode: 'safety', replicas: 3 }, within: 40 },
     { bug: 'elect-by-entry-epoch', how: { scenario: 'figure-8', replicas: 5 }, within: 20 },
     { bug: 'no-lease', how: { scenario: 'deposed-leader', replicas: 3 }, within: 5 },
+    { bug: 'normal-with-short-log', how: { scenario: 'short-catch-up', replicas: 3 }, within: 5 },
   ];
   test('every planted bug has a case', () => {
     expect(cases.map((entry) => entry.bug).sort()).toEqual(Object.keys(plantedBugs).sort());

@@ -37,6 +37,13 @@ class NoLease extends Replica<SimPayload> {
   }
 }
 
+/** Takes the leader's epoch as its normal epoch with a log shorter than the leader's at the epoch's start. */
+class NormalWithShortLog extends Replica<SimPayload> {
+  protected override holdsEpochStart(): boolean {
+    return true;
+  }
+}
+
 /** Grants any vote for a higher epoch, whatever its log. */
 class VoteForAnyLog extends Replica<SimPayload> {
   protected override logAtLeastAsGood(): boolean {
@@ -50,4 +57,5 @@ export const plantedBugs: Record<string, ReplicaClass> = {
   'serve-uncommitted-tail': ServeUncommittedTail,
   'vote-for-any-log': VoteForAnyLog,
   'no-lease': NoLease,
+  'normal-with-short-log': NormalWithShortLog,
 };

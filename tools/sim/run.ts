@@ -1,7 +1,7 @@
 /** One seed of the simulator, checked; and the command that replays it. */
 
 import { plantedBugs } from './bugs.js';
-import { scenarios } from './scenarios.js';
+import { scenarios, scenarioTiming } from './scenarios.js';
 import { check } from './checker.js';
 import { defaultSimOptions, type Mode, Simulation } from './sim.js';
 
@@ -48,6 +48,7 @@ export function runSeed(seed: number, options: RunOptions = {}): SeedRun {
     ...(options.faultMs === undefined ? {} : { faultMs: options.faultMs }),
     ...(replicaClass === undefined ? {} : { replicaClass }),
     ...(script === undefined ? {} : { script }),
+    ...(options.scenario !== undefined && scenarioTiming[options.scenario] !== undefined ? { timing: scenarioTiming[options.scenario]! } : {}),
     ...(options.trace === undefined ? {} : { trace: options.trace }),
   });
   let failures: string[];

@@ -4,6 +4,7 @@
  * planted bug it is about, which must make the checker fail.
  */
 
+import type { ReplicaTiming } from '../../src/cluster/replication/types.js';
 import type { Simulation } from './sim.js';
 
 /**
@@ -125,7 +126,48 @@ export function deposedLeader(sim: Simulation): void {
   sim.runUntil(sim.time + 3_000);
 }
 
+/**
+ * A follower part-way through catching up to a new leader (two ops per
+ * message here) is cut off, the new leader dies, the old one comes back.
+ * The follower must not count as normal in the new epoch with a log shorter
+ * than the leader's at the epoch's start, or it would out-rank the old
+ * leader's complete log and drop committed ops.
+ */
+export function shortCatchUp(sim: Simulation): void {
+  sim.dropRate = 0;
+  sim.duplicateRate = 0;
+  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  const a = sim.servingLeader()!.id;
+  const [b, c] = sim.ids.filter((id) => id !== a) as [string, string];
+  sim.isolate(c);
+  for (let index = 0; index < 10; index++) sim.appendAt(a, 's1', `v${index}`);
+  sim.runUntil(sim.time + 300);
+  sim.crash(sim.node(a));
+  sim.heal();
+  if (!sim.runUntilTrue(() => sim.servingLeader([b]) !== undefined || sim.node(c).replica!.lastOp >= 4, 5_000)) return;
+  // Cut c off from b as soon as it holds part of b's log.
+  sim.runUntilTrue(() => sim.node(c).replica!.lastOp >= 4, 2_000);
+  sim.cut.add(`${b}>${c}`);
+  sim.cut.add(`${c}>${b}`);
+  sim.note(`script: ${c} cut off holding ${sim.node(c).replica!.lastOp} ops`);
+  sim.runUntil(sim.time + 50);
+  sim.crash(sim.node(b));
+  sim.heal();
+  sim.restart(sim.node(a));
+  sim.runUntilTrue(() => sim.servingLeader() !== undefined, 6_000);
+  const leader = sim.servingLeader();
+  if (leader !== undefined) sim.appendAt(leader.id, 's1', 'after');
+  sim.runUntil(sim.time + 1_000);
+  sim.restart(sim.node(b));
+  sim.runUntil(sim.time + 3_000);
+}
+
+export const scenarioTiming: Record<string, Partial<ReplicaTiming>> = {
+  'short-catch-up': { batchMax: 2 },
+};
+
 export const scenarios: Record<string, (sim: Simulation) => void> = {
+  'short-catch-up': shortCatchUp,
   'deposed-leader': deposedLeader,
   'figure-8': figure8,
   'double-failover': doubleFailover,

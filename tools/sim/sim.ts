@@ -146,18 +146,48 @@ function before(a: Event, b: Event): boolean {
   return a.at < b.at || (a.at === b.at && a.order < b.order);
 }
 
-/** What a node's disk holds durably; entries carry a flag for a flipped bit. */
+/**
+ * What a node's disk holds durably: the replication log after its
+ * compaction point (entries carry a flag for a flipped bit), and the state
+ * machine (the stream store) with every committed op applied so far.
+ */
 class SimDisk {
   meta: ReplicaMeta = { promised: 0, normalEpoch: 0, lastOp: 0 };
+  base = 0;
+  baseEpoch = 0;
   entries: { entry: LogEntry<SimPayload>; damaged: boolean }[] = [];
+  /** The state machine: committed ops 1 .. n, durable as applied. */
+  readonly store: LogEntry<SimPayload>[] = [];
+  readonly storeLastSeq = new Map<string, number>();
+  readonly storeKeys = new Map<string, { op: number; seq: number; epoch: number; digest: string | undefined }>();
+
+  get lastOp(): number {
+    return this.base + this.entries.length;
+  }
 
   apply(write: LogWrite<SimPayload>): void {
-    if (write.truncateAfter !== undefined) this.entries.length = Math.min(this.entries.length, write.truncateAfter);
+    if (write.truncateAfter !== undefined && write.truncateAfter < this.lastOp) this.entries.length = Math.max(0, write.truncateAfter - this.base);
     for (const entry of write.entries) {
-      if (entry.op !== this.entries.length + 1) throw new Error(`disk: write of op ${entry.op} after ${this.entries.length} (truncate ${write.truncateAfter}, ${write.entries.length} entries from ${write.entries[0]?.op})`);
+      if (entry.op !== this.lastOp + 1) throw new Error(`disk: write of op ${entry.op} after ${this.lastOp} (truncate ${write.truncateAfter}, ${write.entries.length} entries from ${write.entries[0]?.op})`);
       this.entries.push({ entry, damaged: false });
     }
+    if (write.base !== undefined && write.base.op > this.base) {
+      if (write.base.op > this.store.length) throw new Error(`disk: compaction to ${write.base.op} beyond the store's ${this.store.length}`);
+      this.entries.splice(0, Math.min(this.entries.length, write.base.op - this.base));
+      this.base = write.base.op;
+      this.baseEpoch = write.base.epoch;
+    }
     this.meta = write.meta;
+  }
+
+  /** Applies a committed op to the store; again is a no-op (the same op must be the same entry). */
+  applyToStore(entry: LogEntry<SimPayload>): string | undefined {
+    if (entry.op <= this.store.length) return sameEntry(this.store[entry.op - 1]!, entry) ? undefined : `store op ${entry.op} is ${describe(this.store[entry.op - 1]!)}, applied again as ${describe(entry)}`;
+    if (entry.op !== this.store.length + 1) return `store: op ${entry.op} applied after ${this.store.length}`;
+    this.store.push(entry);
+    if (entry.seq > 0) this.storeLastSeq.set(entry.stream, entry.seq);
+    if (entry.key !== undefined) this.storeKeys.set(entry.key, { op: entry.op, seq: entry.seq, epoch: entry.epoch, digest: entry.keyDigest });
+    return undefined;
   }
 
   /** Damaged tails recovery set aside (never deleted). */
@@ -167,7 +197,7 @@ class SimDisk {
   recover(): DurableState<SimPayload> {
     const good = this.entries.findIndex((stored) => stored.damaged);
     if (good >= 0) this.setAside.push(this.entries.splice(good));
-    return { meta: this.meta, entries: this.entries.map((stored) => stored.entry) };
+    return { meta: this.meta, base: this.base, baseEpoch: this.baseEpoch, entries: this.entries.map((stored) => stored.entry) };
   }
 }
 
@@ -259,6 +289,9 @@ export class Simulation {
       random: () => this.rng.next(),
       send: (to, message) => this.send(node, to, message),
       applied: (entry) => this.onApplied(node, entry),
+      committedLastSeq: (stream) => node.disk.storeLastSeq.get(stream) ?? 0,
+      committedKey: (key) => node.disk.storeKeys.get(key),
+      fetchState: (from, upTo, done) => this.fetchState(node, life, from, upTo, done),
     };
     const ReplicaType = this.options.replicaClass ?? Replica<SimPayload>;
     node.replica = new ReplicaType({
@@ -295,8 +328,30 @@ export class Simulation {
   private scheduleTick(node: SimNode, life: number): void {
     this.at(10, () => {
       if (node.life !== life) return;
-      this.onNode(node, life, () => node.replica!.tick());
+      this.onNode(node, life, () => {
+        const replica = node.replica!;
+        replica.tick();
+        // Now and then the log is compacted up to (nearly) what is applied: laggards then need the state.
+        if (this.diskRng.chance(0.01) && replica.applied > replica.compactedThrough + 20) replica.compact(replica.applied - this.diskRng.int(0, 20));
+      });
       this.scheduleTick(node, life);
+    });
+  }
+
+  /** A state transfer from `fromId`'s store to `node`'s, after a while; fails if the source is down or behind. */
+  private fetchState(node: SimNode, life: number, fromId: string, upTo: number, done: (ok: boolean) => void): void {
+    const source = this.node(fromId);
+    this.at(1 + this.netRng.next() * 20, () => {
+      if (node.life !== life) return;
+      const ok = source.up && !this.cut.has(`${fromId}>${node.id}`) && source.disk.store.length >= upTo;
+      if (ok) {
+        for (let op = node.disk.store.length + 1; op <= source.disk.store.length; op++) {
+          const problem = node.disk.applyToStore(source.disk.store[op - 1]!);
+          if (problem !== undefined) this.violation(`${node.id} state transfer: ${problem}`);
+        }
+        this.note(`${node.id} took the state up to op ${source.disk.store.length} from ${fromId}`);
+      }
+      this.onNode(node, life, () => done(ok));
     });
   }
 
@@ -339,14 +394,15 @@ export class Simulation {
     if (othersDamaged + 1 > this.ids.length - majorityOf(this.ids.length)) damage = 'none';
     if (damage !== 'none' && node.disk.entries.length > 0) {
       const count = node.disk.entries.length;
+      const base = node.disk.base;
       if (damage === 'flip') {
-        const op = this.diskRng.int(Math.max(1, count - 30), count);
-        node.disk.entries[op - 1]!.damaged = true;
-        this.note(`${node.id}: a bit flips in op ${op} of ${count}`);
+        const index = this.diskRng.int(Math.max(1, count - 30), count);
+        node.disk.entries[index - 1]!.damaged = true;
+        this.note(`${node.id}: a bit flips in op ${base + index} of ${base + count}`);
       } else {
         const keep = this.diskRng.int(Math.max(0, count - 30), count - 1);
         node.disk.entries.length = keep;
-        this.note(`${node.id}: the log is cut from ${count} to ${keep} ops`);
+        this.note(`${node.id}: the log is cut from ${base + count} to ${base + keep} ops`);
       }
       node.corrupted = true;
     }
@@ -424,6 +480,8 @@ export class Simulation {
   }
 
   private onApplied(node: SimNode, entry: LogEntry<SimPayload>): void {
+    const problem = node.disk.applyToStore(entry);
+    if (problem !== undefined) this.violation(`${node.id}: ${problem}`);
     const known = this.committed.get(entry.op);
     if (known === undefined) this.committed.set(entry.op, entry);
     else if (!sameEntry(known, entry)) {
@@ -548,8 +606,10 @@ export class Simulation {
         const replica = node.replica!;
         const check = replica.serveCheck();
         if (!check.ok) return;
-        const entries = replica
-          .entries(1, check.commit)
+        // The store holds what is applied; a replica serving past that (a bug) shows its log beyond.
+        const store = node.disk.store;
+        const upTo = Math.min(check.commit, store.length);
+        const entries = [...store.slice(0, upTo), ...replica.entries(Math.max(upTo + 1, replica.compactedThrough + 1), check.commit)]
           .filter((entry) => entry.stream === stream)
           .map((entry) => ({ seq: entry.seq, value: entry.payload.value }));
         this.reads.push({ node: node.id, issuedAt, at: this.time, stream, entries });
@@ -749,7 +809,13 @@ export class Simulation {
 
   /** Every live replica's committed log (for the convergence check). */
   committedLogs(): { id: string; entries: readonly LogEntry<SimPayload>[] }[] {
-    return this.nodes.filter((node) => node.replica !== undefined).map((node) => ({ id: node.id, entries: node.replica!.entries(1, node.replica!.commit) }));
+    return this.nodes
+      .filter((node) => node.replica !== undefined)
+      .map((node) => {
+        const commit = node.replica!.commit;
+        const store = node.disk.store.slice(0, commit);
+        return { id: node.id, entries: [...store, ...node.replica!.entries(store.length + 1, commit)] };
+      });
   }
 }
 

@@ -16,7 +16,9 @@
  * - Followers accept a leader's entries only where the op before them
  *   matches (op and entry epoch), drop only entries that conflict with the
  *   leader's, and take the leader's epoch as their normal epoch only when
- *   their whole log is verified against the leader's. A follower never
+ *   their whole log is verified against the leader's and holds everything
+ *   the leader held when its epoch began (VR enters normal status with the
+ *   whole log of the view's start). A follower never
  *   truncates on its own (KIP-101) and refuses any message of an epoch below
  *   its promise (KIP-279).
  * - An op is committed when a majority hold it durably with the leader's
@@ -42,6 +44,7 @@
 import {
   type AppendMessage,
   type AppendReply,
+  type InstallMessage,
   defaultTiming,
   type DurableState,
   type LogEntry,
@@ -108,7 +111,10 @@ export class Replica<P> {
   // Durable state, as this replica means it (writes may still be in flight).
   private promisedEpoch: number;
   private normal: number;
+  /** Ops base+1 .. lastOp; everything up to `base` is applied to the state machine and compacted away. */
   private readonly log: LogEntry<P>[];
+  private base: number;
+  private baseEpoch: number;
 
   private roleNow: Role = 'follower';
   private leaderId: ReplicaId | undefined;
@@ -129,9 +135,11 @@ export class Replica<P> {
   private epochStartOp = 0;
   private selfNormalDurable = false;
   private lastHeartbeat = 0;
-  private readonly waiters = new Map<number, Waiter[]>();
+  private readonly waiters = new Map<number, { seq: number; epoch: number; list: Waiter[] }>();
   private readonly streamLast = new Map<string, number>();
-  private readonly keyIndex = new Map<string, number>();
+  /** Idempotency keys of this leader's log, kept past compaction (bounded). */
+  private readonly keyIndex = new Map<string, { op: number; seq: number; epoch: number; digest: string | undefined }>();
+  private installing = false;
 
   // Durability: writes complete in order; callbacks wait for the last issued.
   private readonly writeQueue: { lastOp: number; normalEpoch: number; after: (() => void)[] }[] = [];
@@ -156,13 +164,19 @@ export class Replica<P> {
     this.promisedEpoch = meta.promised;
     this.highestSeen = meta.promised;
     this.normal = meta.normalEpoch;
+    this.base = options.durable.base ?? 0;
+    this.baseEpoch = options.durable.baseEpoch ?? 0;
     this.log = [...entries];
     for (let index = 0; index < this.log.length; index++) {
-      if (this.log[index]!.op !== index + 1) throw new Error(`log entry ${index} has op ${this.log[index]!.op}`);
+      if (this.log[index]!.op !== this.base + index + 1) throw new Error(`log entry ${index} has op ${this.log[index]!.op} after base ${this.base}`);
     }
-    this.durableLastOp = this.log.length;
+    // What is compacted was committed and applied.
+    this.commitOp = this.base;
+    this.appliedOp = this.base;
+    this.verifiedThrough = this.base;
+    this.durableLastOp = this.lastOp;
     this.durableNormal = this.normal;
-    if (this.log.length < meta.lastOp) this.recoverTo = meta.lastOp;
+    if (this.lastOp < meta.lastOp) this.recoverTo = meta.lastOp;
     // A restarted replica promises no one for an election timeout: a leader's lease may rest on it.
     this.lastLeaderContact = this.env.monotonic();
     this.resetElectionDeadline(this.lastLeaderContact);
@@ -180,7 +194,14 @@ export class Replica<P> {
     return this.normal;
   }
   get lastOp(): number {
-    return this.log.length;
+    return this.base + this.log.length;
+  }
+  /** Ops up to here are compacted out of this replica's log (held by the state machine). */
+  get compactedThrough(): number {
+    return this.base;
+  }
+  get applied(): number {
+    return this.appliedOp;
   }
   get commit(): number {
     return this.commitOp;
@@ -196,12 +217,39 @@ export class Replica<P> {
   }
 
   entry(op: number): LogEntry<P> | undefined {
-    return this.log[op - 1];
+    return op > this.base ? this.log[op - this.base - 1] : undefined;
   }
 
-  /** The entries from `from` to `to` (inclusive), as held now. */
-  entries(from = 1, to = this.log.length): readonly LogEntry<P>[] {
-    return this.log.slice(Math.max(0, from - 1), Math.max(0, to));
+  /** The entries from `from` to `to` (inclusive) still in the log (not compacted). */
+  entries(from = this.base + 1, to = this.lastOp): readonly LogEntry<P>[] {
+    return this.log.slice(Math.max(0, from - this.base - 1), Math.max(0, to - this.base));
+  }
+
+  /** The epoch of op `op`: 0 for op 0; undefined when compacted (committed) or beyond the log. */
+  private epochAt(op: number): number | undefined {
+    if (op === 0) return 0;
+    if (op === this.base) return this.baseEpoch;
+    return this.entry(op)?.epoch;
+  }
+
+  /** Whether this log holds op `op` with that epoch; everything up to `base` is committed, so it matches any leader's. */
+  private matches(op: number, epoch: number): boolean {
+    if (op <= this.base) return true;
+    return this.entry(op)?.epoch === epoch;
+  }
+
+  /**
+   * Drops ops up to `upTo` (at most what is applied) from memory, and from
+   * the log on disk: the state machine holds them. A follower that needs
+   * them later gets the state instead (`fetchState`).
+   */
+  compact(upTo: number): void {
+    const through = Math.min(upTo, this.appliedOp);
+    if (through <= this.base) return;
+    this.baseEpoch = this.epochAt(through)!;
+    this.log.splice(0, through - this.base);
+    this.base = through;
+    this.persist({ entries: [], base: { op: this.base, epoch: this.baseEpoch } });
   }
 
   /** How far each follower has acknowledged (leader only): for `iorio-admin partitions`. */
@@ -223,9 +271,9 @@ export class Replica<P> {
     return this.commitOp;
   }
 
-  /** The last seqnum of a stream in this leader's log, committed or not (0: none). */
+  /** The last seqnum of a stream in this leader's log, committed or not (0: none); compacted ops are the state machine's. */
   lastSeqOf(stream: string): number {
-    return this.streamLast.get(stream) ?? 0;
+    return this.streamLast.get(stream) ?? this.env.committedLastSeq?.(stream) ?? 0;
   }
 
   // --- Client writes ---------------------------------------------------------
@@ -237,21 +285,20 @@ export class Replica<P> {
     }
     if (!this.leaseValid()) return done({ ok: false, code: 'unavailable' });
     if (request.key !== undefined) {
-      const op = this.keyIndex.get(request.key);
-      if (op !== undefined) {
-        const entry = this.log[op - 1]!;
-        if (entry.keyDigest !== request.keyDigest) return done({ ok: false, code: 'conflict', lastSeq: this.lastSeqOf(request.stream) });
-        if (op <= this.answerableOp()) return done({ ok: true, seq: entry.seq, op, epoch: entry.epoch, duplicate: true });
-        this.wait(op, (result) => done(result.ok ? { ...result, duplicate: true } : result));
+      const known = this.keyIndex.get(request.key) ?? this.env.committedKey?.(request.key);
+      if (known !== undefined) {
+        if (known.digest !== request.keyDigest) return done({ ok: false, code: 'conflict', lastSeq: this.lastSeqOf(request.stream) });
+        if (known.op <= this.answerableOp()) return done({ ok: true, seq: known.seq, op: known.op, epoch: known.epoch, duplicate: true });
+        this.wait(known.op, known.seq, known.epoch, (result) => done(result.ok ? { ...result, duplicate: true } : result));
         return;
       }
     }
-    if (this.log.length - this.commitOp >= this.timing.inflightMax) return done({ ok: false, code: 'unavailable' });
+    if (this.lastOp - this.commitOp >= this.timing.inflightMax) return done({ ok: false, code: 'unavailable' });
     const last = this.lastSeqOf(request.stream);
     if (request.expectSeq !== undefined && request.expectSeq !== last) return done({ ok: false, code: 'conflict', lastSeq: last });
     const entry: LogEntry<P> = {
       epoch: this.promisedEpoch,
-      op: this.log.length + 1,
+      op: this.lastOp + 1,
       stream: request.stream,
       seq: last + 1,
       t: this.env.now(),
@@ -260,7 +307,7 @@ export class Replica<P> {
     };
     this.log.push(entry);
     this.index(entry);
-    this.wait(entry.op, done);
+    this.wait(entry.op, entry.seq, entry.epoch, done);
     this.persist({ entries: [entry] });
     this.replicate();
   }
@@ -285,6 +332,8 @@ export class Replica<P> {
     switch (message.type) {
       case 'append':
         return this.onAppend(message);
+      case 'install':
+        return this.onInstall(message);
       case 'append-reply':
         return this.onAppendReply(message);
       case 'pre-vote':
@@ -301,7 +350,7 @@ export class Replica<P> {
   private onAppend(message: AppendMessage<P>): void {
     const now = this.env.monotonic();
     if (message.epoch < this.promisedEpoch) {
-      const reply: AppendReply = { type: 'append-reply', from: this.self, epoch: this.promisedEpoch, ok: false, matchOp: 0, normal: false, hint: this.log.length, sentAt: message.sentAt };
+      const reply: AppendReply = { type: 'append-reply', from: this.self, epoch: this.promisedEpoch, ok: false, matchOp: 0, normal: false, hint: this.lastOp, sentAt: message.sentAt };
       return this.env.send(message.from, reply);
     }
     let metaChanged = false;
@@ -318,12 +367,12 @@ export class Replica<P> {
       if (metaChanged) this.persist({ entries: [] }, () => this.env.send(message.from, reply));
       else this.afterDurable(() => this.env.send(message.from, reply));
     };
-    if (message.prevOp > this.log.length) return reject(this.log.length);
-    if (message.prevOp > 0 && this.log[message.prevOp - 1]!.epoch !== message.prevEpoch) {
+    if (message.prevOp > this.lastOp) return reject(this.lastOp);
+    if (!this.matches(message.prevOp, message.prevEpoch)) {
       // Skip back over the whole conflicting epoch, but never below what is known committed.
-      const conflictEpoch = this.log[message.prevOp - 1]!.epoch;
+      const conflictEpoch = this.epochAt(message.prevOp);
       let hint = message.prevOp - 1;
-      while (hint > this.commitOp && this.log[hint - 1]!.epoch === conflictEpoch) hint--;
+      while (hint > this.commitOp && this.epochAt(hint) === conflictEpoch) hint--;
       return reject(hint);
     }
 
@@ -332,8 +381,8 @@ export class Replica<P> {
     let index = 0;
     for (; index < message.entries.length; index++) {
       const entry = message.entries[index]!;
-      if (entry.op > this.log.length) break;
-      if (this.log[entry.op - 1]!.epoch !== entry.epoch) {
+      if (entry.op > this.lastOp) break;
+      if (!this.matches(entry.op, entry.epoch)) {
         truncateAfter = entry.op - 1;
         break;
       }
@@ -342,8 +391,8 @@ export class Replica<P> {
     if (truncateAfter !== undefined) this.truncate(truncateAfter);
     const verified = message.prevOp + message.entries.length;
     // Entries past the leader's end, from older epochs, are in no leader's log: not committed.
-    if (fresh.length === 0 && this.log.length > message.leaderLast && message.leaderLast >= verified) {
-      const beyond = this.log[message.leaderLast];
+    if (fresh.length === 0 && this.lastOp > message.leaderLast && message.leaderLast >= verified && message.leaderLast >= this.base) {
+      const beyond = this.entry(message.leaderLast + 1);
       if (beyond !== undefined && beyond.epoch < message.epoch) {
         this.truncate(message.leaderLast);
         truncateAfter = Math.min(truncateAfter ?? Infinity, message.leaderLast);
@@ -352,21 +401,22 @@ export class Replica<P> {
     for (const entry of fresh) this.log.push(entry);
     if (this.verifiedEpoch !== message.epoch) {
       this.verifiedEpoch = message.epoch;
-      this.verifiedThrough = 0;
+      this.verifiedThrough = this.base;
     }
-    this.verifiedThrough = Math.max(this.verifiedThrough, Math.min(verified, this.log.length));
-    // The whole log is the leader's when everything past the verified part is of the leader's epoch.
-    const next = this.log[this.verifiedThrough];
-    const wholeLogVerified = next === undefined || next.epoch === message.epoch;
+    this.verifiedThrough = Math.max(this.verifiedThrough, this.base, Math.min(verified, this.lastOp));
+    // The whole log is the leader's when everything past the verified part is of the leader's epoch;
+    // normal in the epoch once it also holds all the leader held when the epoch began.
+    const next = this.entry(this.verifiedThrough + 1);
+    const wholeLogVerified = (next === undefined || next.epoch === message.epoch) && this.holdsEpochStart(message);
     if (wholeLogVerified && this.normal !== message.epoch) {
       this.normal = message.epoch;
       metaChanged = true;
     }
-    if (this.recoverTo > 0 && wholeLogVerified && this.log.length >= Math.min(this.recoverTo, message.leaderLast)) {
+    if (this.recoverTo > 0 && wholeLogVerified && this.lastOp >= Math.min(this.recoverTo, message.leaderLast)) {
       this.recoverTo = 0;
       metaChanged = true;
     }
-    const matchOp = wholeLogVerified ? this.log.length : this.verifiedThrough;
+    const matchOp = wholeLogVerified ? this.lastOp : this.verifiedThrough;
     const normal = wholeLogVerified && this.recoverTo === 0;
     this.learnCommit(Math.min(message.commit, matchOp));
 
@@ -380,13 +430,13 @@ export class Replica<P> {
 
   private truncate(after: number): void {
     if (after < this.commitOp) throw new Error(`${this.self}: refusing to truncate committed op ${this.commitOp} (to ${after})`);
-    this.log.length = after;
+    this.log.length = after - this.base;
     if (this.verifiedThrough > after) this.verifiedThrough = after;
   }
 
   private learnCommit(commit: number): void {
     if (commit > this.commitOp) {
-      this.commitOp = Math.min(commit, this.log.length);
+      this.commitOp = Math.min(commit, this.lastOp);
       this.applyCommitted();
     }
   }
@@ -394,8 +444,40 @@ export class Replica<P> {
   private applyCommitted(): void {
     while (this.appliedOp < this.commitOp) {
       this.appliedOp++;
-      this.env.applied?.(this.log[this.appliedOp - 1]!);
+      this.env.applied?.(this.entry(this.appliedOp)!);
     }
+  }
+
+  /**
+   * The leader has compacted what this replica lacks: take its state up to
+   * `base` (the env copies it into the state machine), drop this log, and go
+   * on from there. Entries this replica had acknowledged beyond `base` are
+   * dropped too, so it counts as recovering until the leader refills them.
+   */
+  private onInstall(message: InstallMessage): void {
+    if (message.epoch < this.promisedEpoch) {
+      const reply: AppendReply = { type: 'append-reply', from: this.self, epoch: this.promisedEpoch, ok: false, matchOp: 0, normal: false, hint: this.lastOp, sentAt: message.sentAt };
+      return this.env.send(message.from, reply);
+    }
+    const asAppend: AppendMessage<P> = { type: 'append', from: message.from, epoch: message.epoch, prevOp: message.base, prevEpoch: message.baseEpoch, entries: [], leaderLast: message.leaderLast, epochStart: message.epochStart, commit: message.commit, sentAt: message.sentAt };
+    if (this.lastOp >= message.base && this.matches(message.base, message.baseEpoch)) return this.onAppend(asAppend);
+    if (this.installing || this.env.fetchState === undefined) return;
+    this.installing = true;
+    const epoch = message.epoch;
+    this.env.fetchState(message.from, message.base, (ok) => {
+      this.installing = false;
+      if (!ok || this.failedWith !== undefined || this.promisedEpoch > epoch) return;
+      if (this.lastOp >= message.base && this.matches(message.base, message.baseEpoch)) return this.onAppend(asAppend);
+      if (this.lastOp > this.base) this.recoverTo = Math.max(this.recoverTo, this.lastOp);
+      this.log.length = 0;
+      this.base = message.base;
+      this.baseEpoch = message.baseEpoch;
+      this.commitOp = Math.max(this.commitOp, this.base);
+      this.appliedOp = Math.max(this.appliedOp, this.base);
+      this.verifiedThrough = this.base;
+      this.persist({ truncateAfter: this.base, entries: [], base: { op: this.base, epoch: this.baseEpoch } });
+      this.onAppend(asAppend);
+    });
   }
 
   private becomeFollower(epoch: number): void {
@@ -424,13 +506,18 @@ export class Replica<P> {
   /** VR's order: normal epoch, then last op (never the entries' own epochs: Raft's Figure 8). */
   protected logAtLeastAsGood(request: VoteRequest): boolean {
     // A recovering replica compares with what it had acknowledged before the damage, not with what is left.
-    const lastOp = Math.max(this.log.length, this.recoverTo);
+    const lastOp = Math.max(this.lastOp, this.recoverTo);
     return request.normalEpoch > this.normal || (request.normalEpoch === this.normal && request.lastOp >= lastOp);
+  }
+
+  /** Whether this log reaches what the leader held when its epoch began. */
+  protected holdsEpochStart(message: AppendMessage<P>): boolean {
+    return this.lastOp >= message.epochStart;
   }
 
   /** The epoch of the last entry (0 for an empty log). */
   protected lastEntryEpoch(): number {
-    return this.log[this.log.length - 1]?.epoch ?? 0;
+    return this.log[this.log.length - 1]?.epoch ?? this.baseEpoch;
   }
 
   /** The k-th highest of the replicas' matches: what k replicas hold. */
@@ -445,7 +532,7 @@ export class Replica<P> {
     this.roleNow = 'pre-candidate';
     this.leaderId = undefined;
     this.votes = new Set([this.self]);
-    const request: VoteRequest = { type: 'pre-vote', from: this.self, epoch: this.highestSeen + 1, normalEpoch: this.normal, lastOp: this.log.length, lastEpoch: this.lastEntryEpoch() };
+    const request: VoteRequest = { type: 'pre-vote', from: this.self, epoch: this.highestSeen + 1, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch() };
     for (const other of this.others) this.env.send(other, request);
   }
 
@@ -456,7 +543,7 @@ export class Replica<P> {
     this.promisedEpoch = epoch;
     this.highestSeen = epoch;
     this.votes = new Set([this.self]);
-    const request: VoteRequest = { type: 'vote', from: this.self, epoch, normalEpoch: this.normal, lastOp: this.log.length, lastEpoch: this.lastEntryEpoch() };
+    const request: VoteRequest = { type: 'vote', from: this.self, epoch, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch() };
     this.persist({ entries: [] }, () => {
       if (this.roleNow !== 'candidate' || this.promisedEpoch !== epoch) return;
       if (this.votes.size >= this.majority) return this.becomeLeader();
@@ -508,11 +595,11 @@ export class Replica<P> {
     this.roleNow = 'leader';
     this.leaderId = this.self;
     this.normal = this.promisedEpoch;
-    this.epochStartOp = this.log.length;
+    this.epochStartOp = this.lastOp;
     this.selfNormalDurable = false;
     this.followers.clear();
     for (const other of this.others) {
-      this.followers.set(other, { next: this.log.length + 1, acked: 0, match: 0, ackedSentAt: -Infinity, lastSentAt: -Infinity, lastProgressAt: now });
+      this.followers.set(other, { next: this.lastOp + 1, acked: 0, match: 0, ackedSentAt: -Infinity, lastSentAt: -Infinity, lastProgressAt: now });
     }
     this.streamLast.clear();
     this.keyIndex.clear();
@@ -531,7 +618,11 @@ export class Replica<P> {
 
   private index(entry: LogEntry<P>): void {
     if (entry.seq > 0) this.streamLast.set(entry.stream, entry.seq);
-    if (entry.key !== undefined) this.keyIndex.set(entry.key, entry.op);
+    if (entry.key !== undefined) {
+      this.keyIndex.set(entry.key, { op: entry.op, seq: entry.seq, epoch: entry.epoch, digest: entry.keyDigest });
+      // Bounded: the oldest keys go first (Map keeps insertion order).
+      if (this.keyIndex.size > this.timing.keysMax) this.keyIndex.delete(this.keyIndex.keys().next().value!);
+    }
   }
 
   protected leaseValid(): boolean {
@@ -545,7 +636,7 @@ export class Replica<P> {
     this.lastHeartbeat = now;
     for (const [id, follower] of this.followers) {
       // No progress for two heartbeats: what was sent may be lost; send again from what it holds.
-      if (follower.acked < this.log.length && now - follower.lastProgressAt >= 2 * this.timing.heartbeatMs) {
+      if (follower.acked < this.lastOp && now - follower.lastProgressAt >= 2 * this.timing.heartbeatMs) {
         follower.next = follower.acked + 1;
         follower.lastProgressAt = now;
       }
@@ -557,13 +648,21 @@ export class Replica<P> {
   private replicate(): void {
     const now = this.env.monotonic();
     for (const [id, follower] of this.followers) {
-      if (follower.next <= this.log.length) this.sendAppend(id, follower, now, false);
+      if (follower.next <= this.lastOp) this.sendAppend(id, follower, now, false);
     }
   }
 
   private sendAppend(id: ReplicaId, follower: Follower, now: number, evenIfEmpty: boolean): void {
-    const from = Math.min(follower.next, this.log.length + 1);
-    const to = Math.min(this.log.length, from + this.timing.batchMax - 1);
+    if (follower.next <= this.base) {
+      // What it lacks is compacted here: it takes the state instead.
+      const install: InstallMessage = { type: 'install', from: this.self, epoch: this.promisedEpoch, base: this.base, baseEpoch: this.baseEpoch, leaderLast: this.lastOp, epochStart: this.epochStartOp, commit: this.commitOp, sentAt: now };
+      follower.next = this.base + 1;
+      follower.lastSentAt = now;
+      this.env.send(id, install);
+      return;
+    }
+    const from = Math.min(follower.next, this.lastOp + 1);
+    const to = Math.min(this.lastOp, from + this.timing.batchMax - 1);
     if (to < from && !evenIfEmpty) return;
     const prevOp = from - 1;
     const message: AppendMessage<P> = {
@@ -571,9 +670,10 @@ export class Replica<P> {
       from: this.self,
       epoch: this.promisedEpoch,
       prevOp,
-      prevEpoch: prevOp === 0 ? 0 : this.log[prevOp - 1]!.epoch,
-      entries: this.log.slice(from - 1, to),
-      leaderLast: this.log.length,
+      prevEpoch: this.epochAt(prevOp)!,
+      entries: this.entries(from, to),
+      leaderLast: this.lastOp,
+      epochStart: this.epochStartOp,
       commit: this.commitOp,
       sentAt: now,
     };
@@ -607,7 +707,7 @@ export class Replica<P> {
     if (reply.normal && reply.matchOp > follower.match) follower.match = reply.matchOp;
     if (follower.next <= reply.matchOp) follower.next = reply.matchOp + 1;
     this.advanceCommit();
-    if (follower.next <= this.log.length) this.sendAppend(reply.from, follower, now, false);
+    if (follower.next <= this.lastOp) this.sendAppend(reply.from, follower, now, false);
   }
 
   private advanceCommit(): void {
@@ -630,38 +730,37 @@ export class Replica<P> {
     return Math.min(this.commitOp, this.heldByAtLeast(matches, this.w));
   }
 
-  private wait(op: number, waiter: Waiter): void {
-    const list = this.waiters.get(op);
-    if (list === undefined) this.waiters.set(op, [waiter]);
-    else list.push(waiter);
+  private wait(op: number, seq: number, epoch: number, waiter: Waiter): void {
+    const waiting = this.waiters.get(op);
+    if (waiting === undefined) this.waiters.set(op, { seq, epoch, list: [waiter] });
+    else waiting.list.push(waiter);
   }
 
   private answerWaiters(through: number): void {
     if (this.waiters.size === 0) return;
-    for (const [op, list] of this.waiters) {
+    for (const [op, waiting] of this.waiters) {
       if (op > through) continue;
       this.waiters.delete(op);
-      const entry = this.log[op - 1]!;
-      for (const waiter of list) waiter({ ok: true, seq: entry.seq, op, epoch: entry.epoch, duplicate: false });
+      for (const waiter of waiting.list) waiter({ ok: true, seq: waiting.seq, op, epoch: waiting.epoch, duplicate: false });
     }
   }
 
   private failWaiters(code: 'unknown' | 'unavailable'): void {
     const waiters = [...this.waiters.values()];
     this.waiters.clear();
-    for (const list of waiters) for (const waiter of list) waiter({ ok: false, code });
+    for (const waiting of waiters) for (const waiter of waiting.list) waiter({ ok: false, code });
   }
 
   // --- Durability ------------------------------------------------------------
 
   private meta(): ReplicaMeta {
-    return { promised: this.promisedEpoch, normalEpoch: this.normal, lastOp: Math.max(this.log.length, this.recoverTo) };
+    return { promised: this.promisedEpoch, normalEpoch: this.normal, lastOp: Math.max(this.lastOp, this.recoverTo) };
   }
 
   /** Writes the entries (after an optional truncation) with the current meta; `after` runs once durable. */
-  private persist(change: { truncateAfter?: number; entries: readonly LogEntry<P>[] }, after?: () => void): void {
+  private persist(change: { truncateAfter?: number; entries: readonly LogEntry<P>[]; base?: { op: number; epoch: number } }, after?: () => void): void {
     const write: LogWrite<P> = { ...change, meta: this.meta() };
-    const pending = { lastOp: this.log.length, normalEpoch: this.normal, after: after === undefined ? [] : [after] };
+    const pending = { lastOp: this.lastOp, normalEpoch: this.normal, after: after === undefined ? [] : [after] };
     this.writeQueue.push(pending);
     this.storage.write(write, (error) => {
       const done = this.writeQueue.shift();

@@ -41,7 +41,11 @@ export interface ReplicaMeta {
 
 export interface DurableState<P> {
   readonly meta: ReplicaMeta;
-  /** Every entry recovery could read, in op order from op 1 (a damaged tail is left out). */
+  /** Ops up to here are compacted: applied to the state machine, no longer in the log (0: none). */
+  readonly base?: number;
+  /** The epoch of op `base`. */
+  readonly baseEpoch?: number;
+  /** Every entry recovery could read, in op order from op base + 1 (a damaged tail is left out). */
   readonly entries: readonly LogEntry<P>[];
 }
 
@@ -55,6 +59,8 @@ export interface LogWrite<P> {
   readonly truncateAfter?: number;
   readonly entries: readonly LogEntry<P>[];
   readonly meta: ReplicaMeta;
+  /** Ops up to `op` are in the state machine now: the log may drop them. */
+  readonly base?: { readonly op: number; readonly epoch: number };
 }
 
 export interface ReplicaStorage<P> {
@@ -71,8 +77,18 @@ export interface ReplicaEnv<P> {
   /** Uniform in [0, 1): from a seeded generator in the simulator. */
   random(): number;
   send(to: ReplicaId, message: ReplicationMessage<P>): void;
-  /** Called once per committed op, in op order, on every replica. */
+  /** Called once per committed op, in op order, on every replica (again after a restart, for ops past the compaction point: applying must be idempotent). */
   applied?(entry: LogEntry<P>): void;
+  /** An idempotency key the state machine has applied (for keys whose ops are compacted out of the log, or not in a new leader's index). */
+  committedKey?(key: string): { readonly op: number; readonly seq: number; readonly epoch: number; readonly digest: string | undefined } | undefined;
+  /** The last seqnum the state machine holds for a stream (for streams whose ops are compacted out of the log). */
+  committedLastSeq?(stream: string): number;
+  /**
+   * Copies the committed state up to op `upTo` (at least) from `from`, the
+   * leader, into this replica's state machine, durably; `done(false)` if it
+   * could not (it will be asked again).
+   */
+  fetchState?(from: ReplicaId, upTo: number, done: (ok: boolean) => void): void;
 }
 
 export interface ReplicaTiming {
@@ -95,6 +111,8 @@ export interface ReplicaTiming {
   readonly batchMax: number;
   /** Ops proposed but not committed, at most; more is `unavailable` (retriable). */
   readonly inflightMax: number;
+  /** Idempotency keys a leader remembers, at most (the oldest are forgotten first). */
+  readonly keysMax: number;
 }
 
 export const defaultTiming: ReplicaTiming = {
@@ -105,6 +123,7 @@ export const defaultTiming: ReplicaTiming = {
   leaseMs: 800,
   batchMax: 256,
   inflightMax: 4096,
+  keysMax: 100_000,
 };
 
 export interface AppendMessage<P> {
@@ -116,6 +135,14 @@ export interface AppendMessage<P> {
   readonly entries: readonly LogEntry<P>[];
   /** The leader's last op when it sent this. */
   readonly leaderLast: number;
+  /**
+   * The leader's last op when its epoch began: its log then held every op
+   * committed before. A follower takes the epoch as its normal epoch only
+   * once it holds that much (VR: normal status only with the whole log of
+   * the view's start), so every replica normal in an epoch holds all that
+   * was committed before it.
+   */
+  readonly epochStart: number;
   readonly commit: number;
   /** The leader's monotonic ms at send: an acknowledgement extends its lease from here. */
   readonly sentAt: number;
@@ -157,7 +184,20 @@ export interface VoteReply {
   readonly better: boolean;
 }
 
-export type ReplicationMessage<P> = AppendMessage<P> | AppendReply | VoteRequest | VoteReply;
+/** The leader has compacted what the follower lacks: take the state up to `base` instead (answered with an append-reply). */
+export interface InstallMessage {
+  readonly type: 'install';
+  readonly from: ReplicaId;
+  readonly epoch: number;
+  readonly base: number;
+  readonly baseEpoch: number;
+  readonly leaderLast: number;
+  readonly epochStart: number;
+  readonly commit: number;
+  readonly sentAt: number;
+}
+
+export type ReplicationMessage<P> = AppendMessage<P> | AppendReply | VoteRequest | VoteReply | InstallMessage;
 
 /** A client's write, as the leader receives it. */
 export interface ProposeRequest<P> {

@@ -1,0 +1,175 @@
+/**
+ * The replication log of each partition this node holds a replica of
+ * (DESIGN §7b): the ops a partition's group orders, from the compaction
+ * point on, with the replica's promise and normal epoch. It is what
+ * `ReplicaStorage` writes and what recovery hands back as `DurableState`.
+ *
+ * lmdb at `<data>/replication` (its own environment, so its syncs never wait
+ * on the metadata store's):
+ *
+ * | db       | key               | value |
+ * |----------|-------------------|-------|
+ * | entries  | [partition, op]   | [epoch, stream, seq, t, key, keyDigest, payload, crc] |
+ * | state    | partition         | { promised, normalEpoch, lastOp, base, baseEpoch } |
+ * | damaged  | [partition, op, recoveredMs] | an entry recovery could not trust, set aside (never deleted) |
+ *
+ * A write (truncate a suffix, append entries, record the state, drop what
+ * is compacted) is one lmdb transaction, reported done only once lmdb has
+ * flushed it (lmdb-js resolves a write at commit, before its sync). lmdb
+ * groups the writes of one event-loop turn into one transaction: a group
+ * commit across partitions.
+ *
+ * Every entry carries a CRC32 of its fields: recovery reads the log back in
+ * op order and stops at the first entry that fails it or breaks the
+ * sequence; that entry and the ones after are moved to `damaged`, and the
+ * recorded `lastOp` then says the replica lost acknowledged ops (it is
+ * recovering until its leader fills them in again).
+ */
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { DurableState, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } from '../core/replication.js';
+
+/** An op's payload: the entry's JSON text as UTF-8 bytes (what the stream store keeps). */
+export type OpPayload = Buffer;
+
+type StoredEntry = [epoch: number, stream: string, seq: number, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
+
+interface StoredState extends ReplicaMeta {
+  readonly base: number;
+  readonly baseEpoch: number;
+}
+
+const emptyState: StoredState = { promised: 0, normalEpoch: 0, lastOp: 0, base: 0, baseEpoch: 0 };
+
+function checksum(partition: number, op: number, entry: StoredEntry): number {
+  const head = Buffer.from(JSON.stringify([partition, op, entry[0], entry[1], entry[2], entry[3], entry[4], entry[5]]));
+  return crc32(entry[6], crc32(head));
+}
+
+function store(partition: number, entry: LogEntry<OpPayload>): StoredEntry {
+  const stored: StoredEntry = [entry.epoch, entry.stream, entry.seq, entry.t, entry.key ?? null, entry.keyDigest ?? null, entry.payload, 0];
+  stored[7] = checksum(partition, entry.op, stored);
+  return stored;
+}
+
+function load(partition: number, op: number, stored: StoredEntry): LogEntry<OpPayload> | undefined {
+  if (!Array.isArray(stored) || stored.length !== 8 || !Buffer.isBuffer(stored[6]) || checksum(partition, op, stored) !== stored[7]) return undefined;
+  const [epoch, stream, seq, t, key, keyDigest, payload] = stored;
+  return { epoch, op, stream, seq, t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
+}
+
+export interface RecoveredPartition extends DurableState<OpPayload> {
+  /** Ops recovery set aside as damaged (first and last), if any. */
+  readonly damaged?: { readonly first: number; readonly last: number };
+}
+
+export class PartitionLogs {
+  private readonly root: RootDatabase;
+  private readonly entries: Database<StoredEntry, [number, number]>;
+  private readonly state: Database<StoredState, number>;
+  private readonly damaged: Database<StoredEntry, [number, number, number]>;
+  /** Per partition, the previous write: writes of one partition complete in order. */
+  private readonly tails = new Map<number, Promise<void>>();
+  private closed = false;
+
+  constructor(folder: string) {
+    fs.mkdirSync(folder, { recursive: true });
+    this.root = open({ path: path.join(folder, 'log.mdb'), compression: false });
+    this.entries = this.root.openDB<StoredEntry, [number, number]>({ name: 'entries' });
+    this.state = this.root.openDB<StoredState, number>({ name: 'state' });
+    this.damaged = this.root.openDB<StoredEntry, [number, number, number]>({ name: 'damaged' });
+  }
+
+  /** What recovery reads back for a partition: its state and its entries after the compaction point, up to the first damaged one. */
+  recover(partition: number, nowMs: number = Date.now()): RecoveredPartition {
+    const state = this.state.get(partition) ?? emptyState;
+    const entries: LogEntry<OpPayload>[] = [];
+    let expected = state.base + 1;
+    let damagedFrom: number | undefined;
+    for (const { key, value } of this.entries.getRange({ start: [partition, state.base + 1], end: [partition, Number.MAX_SAFE_INTEGER] })) {
+      const op = key[1];
+      const entry = op === expected ? load(partition, op, value) : undefined;
+      if (entry === undefined) {
+        damagedFrom = Math.min(op, expected);
+        break;
+      }
+      entries.push(entry);
+      expected++;
+    }
+    if (damagedFrom === undefined) return { meta: state, base: state.base, baseEpoch: state.baseEpoch, entries };
+    // Set the untrusted tail aside, then drop it from the log: the replica rewrites those ops from its leader.
+    let last = damagedFrom;
+    this.root.transactionSync(() => {
+      for (const { key, value } of this.entries.getRange({ start: [partition, damagedFrom!], end: [partition, Number.MAX_SAFE_INTEGER] })) {
+        this.damaged.putSync([partition, key[1], nowMs], value);
+        this.entries.removeSync(key);
+        last = key[1];
+      }
+    });
+    return { meta: state, base: state.base, baseEpoch: state.baseEpoch, entries, damaged: { first: damagedFrom, last } };
+  }
+
+  /** The storage a partition's replica writes through. */
+  storage(partition: number): ReplicaStorage<OpPayload> {
+    return { write: (write, done) => this.write(partition, write, done) };
+  }
+
+  private write(partition: number, write: LogWrite<OpPayload>, done: (error?: Error) => void): void {
+    if (this.closed) return done(new Error('the replication log is closed'));
+    const previous = this.tails.get(partition) ?? Promise.resolve();
+    const state = this.state.get(partition) ?? emptyState;
+    const base = write.base !== undefined && write.base.op > state.base ? write.base : { op: state.base, epoch: state.baseEpoch };
+    const committed = this.root.transaction(() => {
+      if (write.truncateAfter !== undefined) {
+        for (const key of this.entries.getKeys({ start: [partition, write.truncateAfter + 1], end: [partition, Number.MAX_SAFE_INTEGER] })) this.entries.removeSync(key);
+      }
+      for (const entry of write.entries) this.entries.putSync([partition, entry.op], store(partition, entry));
+      if (base.op > state.base) {
+        for (const key of this.entries.getKeys({ start: [partition, 0], end: [partition, base.op + 1] })) this.entries.removeSync(key);
+      }
+      this.state.putSync(partition, { ...write.meta, base: base.op, baseEpoch: base.epoch });
+    });
+    const flushed = committed.then(() => this.root.flushed);
+    const tail = Promise.all([previous, flushed]).then(
+      () => done(),
+      (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+    );
+    this.tails.set(partition, tail);
+  }
+
+  /** Entries `from`..`to` of a partition, as stored (for a leader resending what its memory has dropped, or for verify). */
+  read(partition: number, from: number, to: number): LogEntry<OpPayload>[] {
+    const entries: LogEntry<OpPayload>[] = [];
+    for (const { key, value } of this.entries.getRange({ start: [partition, from], end: [partition, to + 1] })) {
+      const entry = load(partition, key[1], value);
+      if (entry === undefined) break;
+      entries.push(entry);
+    }
+    return entries;
+  }
+
+  /** For tests: the raw stored entry, to damage it. */
+  rawEntry(partition: number, op: number): StoredEntry | undefined {
+    return this.entries.get([partition, op]);
+  }
+
+  /** For tests: put a raw stored entry back (damaged or not). */
+  putRawSync(partition: number, op: number, stored: StoredEntry): void {
+    this.entries.putSync([partition, op], stored);
+  }
+
+  /** How many damaged entries were set aside for a partition. */
+  damagedCount(partition: number): number {
+    return this.damaged.getKeysCount({ start: [partition], end: [partition + 1] });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.tails.values()).catch(() => undefined);
+    await this.root.close();
+  }
+}

@@ -8,14 +8,26 @@
 
 export type ReplicaId = string;
 
+/** One stream's part of an op. */
+export interface StreamWrite {
+  /** `bucket/stream`. */
+  readonly stream: string;
+  /** The first seqnum of the appended entries (for a delete: the stream's last seqnum + 1). */
+  readonly firstSeq: number;
+  readonly count: number;
+  readonly delete?: boolean;
+}
+
 /** One op of a partition log. `epoch` is the epoch of the leader that created it. */
 export interface LogEntry<P = unknown> {
   readonly epoch: number;
   readonly op: number;
-  /** The stream the op appends to (`bucket/stream`), or '' for an op with no stream (none yet). */
-  readonly stream: string;
-  /** The stream's seqnum the op was given; 0 for an op with no stream. */
-  readonly seq: number;
+  /**
+   * What the op does to streams, all or nothing: appends of `count` entries
+   * from `firstSeq` (a stream and its `-$patch` log in one PATCH), or a
+   * delete (`count` 0; its seqnums never restart).
+   */
+  readonly writes: readonly StreamWrite[];
   /** Wall-clock ms the leader stamped (kept through failover and handoff). */
   readonly t: number;
   /** Idempotency key, if the client gave one: part of the log, so a retry after failover is deduplicated. */
@@ -80,7 +92,7 @@ export interface ReplicaEnv<P> {
   /** Called once per committed op, in op order, on every replica (again after a restart, for ops past the compaction point: applying must be idempotent). */
   applied?(entry: LogEntry<P>): void;
   /** An idempotency key the state machine has applied (for keys whose ops are compacted out of the log, or not in a new leader's index). */
-  committedKey?(key: string): { readonly op: number; readonly seq: number; readonly epoch: number; readonly digest: string | undefined } | undefined;
+  committedKey?(key: string): KeyRecord | undefined;
   /** The last seqnum the state machine holds for a stream (for streams whose ops are compacted out of the log). */
   committedLastSeq?(stream: string): number;
   /**
@@ -199,18 +211,34 @@ export interface InstallMessage {
 
 export type ReplicationMessage<P> = AppendMessage<P> | AppendReply | VoteRequest | VoteReply | InstallMessage;
 
-/** A client's write, as the leader receives it. */
-export interface ProposeRequest<P> {
+/** What an idempotency key was used for. */
+export interface KeyRecord {
+  readonly op: number;
+  readonly firstSeqs: readonly number[];
+  readonly epoch: number;
+  readonly digest: string | undefined;
+}
+
+/** One stream's part of a client's write. */
+export interface WriteRequest {
   readonly stream: string;
+  /** Entries to append (0 with `delete`). */
+  readonly count: number;
+  /** Conditional: the stream's last seqnum must be this (0: the stream is empty). */
+  readonly expectSeq?: number;
+  readonly delete?: boolean;
+}
+
+/** A client's write, as the leader receives it: every part applies, or none. */
+export interface ProposeRequest<P> {
+  readonly writes: readonly WriteRequest[];
   readonly payload: P;
   readonly key?: string;
   readonly keyDigest?: string;
-  /** Conditional append: the stream's last seqnum must be this (0: the stream is empty). */
-  readonly expectSeq?: number;
 }
 
 export type ProposeResult =
-  | { readonly ok: true; readonly seq: number; readonly op: number; readonly epoch: number; readonly duplicate: boolean }
+  | { readonly ok: true; readonly firstSeqs: readonly number[]; readonly op: number; readonly epoch: number; readonly duplicate: boolean }
   | {
       readonly ok: false;
       /**
@@ -221,6 +249,8 @@ export type ProposeResult =
        */
       readonly code: 'not-leader' | 'unavailable' | 'unknown' | 'conflict';
       readonly leader?: ReplicaId;
+      /** With conflict: the stream whose condition failed, and its last seqnum. */
+      readonly stream?: string;
       readonly lastSeq?: number;
     };
 

@@ -9,7 +9,7 @@
  *
  * | db       | key               | value |
  * |----------|-------------------|-------|
- * | entries  | [partition, op]   | [epoch, stream, seq, t, key, keyDigest, payload, crc] |
+ * | entries  | [partition, op]   | [epoch, writes, 0, t, key, keyDigest, payload, crc] |
  * | state    | partition         | { promised, normalEpoch, lastOp, base, baseEpoch } |
  * | damaged  | [partition, op, recoveredMs] | an entry recovery could not trust, set aside (never deleted) |
  *
@@ -35,7 +35,9 @@ import type { DurableState, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } fr
 /** An op's payload: the entry's JSON text as UTF-8 bytes (what the stream store keeps). */
 export type OpPayload = Buffer;
 
-type StoredEntry = [epoch: number, stream: string, seq: number, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
+/** Writes as [stream, firstSeq, count, delete] tuples. */
+type StoredWrite = [stream: string, firstSeq: number, count: number, deleted: boolean];
+type StoredEntry = [epoch: number, writes: StoredWrite[], unused: 0, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
 
 interface StoredState extends ReplicaMeta {
   readonly base: number;
@@ -50,15 +52,18 @@ function checksum(partition: number, op: number, entry: StoredEntry): number {
 }
 
 function store(partition: number, entry: LogEntry<OpPayload>): StoredEntry {
-  const stored: StoredEntry = [entry.epoch, entry.stream, entry.seq, entry.t, entry.key ?? null, entry.keyDigest ?? null, entry.payload, 0];
+  const writes: StoredWrite[] = entry.writes.map((write) => [write.stream, write.firstSeq, write.count, write.delete === true]);
+  const stored: StoredEntry = [entry.epoch, writes, 0, entry.t, entry.key ?? null, entry.keyDigest ?? null, entry.payload, 0];
   stored[7] = checksum(partition, entry.op, stored);
   return stored;
 }
 
 function load(partition: number, op: number, stored: StoredEntry): LogEntry<OpPayload> | undefined {
   if (!Array.isArray(stored) || stored.length !== 8 || !Buffer.isBuffer(stored[6]) || checksum(partition, op, stored) !== stored[7]) return undefined;
-  const [epoch, stream, seq, t, key, keyDigest, payload] = stored;
-  return { epoch, op, stream, seq, t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
+  const [epoch, storedWrites, , t, key, keyDigest, payload] = stored;
+  if (!Array.isArray(storedWrites)) return undefined;
+  const writes = storedWrites.map(([stream, firstSeq, count, deleted]) => ({ stream, firstSeq, count, ...(deleted ? { delete: true } : {}) }));
+  return { epoch, op, writes, t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
 }
 
 export interface RecoveredPartition extends DurableState<OpPayload> {

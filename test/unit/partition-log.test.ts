@@ -39,7 +39,7 @@ async function close(logs: PartitionLogs): Promise<void> {
 }
 
 function entry(op: number, epoch: number, seq = op): LogEntry<OpPayload> {
-  return { epoch, op, stream: 'b/s', seq, t: 1_700_000_000_000 + op, payload: Buffer.from(JSON.stringify({ op })) };
+  return { epoch, op, writes: [{ stream: 'b/s', firstSeq: seq, count: 1 }], t: 1_700_000_000_000 + op, payload: Buffer.from(JSON.stringify({ op })) };
 }
 
 function write(logs: PartitionLogs, partition: number, change: LogWrite<OpPayload>): Promise<void> {
@@ -178,9 +178,9 @@ describe('three replicas on real partition logs, in one process', () => {
         const body = `${tag}-${index}`;
         for (let attempt = 0; ; attempt++) {
           await waitFor('a leader', () => leader() !== undefined);
-          const result = await new Promise<ProposeResult>((resolve) => leader()!.propose({ stream: 'b/s', payload: Buffer.from(body), key: body, keyDigest: body }, resolve));
+          const result = await new Promise<ProposeResult>((resolve) => leader()!.propose({ writes: [{ stream: 'b/s', count: 1 }], payload: Buffer.from(body), key: body, keyDigest: body }, resolve));
           if (result.ok) {
-            acknowledged.push({ seq: result.seq, body });
+            acknowledged.push({ seq: result.firstSeqs[0]!, body });
             break;
           }
           expect(attempt, `append ${body}: ${result.code}`).toBeLessThan(50);
@@ -202,10 +202,10 @@ describe('three replicas on real partition logs, in one process', () => {
       // Each op once, at its seqnum, in every replica's committed log (a restarted replica re-applies from its compaction point, 0 here).
       expect(new Set(acknowledged.map((each) => each.seq)).size).toBe(300);
       for (const id of ids) {
-        const bySeq = new Map(committed.get(id)!.map((each) => [each.seq, each.payload.toString()]));
+        const bySeq = new Map(committed.get(id)!.map((each) => [each.writes[0]!.firstSeq, each.payload.toString()]));
         for (const { seq, body } of acknowledged) expect(bySeq.get(seq), `${id} #${seq}`).toBe(body);
       }
-      const logOf = (id: string) => replicas.get(id)!.entries(1, 300).map((each) => [each.op, each.epoch, each.seq, each.payload.toString()]);
+      const logOf = (id: string) => replicas.get(id)!.entries(1, 300).map((each) => [each.op, each.epoch, each.writes, each.payload.toString()]);
       expect(logOf('b')).toEqual(logOf('a'));
       expect(logOf('c')).toEqual(logOf('a'));
     } finally {

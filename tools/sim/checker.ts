@@ -6,7 +6,7 @@
  */
 
 import type { LogEntry } from '../../src/cluster/replication/types.js';
-import type { ClientOp, Simulation, SimPayload, SimResult } from './sim.js';
+import { type ClientOp, placements, type Simulation, type SimPayload, type SimResult } from './sim.js';
 
 export function check(sim: Simulation, result: SimResult): string[] {
   const failures = sim.violations.map((violation) => `at ${violation.at.toFixed(1)} ms: ${violation.what}`);
@@ -21,14 +21,18 @@ export function check(sim: Simulation, result: SimResult): string[] {
   // Per stream: seqnums 1, 2, 3 ... in op order, each value once.
   const atSeq = new Map<string, Map<number, string>>();
   const where = new Map<string, { stream: string; seq: number }>();
+  const pairWhere = new Map<string, { stream: string; seq: number }>();
   for (const entry of final) {
-    if (entry.seq === 0) continue;
-    const seqs = atSeq.get(entry.stream) ?? new Map<number, string>();
-    atSeq.set(entry.stream, seqs);
-    if (entry.seq !== seqs.size + 1) failures.push(`${entry.stream}: op ${entry.op} has seqnum ${entry.seq} after ${seqs.size} (a gap or a repeat)`);
-    seqs.set(entry.seq, entry.payload.value);
-    if (where.has(entry.payload.value)) failures.push(`${entry.payload.value} is in the log twice (${entry.stream}#${where.get(entry.payload.value)!.seq} and #${entry.seq})`);
-    else where.set(entry.payload.value, { stream: entry.stream, seq: entry.seq });
+    const places = placements(entry);
+    for (const [index, place] of places.entries()) {
+      const seqs = atSeq.get(place.stream) ?? new Map<number, string>();
+      atSeq.set(place.stream, seqs);
+      if (place.seq !== seqs.size + 1) failures.push(`${place.stream}: op ${entry.op} has seqnum ${place.seq} after ${seqs.size} (a gap or a repeat)`);
+      seqs.set(place.seq, entry.payload.value);
+      const index_ = index === 0 ? where : pairWhere;
+      if (index_.has(entry.payload.value)) failures.push(`${entry.payload.value} is in the log twice (${place.stream}#${index_.get(entry.payload.value)!.seq} and #${place.seq})`);
+      else index_.set(entry.payload.value, place);
+    }
   }
 
   const byValue = new Map(sim.ops.map((op) => [op.value, op]));
@@ -51,9 +55,16 @@ export function check(sim: Simulation, result: SimResult): string[] {
       if (found === undefined) failures.push(`acknowledged ${op.value} (${op.stream}#${op.seq}) is not in the final log`);
       else if (found.seq !== op.seq || found.stream !== op.stream) failures.push(`acknowledged ${op.value} at ${op.stream}#${op.seq} is at ${found.stream}#${found.seq}`);
       if (op.expectSeq !== undefined && op.seq !== op.expectSeq + 1) failures.push(`conditional ${op.value} expected ${op.expectSeq} but got seqnum ${op.seq}`);
+      if (op.pair !== undefined) {
+        observe(op.pair, op.pairSeq!, op.value, `acknowledged to client ${op.client}`);
+        const second = pairWhere.get(op.value);
+        if (second === undefined || second.stream !== op.pair || second.seq !== op.pairSeq) failures.push(`acknowledged ${op.value}'s second write (${op.pair}#${op.pairSeq}) is not in the final log`);
+      }
     } else if (op.outcome === 'failed' && found !== undefined) {
       failures.push(`${op.value} was refused to its client but is in the log at ${found.stream}#${found.seq}`);
     }
+    // All or nothing: a pair is in the log with both writes, or not at all.
+    if (op.pair !== undefined && (found === undefined) !== (pairWhere.get(op.value) === undefined)) failures.push(`${op.value} is in the log with only one of its two writes`);
   }
 
   // Reads saw only what the final log holds, at the same seqnums.

@@ -20,7 +20,7 @@
  */
 
 import { majorityOf, Replica } from '../../src/cluster/replication/replica.js';
-import type { DurableState, LogEntry, LogWrite, ProposeResult, ReplicaEnv, ReplicaMeta, ReplicationMessage, ReplicaTiming } from '../../src/cluster/replication/types.js';
+import type { DurableState, KeyRecord, LogEntry, LogWrite, ProposeResult, ReplicaEnv, ReplicaMeta, ReplicationMessage, ReplicaTiming } from '../../src/cluster/replication/types.js';
 import { Rng } from './rng.js';
 
 export type Mode = 'safety' | 'liveness';
@@ -63,15 +63,24 @@ export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
 export interface ClientOp {
   readonly id: number;
   readonly client: number;
+  /** The primary stream. */
   readonly stream: string;
+  /** With a pair: a second stream written in the same op (PATCH's stream and its `-$patch` log). */
+  readonly pair?: string;
   readonly value: string;
   readonly key?: string;
   readonly expectSeq?: number;
   readonly sentAt: number;
-  /** ok: acknowledged at `seq`; failed: definitely not written; unknown: may or may not be. */
+  /** ok: acknowledged at `seq` (and `pairSeq`); failed: definitely not written; unknown: may or may not be. */
   outcome: 'pending' | 'ok' | 'failed' | 'unknown';
   seq?: number;
+  pairSeq?: number;
   ackedAt?: number;
+}
+
+/** The (stream, seq) each value of an entry lands at (one entry per write in the simulator). */
+export function placements(entry: LogEntry<SimPayload>): { stream: string; seq: number }[] {
+  return entry.writes.filter((write) => write.count > 0).map((write) => ({ stream: write.stream, seq: write.firstSeq }));
 }
 
 export interface ReadObservation {
@@ -159,7 +168,7 @@ class SimDisk {
   /** The state machine: committed ops 1 .. n, durable as applied. */
   readonly store: LogEntry<SimPayload>[] = [];
   readonly storeLastSeq = new Map<string, number>();
-  readonly storeKeys = new Map<string, { op: number; seq: number; epoch: number; digest: string | undefined }>();
+  readonly storeKeys = new Map<string, KeyRecord>();
 
   get lastOp(): number {
     return this.base + this.entries.length;
@@ -185,8 +194,8 @@ class SimDisk {
     if (entry.op <= this.store.length) return sameEntry(this.store[entry.op - 1]!, entry) ? undefined : `store op ${entry.op} is ${describe(this.store[entry.op - 1]!)}, applied again as ${describe(entry)}`;
     if (entry.op !== this.store.length + 1) return `store: op ${entry.op} applied after ${this.store.length}`;
     this.store.push(entry);
-    if (entry.seq > 0) this.storeLastSeq.set(entry.stream, entry.seq);
-    if (entry.key !== undefined) this.storeKeys.set(entry.key, { op: entry.op, seq: entry.seq, epoch: entry.epoch, digest: entry.keyDigest });
+    for (const write of entry.writes) if (write.count > 0) this.storeLastSeq.set(write.stream, write.firstSeq + write.count - 1);
+    if (entry.key !== undefined) this.storeKeys.set(entry.key, { op: entry.op, firstSeqs: entry.writes.map((write) => write.firstSeq), epoch: entry.epoch, digest: entry.keyDigest });
     return undefined;
   }
 
@@ -537,10 +546,12 @@ export class Simulation {
     const stream = `s${rng.int(1, this.options.streams)}`;
     const useKey = rng.chance(0.5);
     const conditional = rng.chance(0.1);
+    const pair = rng.chance(0.1) ? `${stream}-$patch` : undefined;
     const op: ClientOp = {
       id: this.nextOpId++,
       client,
       stream,
+      ...(pair === undefined ? {} : { pair }),
       value: `c${client}-${this.nextOpId}`,
       ...(useKey ? { key: `k${client}-${this.nextOpId}` } : {}),
       ...(conditional ? { expectSeq: state.lastSeq.get(stream) ?? 0 } : {}),
@@ -554,10 +565,9 @@ export class Simulation {
         (replica, answer) =>
           replica.propose(
             {
-              stream,
+              writes: [{ stream, count: 1, ...(op.expectSeq === undefined ? {} : { expectSeq: op.expectSeq }) }, ...(pair === undefined ? [] : [{ stream: pair, count: 1 }])],
               payload: { value: op.value },
               ...(op.key === undefined ? {} : { key: op.key, keyDigest: op.value }),
-              ...(op.expectSeq === undefined ? {} : { expectSeq: op.expectSeq }),
             },
             answer,
           ),
@@ -565,9 +575,10 @@ export class Simulation {
           if (result?.ok) {
             if (op.outcome !== 'unknown' && op.outcome !== 'pending') this.violation(`op ${op.id} answered twice`);
             op.outcome = 'ok';
-            op.seq = result.seq;
+            op.seq = result.firstSeqs[0];
+            if (pair !== undefined) op.pairSeq = result.firstSeqs[1];
             op.ackedAt = this.time;
-            state.lastSeq.set(stream, Math.max(state.lastSeq.get(stream) ?? 0, result.seq));
+            state.lastSeq.set(stream, Math.max(state.lastSeq.get(stream) ?? 0, result.firstSeqs[0]!));
             return next();
           }
           const code = result?.code ?? 'unknown';
@@ -576,7 +587,7 @@ export class Simulation {
           if (code === 'unknown') op.outcome = 'unknown';
           if (code === 'conflict') {
             if (op.outcome === 'pending') op.outcome = 'failed';
-            if (result !== undefined && !result.ok && result.lastSeq !== undefined) state.lastSeq.set(stream, result.lastSeq);
+            if (result !== undefined && !result.ok && result.lastSeq !== undefined && result.stream === stream) state.lastSeq.set(stream, result.lastSeq);
             return next();
           }
           // Retry: with a key, always (the key makes it safe); without one, only while nothing could have been written.
@@ -610,8 +621,7 @@ export class Simulation {
         const store = node.disk.store;
         const upTo = Math.min(check.commit, store.length);
         const entries = [...store.slice(0, upTo), ...replica.entries(Math.max(upTo + 1, replica.compactedThrough + 1), check.commit)]
-          .filter((entry) => entry.stream === stream)
-          .map((entry) => ({ seq: entry.seq, value: entry.payload.value }));
+          .flatMap((entry) => placements(entry).filter((place) => place.stream === stream).map((place) => ({ seq: place.seq, value: entry.payload.value })));
         this.reads.push({ node: node.id, issuedAt, at: this.time, stream, entries });
       });
     });
@@ -625,10 +635,10 @@ export class Simulation {
     this.ops.push(op);
     const node = this.node(nodeId);
     this.onNode(node, node.life, () =>
-      node.replica!.propose({ stream, payload: { value } }, (result) => {
+      node.replica!.propose({ writes: [{ stream, count: 1 }], payload: { value } }, (result) => {
         if (result.ok) {
           op.outcome = 'ok';
-          op.seq = result.seq;
+          op.seq = result.firstSeqs[0];
           op.ackedAt = this.time;
         } else op.outcome = result.code === 'unknown' ? 'unknown' : 'failed';
       }),
@@ -789,7 +799,7 @@ export class Simulation {
       const leader = live.find((node) => node.replica?.role === 'leader' && node.replica.serveCheck().ok);
       if (leader !== undefined && probe === undefined && proposedAt < 0) {
         proposedAt = this.time;
-        leader.replica!.propose({ stream: 'probe', payload: { value: 'probe' } }, (result) => {
+        leader.replica!.propose({ writes: [{ stream: 'probe', count: 1 }], payload: { value: 'probe' } }, (result) => {
           probe = result;
         });
       }
@@ -824,9 +834,9 @@ export interface SimResult {
 }
 
 export function sameEntry(a: LogEntry<SimPayload>, b: LogEntry<SimPayload>): boolean {
-  return a.op === b.op && a.epoch === b.epoch && a.stream === b.stream && a.seq === b.seq && a.payload.value === b.payload.value && a.key === b.key && a.t === b.t;
+  return a.op === b.op && a.epoch === b.epoch && JSON.stringify(a.writes) === JSON.stringify(b.writes) && a.payload.value === b.payload.value && a.key === b.key && a.t === b.t;
 }
 
 export function describe(entry: LogEntry<SimPayload>): string {
-  return `(e${entry.epoch} ${entry.stream}#${entry.seq} ${entry.payload.value})`;
+  return `(e${entry.epoch} ${entry.writes.map((write) => `${write.stream}#${write.firstSeq}`).join('+')} ${entry.payload.value})`;
 }

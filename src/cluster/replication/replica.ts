@@ -45,6 +45,8 @@ import {
   type AppendMessage,
   type AppendReply,
   type InstallMessage,
+  type KeyRecord,
+  type StreamWrite,
   defaultTiming,
   type DurableState,
   type LogEntry,
@@ -135,10 +137,10 @@ export class Replica<P> {
   private epochStartOp = 0;
   private selfNormalDurable = false;
   private lastHeartbeat = 0;
-  private readonly waiters = new Map<number, { seq: number; epoch: number; list: Waiter[] }>();
+  private readonly waiters = new Map<number, { firstSeqs: readonly number[]; epoch: number; list: Waiter[] }>();
   private readonly streamLast = new Map<string, number>();
   /** Idempotency keys of this leader's log, kept past compaction (bounded). */
-  private readonly keyIndex = new Map<string, { op: number; seq: number; epoch: number; digest: string | undefined }>();
+  private readonly keyIndex = new Map<string, KeyRecord>();
   private installing = false;
 
   // Durability: writes complete in order; callbacks wait for the last issued.
@@ -271,7 +273,7 @@ export class Replica<P> {
     return this.commitOp;
   }
 
-  /** The last seqnum of a stream in this leader's log, committed or not (0: none); compacted ops are the state machine's. */
+  /** The last seqnum of a stream in this leader's log, committed or not (0: none); compacted ops are the state machine's. A delete keeps it: seqnums never restart. */
   lastSeqOf(stream: string): number {
     return this.streamLast.get(stream) ?? this.env.committedLastSeq?.(stream) ?? 0;
   }
@@ -287,27 +289,30 @@ export class Replica<P> {
     if (request.key !== undefined) {
       const known = this.keyIndex.get(request.key) ?? this.env.committedKey?.(request.key);
       if (known !== undefined) {
-        if (known.digest !== request.keyDigest) return done({ ok: false, code: 'conflict', lastSeq: this.lastSeqOf(request.stream) });
-        if (known.op <= this.answerableOp()) return done({ ok: true, seq: known.seq, op: known.op, epoch: known.epoch, duplicate: true });
-        this.wait(known.op, known.seq, known.epoch, (result) => done(result.ok ? { ...result, duplicate: true } : result));
+        if (known.digest !== request.keyDigest) return done({ ok: false, code: 'conflict' });
+        if (known.op <= this.answerableOp()) return done({ ok: true, firstSeqs: known.firstSeqs, op: known.op, epoch: known.epoch, duplicate: true });
+        this.wait(known.op, known.firstSeqs, known.epoch, (result) => done(result.ok ? { ...result, duplicate: true } : result));
         return;
       }
     }
     if (this.lastOp - this.commitOp >= this.timing.inflightMax) return done({ ok: false, code: 'unavailable' });
-    const last = this.lastSeqOf(request.stream);
-    if (request.expectSeq !== undefined && request.expectSeq !== last) return done({ ok: false, code: 'conflict', lastSeq: last });
+    const writes: StreamWrite[] = [];
+    for (const write of request.writes) {
+      const last = this.lastSeqOf(write.stream);
+      if (write.expectSeq !== undefined && write.expectSeq !== last) return done({ ok: false, code: 'conflict', stream: write.stream, lastSeq: last });
+      writes.push({ stream: write.stream, firstSeq: last + 1, count: write.delete === true ? 0 : write.count, ...(write.delete === true ? { delete: true } : {}) });
+    }
     const entry: LogEntry<P> = {
       epoch: this.promisedEpoch,
       op: this.lastOp + 1,
-      stream: request.stream,
-      seq: last + 1,
+      writes,
       t: this.env.now(),
       ...(request.key === undefined ? {} : { key: request.key, keyDigest: request.keyDigest ?? '' }),
       payload: request.payload,
     };
     this.log.push(entry);
     this.index(entry);
-    this.wait(entry.op, entry.seq, entry.epoch, done);
+    this.wait(entry.op, writes.map((write) => write.firstSeq), entry.epoch, done);
     this.persist({ entries: [entry] });
     this.replicate();
   }
@@ -617,9 +622,9 @@ export class Replica<P> {
   // --- Leader ----------------------------------------------------------------
 
   private index(entry: LogEntry<P>): void {
-    if (entry.seq > 0) this.streamLast.set(entry.stream, entry.seq);
+    for (const write of entry.writes) if (write.count > 0) this.streamLast.set(write.stream, write.firstSeq + write.count - 1);
     if (entry.key !== undefined) {
-      this.keyIndex.set(entry.key, { op: entry.op, seq: entry.seq, epoch: entry.epoch, digest: entry.keyDigest });
+      this.keyIndex.set(entry.key, { op: entry.op, firstSeqs: entry.writes.map((write) => write.firstSeq), epoch: entry.epoch, digest: entry.keyDigest });
       // Bounded: the oldest keys go first (Map keeps insertion order).
       if (this.keyIndex.size > this.timing.keysMax) this.keyIndex.delete(this.keyIndex.keys().next().value!);
     }
@@ -730,9 +735,9 @@ export class Replica<P> {
     return Math.min(this.commitOp, this.heldByAtLeast(matches, this.w));
   }
 
-  private wait(op: number, seq: number, epoch: number, waiter: Waiter): void {
+  private wait(op: number, firstSeqs: readonly number[], epoch: number, waiter: Waiter): void {
     const waiting = this.waiters.get(op);
-    if (waiting === undefined) this.waiters.set(op, { seq, epoch, list: [waiter] });
+    if (waiting === undefined) this.waiters.set(op, { firstSeqs, epoch, list: [waiter] });
     else waiting.list.push(waiter);
   }
 
@@ -741,7 +746,7 @@ export class Replica<P> {
     for (const [op, waiting] of this.waiters) {
       if (op > through) continue;
       this.waiters.delete(op);
-      for (const waiter of waiting.list) waiter({ ok: true, seq: waiting.seq, op, epoch: waiting.epoch, duplicate: false });
+      for (const waiter of waiting.list) waiter({ ok: true, firstSeqs: waiting.firstSeqs, op, epoch: waiting.epoch, duplicate: false });
     }
   }
 

@@ -8,6 +8,17 @@
 
 export type ReplicaId = string;
 
+/**
+ * Who replicates a partition. `voters` decide (elections, commits); while a
+ * change is under way the group is *joint*: `old` are the voters before it,
+ * and every decision needs a majority of both (Raft's joint consensus; VR
+ * Revisited's epoch change promised by the old and the new group).
+ */
+export interface GroupConfig {
+  readonly voters: readonly ReplicaId[];
+  readonly old?: readonly ReplicaId[];
+}
+
 /** One stream's part of an op. */
 export interface StreamWrite {
   /** `bucket/stream`. */
@@ -28,6 +39,8 @@ export interface LogEntry<P = unknown> {
    * delete (`count` 0; its seqnums never restart).
    */
   readonly writes: readonly StreamWrite[];
+  /** A configuration op (no writes): the group from this op on, committed or not. */
+  readonly config?: GroupConfig;
   /** Wall-clock ms the leader stamped (kept through failover and handoff). */
   readonly t: number;
   /** Idempotency key, if the client gave one: part of the log, so a retry after failover is deduplicated. */
@@ -57,6 +70,8 @@ export interface DurableState<P> {
   readonly base?: number;
   /** The epoch of op `base`. */
   readonly baseEpoch?: number;
+  /** The group as of op `base` (when a configuration op was compacted away). */
+  readonly baseConfig?: GroupConfig;
   /** Every entry recovery could read, in op order from op base + 1 (a damaged tail is left out). */
   readonly entries: readonly LogEntry<P>[];
 }
@@ -71,8 +86,8 @@ export interface LogWrite<P> {
   readonly truncateAfter?: number;
   readonly entries: readonly LogEntry<P>[];
   readonly meta: ReplicaMeta;
-  /** Ops up to `op` are in the state machine now: the log may drop them. */
-  readonly base?: { readonly op: number; readonly epoch: number };
+  /** Ops up to `op` are in the state machine now: the log may drop them. `config` is the group as of `op`. */
+  readonly base?: { readonly op: number; readonly epoch: number; readonly config?: GroupConfig };
 }
 
 export interface ReplicaStorage<P> {
@@ -203,6 +218,8 @@ export interface InstallMessage {
   readonly epoch: number;
   readonly base: number;
   readonly baseEpoch: number;
+  /** The group as of `base` (the follower's log starts there). */
+  readonly baseConfig: GroupConfig;
   readonly leaderLast: number;
   readonly epochStart: number;
   readonly commit: number;

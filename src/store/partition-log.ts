@@ -9,8 +9,8 @@
  *
  * | db       | key               | value |
  * |----------|-------------------|-------|
- * | entries  | [partition, op]   | [epoch, writes, 0, t, key, keyDigest, payload, crc] |
- * | state    | partition         | { promised, normalEpoch, lastOp, base, baseEpoch } |
+ * | entries  | [partition, op]   | [epoch, writes, config, t, key, keyDigest, payload, crc] |
+ * | state    | partition         | { promised, normalEpoch, lastOp, base, baseEpoch, baseConfig } |
  * | damaged  | [partition, op, recoveredMs] | an entry recovery could not trust, set aside (never deleted) |
  *
  * A write (truncate a suffix, append entries, record the state, drop what
@@ -30,18 +30,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { DurableState, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } from '../core/replication.js';
+import type { DurableState, GroupConfig, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } from '../core/replication.js';
 
 /** An op's payload: the entry's JSON text as UTF-8 bytes (what the stream store keeps). */
 export type OpPayload = Buffer;
 
 /** Writes as [stream, firstSeq, count, delete] tuples. */
 type StoredWrite = [stream: string, firstSeq: number, count: number, deleted: boolean];
-type StoredEntry = [epoch: number, writes: StoredWrite[], unused: 0, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
+type StoredEntry = [epoch: number, writes: StoredWrite[], config: GroupConfig | null, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
 
 interface StoredState extends ReplicaMeta {
   readonly base: number;
   readonly baseEpoch: number;
+  readonly baseConfig?: GroupConfig;
 }
 
 const emptyState: StoredState = { promised: 0, normalEpoch: 0, lastOp: 0, base: 0, baseEpoch: 0 };
@@ -53,17 +54,18 @@ function checksum(partition: number, op: number, entry: StoredEntry): number {
 
 function store(partition: number, entry: LogEntry<OpPayload>): StoredEntry {
   const writes: StoredWrite[] = entry.writes.map((write) => [write.stream, write.firstSeq, write.count, write.delete === true]);
-  const stored: StoredEntry = [entry.epoch, writes, 0, entry.t, entry.key ?? null, entry.keyDigest ?? null, entry.payload, 0];
+  const config: GroupConfig | null = entry.config === undefined ? null : { voters: [...entry.config.voters], ...(entry.config.old === undefined ? {} : { old: [...entry.config.old] }) };
+  const stored: StoredEntry = [entry.epoch, writes, config, entry.t, entry.key ?? null, entry.keyDigest ?? null, entry.payload, 0];
   stored[7] = checksum(partition, entry.op, stored);
   return stored;
 }
 
 function load(partition: number, op: number, stored: StoredEntry): LogEntry<OpPayload> | undefined {
   if (!Array.isArray(stored) || stored.length !== 8 || !Buffer.isBuffer(stored[6]) || checksum(partition, op, stored) !== stored[7]) return undefined;
-  const [epoch, storedWrites, , t, key, keyDigest, payload] = stored;
+  const [epoch, storedWrites, config, t, key, keyDigest, payload] = stored;
   if (!Array.isArray(storedWrites)) return undefined;
   const writes = storedWrites.map(([stream, firstSeq, count, deleted]) => ({ stream, firstSeq, count, ...(deleted ? { delete: true } : {}) }));
-  return { epoch, op, writes, t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
+  return { epoch, op, writes, ...(config === null ? {} : { config }), t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
 }
 
 export interface RecoveredPartition extends DurableState<OpPayload> {
@@ -104,7 +106,8 @@ export class PartitionLogs {
       entries.push(entry);
       expected++;
     }
-    if (damagedFrom === undefined) return { meta: state, base: state.base, baseEpoch: state.baseEpoch, entries };
+    const baseConfig = state.baseConfig === undefined ? {} : { baseConfig: state.baseConfig };
+    if (damagedFrom === undefined) return { meta: state, base: state.base, baseEpoch: state.baseEpoch, ...baseConfig, entries };
     // Set the untrusted tail aside, then drop it from the log: the replica rewrites those ops from its leader.
     let last = damagedFrom;
     this.root.transactionSync(() => {
@@ -114,7 +117,7 @@ export class PartitionLogs {
         last = key[1];
       }
     });
-    return { meta: state, base: state.base, baseEpoch: state.baseEpoch, entries, damaged: { first: damagedFrom, last } };
+    return { meta: state, base: state.base, baseEpoch: state.baseEpoch, ...baseConfig, entries, damaged: { first: damagedFrom, last } };
   }
 
   /** The storage a partition's replica writes through. */
@@ -126,7 +129,7 @@ export class PartitionLogs {
     if (this.closed) return done(new Error('the replication log is closed'));
     const previous = this.tails.get(partition) ?? Promise.resolve();
     const state = this.state.get(partition) ?? emptyState;
-    const base = write.base !== undefined && write.base.op > state.base ? write.base : { op: state.base, epoch: state.baseEpoch };
+    const base = write.base !== undefined && write.base.op > state.base ? write.base : { op: state.base, epoch: state.baseEpoch, ...(state.baseConfig === undefined ? {} : { config: state.baseConfig }) };
     const committed = this.root.transaction(() => {
       if (write.truncateAfter !== undefined) {
         for (const key of this.entries.getKeys({ start: [partition, write.truncateAfter + 1], end: [partition, Number.MAX_SAFE_INTEGER] })) this.entries.removeSync(key);
@@ -135,7 +138,7 @@ export class PartitionLogs {
       if (base.op > state.base) {
         for (const key of this.entries.getKeys({ start: [partition, 0], end: [partition, base.op + 1] })) this.entries.removeSync(key);
       }
-      this.state.putSync(partition, { ...write.meta, base: base.op, baseEpoch: base.epoch });
+      this.state.putSync(partition, { ...write.meta, base: base.op, baseEpoch: base.epoch, ...(base.config === undefined ? {} : { baseConfig: base.config }) });
     });
     const flushed = committed.then(() => this.root.flushed);
     const tail = Promise.all([previous, flushed]).then(

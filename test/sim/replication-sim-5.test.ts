@@ -17,7 +17,19 @@ describe('five replicas, random faults', () => {
   }
 });
 
+describe('changes of the group under faults: three voters among five replicas, one voter swapped for a spare at a time', () => {
+  for (const mode of ['safety', 'liveness'] as const) {
+    test(`${mode}: seeds 1..40`, () => {
+      expect(failingSeeds(1, 40, { mode, replicas: 5, voters: 3 })).toEqual([]);
+    });
+  }
+});
+
 describe('scripted histories', () => {
+  test('a change of the group cut short (the leader reaches only the newcomer, then dies): nothing committed without both majorities', () => {
+    expect(failingSeeds(1, 20, { scenario: 'swap-cut-short', replicas: 5, voters: 3 })).toEqual([]);
+  });
+
   test("Raft's Figure 8 (5 replicas): an old-epoch entry committed by a later leader is never overwritten", () => {
     expect(failingSeeds(1, 20, { scenario: 'figure-8', replicas: 5 })).toEqual([]);
   });
@@ -54,6 +66,7 @@ describe('the checker catches planted bugs', () => {
     { bug: 'elect-by-entry-epoch', how: { scenario: 'figure-8', replicas: 5 }, within: 20 },
     { bug: 'no-lease', how: { scenario: 'deposed-leader', replicas: 3 }, within: 5 },
     { bug: 'normal-with-short-log', how: { scenario: 'short-catch-up', replicas: 3 }, within: 5 },
+    { bug: 'no-joint-consensus', how: { scenario: 'swap-cut-short', replicas: 5, voters: 3 }, within: 10 },
   ];
   test('every planted bug has a case', () => {
     expect(cases.map((entry) => entry.bug).sort()).toEqual(Object.keys(plantedBugs).sort());

@@ -5,7 +5,7 @@
  */
 
 import { Replica } from '../../src/cluster/replication/replica.js';
-import type { VoteRequest } from '../../src/cluster/replication/types.js';
+import type { GroupConfig, VoteRequest } from '../../src/cluster/replication/types.js';
 import type { ReplicaClass, SimPayload } from './sim.js';
 
 /** Answers the client (and commits) once the leader alone holds the op. */
@@ -44,6 +44,13 @@ class NormalWithShortLog extends Replica<SimPayload> {
   }
 }
 
+/** While the group changes, decides with the new voters alone (no joint consensus). */
+class NoJointConsensus extends Replica<SimPayload> {
+  protected override voterSets(config: GroupConfig = this.config): (readonly string[])[] {
+    return [config.voters];
+  }
+}
+
 /** Grants any vote for a higher epoch, whatever its log. */
 class VoteForAnyLog extends Replica<SimPayload> {
   protected override logAtLeastAsGood(): boolean {
@@ -58,4 +65,5 @@ export const plantedBugs: Record<string, ReplicaClass> = {
   'vote-for-any-log': VoteForAnyLog,
   'no-lease': NoLease,
   'normal-with-short-log': NormalWithShortLog,
+  'no-joint-consensus': NoJointConsensus,
 };

@@ -33,7 +33,9 @@ const usage = `npm run sim -- [--seeds N] [--seed S] [--first F] [--mode safety|
   --seeds N     how many seeds (default 100), from --first (default 1)
   --seed S      one seed only (prints its event log with --verbose)
   --mode        safety (faults throughout), liveness (faults, then healing and progress required), both (default)
-  --replicas    replicas per group (default 3)
+  --replicas    replicas (default 3)
+  --voters V    the group's voters at the start (default: all); the other replicas are spares that
+                changes of the group (one voter swapped for a spare, under faults) bring in
   --bug NAME    run with a planted bug: ${Object.keys(plantedBugs).join(', ')}
   --scenario S  a scripted history instead of random faults: ${Object.keys(scenarios).join(', ')}
   --fault-ms    virtual ms of faults per seed (default 12000)
@@ -78,6 +80,7 @@ function main(): void {
     process.exit(2);
   }
   const replicas = number('replicas', scenario === 'figure-8' ? 5 : 3);
+  const voters = flags.has('voters') ? number('voters', replicas) : undefined;
   const faultMs = flags.has('fault-ms') ? number('fault-ms', 12_000) : undefined;
   const seeds = flags.has('seed') ? [number('seed', 1)] : Array.from({ length: number('seeds', 100) }, (_, index) => number('first', 1) + index);
   const verbose = flags.has('verbose');
@@ -87,7 +90,7 @@ function main(): void {
   const totals = { events: 0, ok: 0, unknown: 0, reads: 0 };
   for (const seed of seeds) {
     for (const mode of modes) {
-      const run: SeedRun = runSeed(seed, { mode, replicas, ...(bug === undefined ? {} : { bug }), ...(faultMs === undefined ? {} : { faultMs }), trace: flags.has('trace'), ...(scenario === undefined ? {} : { scenario }) });
+      const run: SeedRun = runSeed(seed, { mode, replicas, ...(voters === undefined ? {} : { voters }), ...(bug === undefined ? {} : { bug }), ...(faultMs === undefined ? {} : { faultMs }), trace: flags.has('trace'), ...(scenario === undefined ? {} : { scenario }) });
       runs++;
       totals.events += run.events;
       totals.ok += run.appends.ok;

@@ -24,6 +24,8 @@ export interface SeedRun {
 export interface RunOptions {
   readonly mode?: Mode;
   readonly replicas?: number;
+  /** Voters of the group at the start (the rest are spares for changes of the group). */
+  readonly voters?: number;
   readonly bug?: string;
   readonly faultMs?: number;
   /** A scripted scenario by name (scenarios.ts) instead of random faults. */
@@ -32,7 +34,7 @@ export interface RunOptions {
 }
 
 export function replayCommand(seed: number, options: RunOptions): string {
-  return `npm run sim -- --seed ${seed} --mode ${options.mode ?? 'safety'} --replicas ${options.replicas ?? 3}${options.bug === undefined ? '' : ` --bug ${options.bug}`}${options.faultMs === undefined ? '' : ` --fault-ms ${options.faultMs}`}${options.scenario === undefined ? '' : ` --scenario ${options.scenario}`}`;
+  return `npm run sim -- --seed ${seed} --mode ${options.mode ?? 'safety'} --replicas ${options.replicas ?? 3}${options.voters === undefined ? '' : ` --voters ${options.voters}`}${options.bug === undefined ? '' : ` --bug ${options.bug}`}${options.faultMs === undefined ? '' : ` --fault-ms ${options.faultMs}`}${options.scenario === undefined ? '' : ` --scenario ${options.scenario}`}`;
 }
 
 export function runSeed(seed: number, options: RunOptions = {}): SeedRun {
@@ -45,6 +47,7 @@ export function runSeed(seed: number, options: RunOptions = {}): SeedRun {
     seed,
     ...(options.mode === undefined ? {} : { mode: options.mode }),
     ...(options.replicas === undefined ? {} : { replicas: options.replicas }),
+    ...(options.voters === undefined ? {} : { voters: options.voters }),
     ...(options.faultMs === undefined ? {} : { faultMs: options.faultMs }),
     ...(replicaClass === undefined ? {} : { replicaClass }),
     ...(script === undefined ? {} : { script }),

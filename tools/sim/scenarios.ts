@@ -162,11 +162,51 @@ export function shortCatchUp(sim: Simulation): void {
   sim.runUntil(sim.time + 3_000);
 }
 
+/**
+ * A change of the group (one voter swapped for a spare) cut short: the
+ * leader reaches only the newcomer while it puts the joint configuration in
+ * its log and goes on, then dies. Ops are committed only with a majority of the old voters
+ * and of the new; deciding with the new voters alone would let the old
+ * voters elect a leader without them.
+ */
+export function swapCutShort(sim: Simulation): void {
+  sim.dropRate = 0;
+  sim.duplicateRate = 0;
+  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  const leader = sim.servingLeader()!;
+  const a = leader.id;
+  const voters = leader.replica!.config.voters;
+  const [b, c] = voters.filter((id) => id !== a) as [string, string];
+  const d = sim.ids.find((id) => !voters.includes(id))!;
+  for (let index = 0; index < 5; index++) sim.appendAt(a, 's1', `before-${index}`);
+  sim.runUntil(sim.time + 100);
+  for (const other of [b, c]) {
+    sim.cut.add(`${a}>${other}`);
+    sim.cut.add(`${other}>${a}`);
+  }
+  sim.note(`script: ${a} reaches only ${d}`);
+  leader.replica!.reconfigure(voters.map((id) => (id === c ? d : id)), { value: 'config' }, () => undefined);
+  if (!sim.runUntilTrue(() => sim.node(a).replica?.config.old !== undefined, 2_000)) return;
+  for (let index = 0; index < 10; index++) sim.appendAt(a, 's1', `during-${index}`);
+  sim.runUntil(sim.time + 300);
+  sim.crash(sim.node(a));
+  sim.heal();
+  sim.isolate(d);
+  sim.runUntilTrue(() => sim.servingLeader([b, c]) !== undefined, 5_000);
+  const next = sim.servingLeader([b, c]);
+  if (next !== undefined) sim.appendAt(next.id, 's1', 'after');
+  sim.runUntil(sim.time + 1_000);
+  sim.heal();
+  sim.restart(sim.node(a));
+  sim.runUntil(sim.time + 3_000);
+}
+
 export const scenarioTiming: Record<string, Partial<ReplicaTiming>> = {
   'short-catch-up': { batchMax: 2 },
 };
 
 export const scenarios: Record<string, (sim: Simulation) => void> = {
+  'swap-cut-short': swapCutShort,
   'short-catch-up': shortCatchUp,
   'deposed-leader': deposedLeader,
   'figure-8': figure8,

@@ -20,7 +20,7 @@
  */
 
 import { majorityOf, Replica } from '../../src/cluster/replication/replica.js';
-import type { DurableState, KeyRecord, LogEntry, LogWrite, ProposeResult, ReplicaEnv, ReplicaMeta, ReplicationMessage, ReplicaTiming } from '../../src/cluster/replication/types.js';
+import type { DurableState, GroupConfig, KeyRecord, LogEntry, LogWrite, ProposeResult, ReplicaEnv, ReplicaMeta, ReplicationMessage, ReplicaTiming } from '../../src/cluster/replication/types.js';
 import { Rng } from './rng.js';
 
 export type Mode = 'safety' | 'liveness';
@@ -37,6 +37,8 @@ export interface SimOptions {
   readonly seed: number;
   readonly mode: Mode;
   readonly replicas: number;
+  /** The group's first voters (r1 .. rN); the other replicas are spares that changes of the group bring in. Default: all. */
+  readonly voters?: number;
   /** Virtual ms of faults (and clients). */
   readonly faultMs: number;
   /** Liveness: virtual ms after healing within which the group must make progress and converge. */
@@ -164,6 +166,7 @@ class SimDisk {
   meta: ReplicaMeta = { promised: 0, normalEpoch: 0, lastOp: 0 };
   base = 0;
   baseEpoch = 0;
+  baseConfig: GroupConfig | undefined;
   entries: { entry: LogEntry<SimPayload>; damaged: boolean }[] = [];
   /** The state machine: committed ops 1 .. n, durable as applied. */
   readonly store: LogEntry<SimPayload>[] = [];
@@ -185,6 +188,7 @@ class SimDisk {
       this.entries.splice(0, Math.min(this.entries.length, write.base.op - this.base));
       this.base = write.base.op;
       this.baseEpoch = write.base.epoch;
+      this.baseConfig = write.base.config;
     }
     this.meta = write.meta;
   }
@@ -206,7 +210,7 @@ class SimDisk {
   recover(): DurableState<SimPayload> {
     const good = this.entries.findIndex((stored) => stored.damaged);
     if (good >= 0) this.setAside.push(this.entries.splice(good));
-    return { meta: this.meta, base: this.base, baseEpoch: this.baseEpoch, entries: this.entries.map((stored) => stored.entry) };
+    return { meta: this.meta, base: this.base, baseEpoch: this.baseEpoch, ...(this.baseConfig === undefined ? {} : { baseConfig: this.baseConfig }), entries: this.entries.map((stored) => stored.entry) };
   }
 }
 
@@ -272,6 +276,11 @@ export class Simulation {
     for (const node of this.nodes) this.start(node);
   }
 
+  /** How many voters the group has (changes of the group keep the size). */
+  get groupSize(): number {
+    return this.options.voters ?? this.ids.length;
+  }
+
   node(id: string): SimNode {
     return this.nodes.find((node) => node.id === id)!;
   }
@@ -305,8 +314,8 @@ export class Simulation {
     const ReplicaType = this.options.replicaClass ?? Replica<SimPayload>;
     node.replica = new ReplicaType({
       self: node.id,
-      members: this.ids,
-      w: majorityOf(this.ids.length),
+      members: this.ids.slice(0, this.groupSize),
+      w: majorityOf(this.groupSize),
       env,
       ...(this.options.timing === undefined ? {} : { timing: this.options.timing }),
       storage: {
@@ -400,7 +409,7 @@ export class Simulation {
     // Damage stays on a minority: no more than a majority minus one damaged and not yet repaired, counting this one.
     for (const each of this.nodes) if (each.corrupted && each.replica !== undefined && !each.replica.recovering) each.corrupted = false;
     const othersDamaged = this.nodes.filter((each) => each !== node && each.corrupted).length;
-    if (othersDamaged + 1 > this.ids.length - majorityOf(this.ids.length)) damage = 'none';
+    if (othersDamaged + 1 > this.groupSize - majorityOf(this.groupSize)) damage = 'none';
     if (damage !== 'none' && node.disk.entries.length > 0) {
       const count = node.disk.entries.length;
       const base = node.disk.base;
@@ -707,6 +716,8 @@ export class Simulation {
     } else if (kind < 0.75) {
       this.dropRate = rng.pick([0, 0.02, 0.1, 0.3]);
       this.duplicateRate = rng.pick([0, 0.01, 0.05]);
+    } else if (kind < 0.85 && this.groupSize < this.ids.length) {
+      this.changeGroup();
     } else {
       // The leader, in particular: kill it or pause it.
       const leader = this.nodes.find((each) => each.replica?.role === 'leader');
@@ -727,6 +738,23 @@ export class Simulation {
         });
       }
     }
+  }
+
+  /** Asks the leader to swap one voter for a spare (as a ring change moves a partition's replica). */
+  changeGroup(): void {
+    const leader = this.nodes.find((each) => each.replica?.role === 'leader');
+    if (leader === undefined) return;
+    const config = leader.replica!.config;
+    if (config.old !== undefined) return;
+    const out = this.rng.pick(config.voters);
+    const spares = this.ids.filter((id) => !config.voters.includes(id));
+    const into = this.rng.pick(spares);
+    const voters = config.voters.map((id) => (id === out ? into : id));
+    this.note(`group change asked of ${leader.id}: ${config.voters.join(',')} -> ${voters.join(',')}`);
+    const life = leader.life;
+    leader.replica!.reconfigure(voters, { value: 'config' }, (result) => {
+      if (leader.life === life) this.note(`group change to ${voters.join(',')} at ${leader.id}: ${result.ok ? 'done' : result.code}`);
+    });
   }
 
   /** Everything back: links, rates, crashed and paused nodes; `keepDown` stays crashed. */
@@ -799,7 +827,8 @@ export class Simulation {
       const leader = live.find((node) => node.replica?.role === 'leader' && node.replica.serveCheck().ok);
       if (leader !== undefined && probe === undefined && proposedAt < 0) {
         proposedAt = this.time;
-        leader.replica!.propose({ writes: [{ stream: 'probe', count: 1 }], payload: { value: 'probe' } }, (result) => {
+        // With a key: a probe whose answer was lost (a failover) and is sent again is not appended twice.
+        leader.replica!.propose({ writes: [{ stream: 'probe', count: 1 }], payload: { value: 'probe' }, key: 'probe', keyDigest: 'probe' }, (result) => {
           probe = result;
         });
       }
@@ -809,7 +838,9 @@ export class Simulation {
       }
       if (probe?.ok && leader !== undefined) {
         const commit = leader.replica!.commit;
-        const converged = live.every((node) => node.replica !== undefined && node.replica.commit >= commit && !node.replica.recovering);
+        const config = leader.replica!.config;
+        const voters = live.filter((node) => config.voters.includes(node.id) || (config.old?.includes(node.id) ?? false));
+        const converged = voters.every((node) => node.replica !== undefined && node.replica.commit >= commit && !node.replica.recovering);
         if (converged) return undefined;
       }
     }
@@ -834,9 +865,10 @@ export interface SimResult {
 }
 
 export function sameEntry(a: LogEntry<SimPayload>, b: LogEntry<SimPayload>): boolean {
-  return a.op === b.op && a.epoch === b.epoch && JSON.stringify(a.writes) === JSON.stringify(b.writes) && a.payload.value === b.payload.value && a.key === b.key && a.t === b.t;
+  return a.op === b.op && a.epoch === b.epoch && JSON.stringify(a.writes) === JSON.stringify(b.writes) && JSON.stringify(a.config) === JSON.stringify(b.config) && a.payload.value === b.payload.value && a.key === b.key && a.t === b.t;
 }
 
 export function describe(entry: LogEntry<SimPayload>): string {
+  if (entry.config !== undefined) return `(e${entry.epoch} config ${entry.config.voters.join(',')}${entry.config.old === undefined ? '' : ` old ${entry.config.old.join(',')}`})`;
   return `(e${entry.epoch} ${entry.writes.map((write) => `${write.stream}#${write.firstSeq}`).join('+')} ${entry.payload.value})`;
 }

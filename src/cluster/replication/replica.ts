@@ -45,6 +45,7 @@ import {
   type AppendMessage,
   type AppendReply,
   type InstallMessage,
+  type GroupConfig,
   type KeyRecord,
   type StreamWrite,
   defaultTiming,
@@ -67,7 +68,7 @@ export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
 
 export interface ReplicaOptions<P> {
   readonly self: ReplicaId;
-  /** The group, in preflist order: the first live one tries first in an election. */
+  /** The group to start with, in preflist order (the first live one tries first in an election); the log's configuration ops override it. */
   readonly members: readonly ReplicaId[];
   /** Replicas that must hold an op durably before its client is answered (at least a majority). */
   readonly w: number;
@@ -79,6 +80,12 @@ export interface ReplicaOptions<P> {
 }
 
 type Waiter = (result: ProposeResult) => void;
+
+export type ReconfigureResult = { readonly ok: true } | { readonly ok: false; readonly code: 'not-leader' | 'unavailable' | 'invalid' };
+
+function sameSet(a: readonly ReplicaId[], b: readonly ReplicaId[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
+}
 
 interface Follower {
   /** The next op to send. */
@@ -101,14 +108,15 @@ export function majorityOf(n: number): number {
 
 export class Replica<P> {
   readonly self: ReplicaId;
-  readonly members: readonly ReplicaId[];
-  readonly majority: number;
   readonly w: number;
   private readonly timing: ReplicaTiming;
   private readonly env: ReplicaEnv<P>;
   private readonly storage: ReplicaStorage<P>;
-  private readonly others: readonly ReplicaId[];
-  private readonly rank: number;
+  /** The group as of `base`; configuration ops in the log (`configOps`) override it. */
+  private baseConfig: GroupConfig;
+  private configOps: number[] = [];
+  /** A change this leader is driving: learners catch up, then joint, then the new group. */
+  private change: { voters: readonly ReplicaId[]; payload: P; done: (result: ReconfigureResult) => void } | undefined;
 
   // Durable state, as this replica means it (writes may still be in flight).
   private promisedEpoch: number;
@@ -150,15 +158,12 @@ export class Replica<P> {
 
   constructor(options: ReplicaOptions<P>) {
     this.self = options.self;
-    this.members = options.members;
-    this.rank = Math.max(0, options.members.indexOf(options.self));
-    this.others = options.members.filter((member) => member !== options.self);
-    this.majority = majorityOf(options.members.length);
-    if (!options.members.includes(options.self)) throw new Error(`${options.self} is not a member of its group`);
-    if (options.w < this.majority || options.w > options.members.length) {
-      throw new Error(`w = ${options.w} must be at least a majority (${this.majority}) of the ${options.members.length} replicas and at most all of them`);
+    const majority = majorityOf(options.members.length);
+    if (options.w < majority || options.w > options.members.length) {
+      throw new Error(`w = ${options.w} must be at least a majority (${majority}) of the ${options.members.length} replicas and at most all of them`);
     }
     this.w = options.w;
+    this.baseConfig = options.durable.baseConfig ?? { voters: options.members };
     this.timing = { ...defaultTiming, ...options.timing };
     this.env = options.env;
     this.storage = options.storage;
@@ -171,6 +176,7 @@ export class Replica<P> {
     this.log = [...entries];
     for (let index = 0; index < this.log.length; index++) {
       if (this.log[index]!.op !== this.base + index + 1) throw new Error(`log entry ${index} has op ${this.log[index]!.op} after base ${this.base}`);
+      if (this.log[index]!.config !== undefined) this.configOps.push(this.log[index]!.op);
     }
     // What is compacted was committed and applied.
     this.commitOp = this.base;
@@ -198,6 +204,34 @@ export class Replica<P> {
   get lastOp(): number {
     return this.base + this.log.length;
   }
+  /** The group now: the last configuration op in the log, committed or not (Raft's rule), else the one as of the compaction point. */
+  get config(): GroupConfig {
+    const op = this.configOps[this.configOps.length - 1];
+    return op === undefined ? this.baseConfig : this.entry(op)!.config!;
+  }
+
+  /** Every replica the group's decisions need now: the voters, and the old voters while the group is joint. */
+  protected voterSets(config: GroupConfig = this.config): (readonly ReplicaId[])[] {
+    return config.old === undefined ? [config.voters] : [config.voters, config.old];
+  }
+
+  private isVoter(id: ReplicaId, config: GroupConfig = this.config): boolean {
+    return config.voters.includes(id) || (config.old?.includes(id) ?? false);
+  }
+
+  /** Everyone a leader sends to: voters, old voters, and learners of a change under way. */
+  private peers(): ReplicaId[] {
+    const config = this.config;
+    const all = new Set([...config.voters, ...(config.old ?? []), ...(this.change?.voters ?? [])]);
+    all.delete(this.self);
+    return [...all];
+  }
+
+  /** A majority of every voter set among `ids`. */
+  private quorumAmong(ids: ReadonlySet<ReplicaId>, config: GroupConfig = this.config): boolean {
+    return this.voterSets(config).every((set) => set.filter((id) => ids.has(id)).length >= majorityOf(set.length));
+  }
+
   /** Ops up to here are compacted out of this replica's log (held by the state machine). */
   get compactedThrough(): number {
     return this.base;
@@ -249,9 +283,12 @@ export class Replica<P> {
     const through = Math.min(upTo, this.appliedOp);
     if (through <= this.base) return;
     this.baseEpoch = this.epochAt(through)!;
+    const compacted = this.configOps.filter((op) => op <= through);
+    if (compacted.length > 0) this.baseConfig = this.entry(compacted[compacted.length - 1]!)!.config!;
+    this.configOps = this.configOps.filter((op) => op > through);
     this.log.splice(0, through - this.base);
     this.base = through;
-    this.persist({ entries: [], base: { op: this.base, epoch: this.baseEpoch } });
+    this.persist({ entries: [], base: { op: this.base, epoch: this.baseEpoch, config: this.baseConfig } });
   }
 
   /** How far each follower has acknowledged (leader only): for `iorio-admin partitions`. */
@@ -333,7 +370,8 @@ export class Replica<P> {
 
   receive(message: ReplicationMessage<P>): void {
     if (this.failedWith !== undefined) return;
-    if (!this.members.includes(message.from) || message.from === this.self) return;
+    // Any replica may write: a learner before it is a voter, a removed voter until it hears the change. Votes count only from voters.
+    if (message.from === this.self) return;
     switch (message.type) {
       case 'append':
         return this.onAppend(message);
@@ -403,7 +441,10 @@ export class Replica<P> {
         truncateAfter = Math.min(truncateAfter ?? Infinity, message.leaderLast);
       }
     }
-    for (const entry of fresh) this.log.push(entry);
+    for (const entry of fresh) {
+      this.log.push(entry);
+      if (entry.config !== undefined) this.configOps.push(entry.op);
+    }
     if (this.verifiedEpoch !== message.epoch) {
       this.verifiedEpoch = message.epoch;
       this.verifiedThrough = this.base;
@@ -436,6 +477,7 @@ export class Replica<P> {
   private truncate(after: number): void {
     if (after < this.commitOp) throw new Error(`${this.self}: refusing to truncate committed op ${this.commitOp} (to ${after})`);
     this.log.length = after - this.base;
+    this.configOps = this.configOps.filter((op) => op <= after);
     if (this.verifiedThrough > after) this.verifiedThrough = after;
   }
 
@@ -475,12 +517,14 @@ export class Replica<P> {
       if (this.lastOp >= message.base && this.matches(message.base, message.baseEpoch)) return this.onAppend(asAppend);
       if (this.lastOp > this.base) this.recoverTo = Math.max(this.recoverTo, this.lastOp);
       this.log.length = 0;
+      this.configOps = [];
       this.base = message.base;
       this.baseEpoch = message.baseEpoch;
+      this.baseConfig = message.baseConfig;
       this.commitOp = Math.max(this.commitOp, this.base);
       this.appliedOp = Math.max(this.appliedOp, this.base);
       this.verifiedThrough = this.base;
-      this.persist({ truncateAfter: this.base, entries: [], base: { op: this.base, epoch: this.baseEpoch } });
+      this.persist({ truncateAfter: this.base, entries: [], base: { op: this.base, epoch: this.baseEpoch, config: this.baseConfig } });
       this.onAppend(asAppend);
     });
   }
@@ -495,13 +539,17 @@ export class Replica<P> {
     if (wasLeader) {
       this.followers.clear();
       this.failWaiters('unknown');
+      const change = this.change;
+      this.change = undefined;
+      change?.done({ ok: false, code: 'unavailable' });
     }
   }
 
   // --- Elections -------------------------------------------------------------
 
   private resetElectionDeadline(now: number): void {
-    this.electionDeadline = now + this.timing.electionTimeoutMs + this.rank * this.timing.electionStepMs + this.env.random() * this.timing.electionJitterMs;
+    const rank = Math.max(0, this.config.voters.indexOf(this.self));
+    this.electionDeadline = now + this.timing.electionTimeoutMs + rank * this.timing.electionStepMs + this.env.random() * this.timing.electionJitterMs;
   }
 
   private heardFromLeaderRecently(now: number): boolean {
@@ -527,18 +575,19 @@ export class Replica<P> {
 
   /** The k-th highest of the replicas' matches: what k replicas hold. */
   protected heldByAtLeast(matches: readonly number[], k: number): number {
-    return matches[k - 1]!;
+    return matches[k - 1] ?? 0;
   }
 
   private startPreVote(now: number): void {
     this.resetElectionDeadline(now);
-    if (this.recoverTo > 0) return;
-    if (this.members.length === 1) return this.startElection();
+    // A recovering replica never leads; a learner or a removed voter never campaigns.
+    if (this.recoverTo > 0 || !this.isVoter(this.self)) return;
+    this.votes = new Set([this.self]);
+    if (this.quorumAmong(this.votes)) return this.startElection();
     this.roleNow = 'pre-candidate';
     this.leaderId = undefined;
-    this.votes = new Set([this.self]);
     const request: VoteRequest = { type: 'pre-vote', from: this.self, epoch: this.highestSeen + 1, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch() };
-    for (const other of this.others) this.env.send(other, request);
+    for (const other of this.peers()) this.env.send(other, request);
   }
 
   private startElection(): void {
@@ -551,8 +600,8 @@ export class Replica<P> {
     const request: VoteRequest = { type: 'vote', from: this.self, epoch, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch() };
     this.persist({ entries: [] }, () => {
       if (this.roleNow !== 'candidate' || this.promisedEpoch !== epoch) return;
-      if (this.votes.size >= this.majority) return this.becomeLeader();
-      for (const other of this.others) this.env.send(other, request);
+      if (this.quorumAmong(this.votes)) return this.becomeLeader();
+      for (const other of this.peers()) this.env.send(other, request);
     });
   }
 
@@ -587,12 +636,12 @@ export class Replica<P> {
     if (reply.type === 'pre-vote-reply') {
       if (this.roleNow !== 'pre-candidate' || reply.epoch !== this.highestSeen + 1) return;
       this.votes.add(reply.from);
-      if (this.votes.size >= this.majority) this.startElection();
+      if (this.quorumAmong(this.votes)) this.startElection();
       return;
     }
     if (this.roleNow !== 'candidate' || reply.epoch !== this.promisedEpoch) return;
     this.votes.add(reply.from);
-    if (this.votes.size >= this.majority) this.becomeLeader();
+    if (this.quorumAmong(this.votes)) this.becomeLeader();
   }
 
   private becomeLeader(): void {
@@ -603,9 +652,7 @@ export class Replica<P> {
     this.epochStartOp = this.lastOp;
     this.selfNormalDurable = false;
     this.followers.clear();
-    for (const other of this.others) {
-      this.followers.set(other, { next: this.lastOp + 1, acked: 0, match: 0, ackedSentAt: -Infinity, lastSentAt: -Infinity, lastProgressAt: now });
-    }
+    this.addFollowers(now);
     this.streamLast.clear();
     this.keyIndex.clear();
     for (const entry of this.log) this.index(entry);
@@ -630,11 +677,21 @@ export class Replica<P> {
     }
   }
 
+  /** Followers for every peer not yet followed (a new configuration op, or learners of a change). */
+  private addFollowers(now: number): void {
+    for (const peer of this.peers()) {
+      if (!this.followers.has(peer)) this.followers.set(peer, { next: this.lastOp + 1, acked: 0, match: 0, ackedSentAt: -Infinity, lastSentAt: -Infinity, lastProgressAt: now });
+    }
+  }
+
+  /** Within a lease from a majority of every voter set. */
   protected leaseValid(): boolean {
-    if (this.others.length === 0) return true;
-    const acked = [...this.followers.values()].map((follower) => follower.ackedSentAt).sort((a, b) => b - a);
-    const oldestOfMajority = acked[this.majority - 2] ?? -Infinity;
-    return this.env.monotonic() < oldestOfMajority + this.timing.leaseMs;
+    let expiry = Infinity;
+    for (const set of this.voterSets()) {
+      const acked = set.map((id) => (id === this.self ? Infinity : (this.followers.get(id)?.ackedSentAt ?? -Infinity))).sort((a, b) => b - a);
+      expiry = Math.min(expiry, acked[majorityOf(set.length) - 1]! + this.timing.leaseMs);
+    }
+    return this.env.monotonic() < expiry;
   }
 
   private heartbeat(now: number): void {
@@ -660,7 +717,7 @@ export class Replica<P> {
   private sendAppend(id: ReplicaId, follower: Follower, now: number, evenIfEmpty: boolean): void {
     if (follower.next <= this.base) {
       // What it lacks is compacted here: it takes the state instead.
-      const install: InstallMessage = { type: 'install', from: this.self, epoch: this.promisedEpoch, base: this.base, baseEpoch: this.baseEpoch, leaderLast: this.lastOp, epochStart: this.epochStartOp, commit: this.commitOp, sentAt: now };
+      const install: InstallMessage = { type: 'install', from: this.self, epoch: this.promisedEpoch, base: this.base, baseEpoch: this.baseEpoch, baseConfig: this.baseConfig, leaderLast: this.lastOp, epochStart: this.epochStartOp, commit: this.commitOp, sentAt: now };
       follower.next = this.base + 1;
       follower.lastSentAt = now;
       this.env.send(id, install);
@@ -712,27 +769,107 @@ export class Replica<P> {
     if (reply.normal && reply.matchOp > follower.match) follower.match = reply.matchOp;
     if (follower.next <= reply.matchOp) follower.next = reply.matchOp + 1;
     this.advanceCommit();
+    if (this.roleNow !== 'leader') return;
     if (follower.next <= this.lastOp) this.sendAppend(reply.from, follower, now, false);
+  }
+
+  private matchOf(id: ReplicaId): number {
+    if (id === this.self) return this.selfNormalDurable ? this.durableLastOp : 0;
+    return this.followers.get(id)?.match ?? 0;
+  }
+
+  /** What every voter set holds: `k(set)` of its voters, the lowest over the sets. */
+  private heldBySets(k: (set: readonly ReplicaId[]) => number): number {
+    let held = Infinity;
+    for (const set of this.voterSets()) {
+      const matches = set.map((id) => this.matchOf(id)).sort((a, b) => b - a);
+      held = Math.min(held, this.heldByAtLeast(matches, k(set)));
+    }
+    return held;
+  }
+
+  /** W of each voter set: at least its majority, at most all of it. */
+  private wOf(set: readonly ReplicaId[]): number {
+    return Math.max(majorityOf(set.length), Math.min(this.w, set.length));
   }
 
   private advanceCommit(): void {
     if (this.roleNow !== 'leader') return;
-    const self = this.selfNormalDurable ? this.durableLastOp : 0;
-    const matches = [self, ...[...this.followers.values()].map((follower) => follower.match)].sort((a, b) => b - a);
-    const committed = this.heldByAtLeast(matches, this.majority);
+    const committed = this.heldBySets((set) => majorityOf(set.length));
     if (committed > this.commitOp) {
       this.commitOp = committed;
       this.applyCommitted();
     }
-    this.answerWaiters(Math.min(this.commitOp, this.heldByAtLeast(matches, this.w)));
+    this.answerWaiters(this.answerableOp());
+    this.stepConfig();
   }
 
   /** The highest op whose client may be answered: committed, and durable on W replicas. */
   private answerableOp(): number {
     if (this.roleNow !== 'leader') return 0;
-    const self = this.selfNormalDurable ? this.durableLastOp : 0;
-    const matches = [self, ...[...this.followers.values()].map((follower) => follower.match)].sort((a, b) => b - a);
-    return Math.min(this.commitOp, this.heldByAtLeast(matches, this.w));
+    return Math.min(this.commitOp, this.heldBySets((set) => this.wOf(set)));
+  }
+
+  // --- Changes of the group --------------------------------------------------
+
+  /**
+   * Changes the group to `voters` (leader only): new members first follow as
+   * learners until they hold what is committed; then a joint configuration
+   * op (old and new voters must both agree from it on); once that commits,
+   * the new configuration op; once that commits, `done`. A leader not in the
+   * new group then steps down and the new voters elect one of themselves.
+   * `payload` is what the configuration ops carry (the state machine ignores it).
+   */
+  reconfigure(voters: readonly ReplicaId[], payload: P, done: (result: ReconfigureResult) => void): void {
+    if (this.roleNow !== 'leader') return done({ ok: false, code: this.leaderId !== undefined && this.leaderId !== this.self ? 'not-leader' : 'unavailable' });
+    if (voters.length === 0 || new Set(voters).size !== voters.length) return done({ ok: false, code: 'invalid' });
+    if (this.change !== undefined || this.config.old !== undefined) return done({ ok: false, code: 'unavailable' });
+    if (sameSet(this.config.voters, voters)) return done({ ok: true });
+    this.change = { voters, payload, done };
+    this.addFollowers(this.env.monotonic());
+    this.replicate();
+    this.stepConfig();
+  }
+
+  /** Moves a change along: joint once the learners caught up, final once joint committed, done once final committed. */
+  private stepConfig(): void {
+    if (this.roleNow !== 'leader') return;
+    const config = this.config;
+    const configOp = this.configOps[this.configOps.length - 1] ?? this.base;
+    if (config.old !== undefined) {
+      // Joint (this leader's change, or one a previous leader began): once committed, the new group alone.
+      if (configOp <= this.commitOp) this.appendConfig({ voters: config.voters }, this.entry(configOp)!.payload);
+      return;
+    }
+    const change = this.change;
+    if (change === undefined) {
+      if (!config.voters.includes(this.self) && configOp <= this.commitOp) this.stepDown();
+      return;
+    }
+    if (sameSet(config.voters, change.voters)) {
+      if (configOp > this.commitOp) return;
+      this.change = undefined;
+      change.done({ ok: true });
+      if (!config.voters.includes(this.self)) this.stepDown();
+      return;
+    }
+    const learners = change.voters.filter((id) => !config.voters.includes(id) && id !== this.self);
+    if (learners.every((id) => (this.followers.get(id)?.acked ?? 0) >= this.commitOp)) this.appendConfig({ voters: change.voters, old: config.voters }, change.payload);
+  }
+
+  private appendConfig(config: GroupConfig, payload: P): void {
+    const entry: LogEntry<P> = { epoch: this.promisedEpoch, op: this.lastOp + 1, writes: [], t: this.env.now(), config, payload };
+    this.log.push(entry);
+    this.configOps.push(entry.op);
+    this.addFollowers(this.env.monotonic());
+    this.persist({ entries: [entry] });
+    this.replicate();
+  }
+
+  /** This leader is not in the group any more: it stops leading, and never campaigns (it is no voter). */
+  private stepDown(): void {
+    this.becomeFollower(this.promisedEpoch);
+    this.resetElectionDeadline(this.env.monotonic());
   }
 
   private wait(op: number, firstSeqs: readonly number[], epoch: number, waiter: Waiter): void {
@@ -763,7 +900,7 @@ export class Replica<P> {
   }
 
   /** Writes the entries (after an optional truncation) with the current meta; `after` runs once durable. */
-  private persist(change: { truncateAfter?: number; entries: readonly LogEntry<P>[]; base?: { op: number; epoch: number } }, after?: () => void): void {
+  private persist(change: { truncateAfter?: number; entries: readonly LogEntry<P>[]; base?: { op: number; epoch: number; config?: GroupConfig } }, after?: () => void): void {
     const write: LogWrite<P> = { ...change, meta: this.meta() };
     const pending = { lastOp: this.lastOp, normalEpoch: this.normal, after: after === undefined ? [] : [after] };
     this.writeQueue.push(pending);

@@ -20,7 +20,7 @@ import { ActivityLog } from './activity.js';
 import { createClientErrorHandler, frameworkErrorHandler, plainJsonContentType, registerErrorHandling } from './errors.js';
 import { registerExtensions } from './extensions/index.js';
 import { IdempotencyWindow } from './idempotency.js';
-import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
+import { countResponse, createHttpCounters, registerDiskMetrics, registerLatencyMetrics, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerNodeRoutes } from './routes-node.js';
 import { registerAdminRoutes } from './routes-admin.js';
@@ -97,11 +97,13 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     counters,
     registry,
     requestDuration: registerNodeMetrics(registry, counters, deps.store, config.nodename),
+    latency: deps.latency ?? registerLatencyMetrics(registry),
     idempotency: new IdempotencyWindow(deps.clock),
     activity,
     startedMs: deps.clock.now(),
   };
 
+  registerDiskMetrics(registry, config['paths.data'], deps.clock);
   registerErrorHandling(app, logger);
   registerBodyParsers(app);
   app.addHook('onSend', plainJsonContentType);

@@ -22,6 +22,7 @@ import { registerExtensions } from './extensions/index.js';
 import { IdempotencyWindow } from './idempotency.js';
 import { countResponse, createHttpCounters, registerDiskMetrics, registerLatencyMetrics, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
+import { registerGroupRoutes } from './routes-groups.js';
 import { registerNodeRoutes } from './routes-node.js';
 import { registerAdminRoutes } from './routes-admin.js';
 import { registerStreamRoutes } from './routes-streams.js';
@@ -113,6 +114,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   if (config['http.ratelimit.enabled']) await registerRateLimit(app, deps);
 
   registerAuthRoutes(app, context);
+  registerGroupRoutes(app, context);
   registerStreamRoutes(app, context);
   registerNodeRoutes(app, context);
   registerAdminRoutes(app, context);

@@ -1,8 +1,9 @@
 /**
- * Stream info and the forward latency histogram in a cluster of two real
- * node processes: the info of a stream comes from the node serving its
- * partition, whichever node is asked, and the asking node times the
- * forwarded request.
+ * In a cluster of two real node processes: stream info comes from the node
+ * serving the stream's partition, whichever node is asked, and the asking
+ * node times the forwarded request; groups (made, given members, granted
+ * to, deleted) are cluster metadata, in force on the other node once the
+ * change is acknowledged.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { TestCluster } from './cluster-harness.js';
@@ -48,5 +49,23 @@ describe('stream info in a cluster', () => {
     const after = await metrics();
     expect(forwardCount(after, 'streamInfo') - forwardCount(before, 'streamInfo')).toBe(1);
     expect(forwardCount(after, 'streamRead') - forwardCount(before, 'streamRead')).toBe(1);
+  });
+});
+
+describe('groups in a cluster', () => {
+  test('a group made on one node, its members and grants, hold on the other; a delete on the other holds back here', async () => {
+    expect((await cluster.call(1, 'POST', '/users', { body: { username: 'bob', password: 'bob-password' } })).status).toBe(201);
+    expect((await cluster.call(1, 'POST', '/groups', { body: { name: 'readers' } })).status).toBe(201);
+    expect((await cluster.call(1, 'POST', '/groups/readers/users', { body: { username: 'bob' } })).status).toBe(200);
+    expect((await cluster.call(1, 'POST', '/access/shared', { body: { group: 'readers', permission: 'get', action: 'grant' } })).status).toBe(200);
+    expect((await cluster.call(1, 'POST', '/streams/shared/s', { body: { n: 1 } })).status).toBe(201);
+
+    expect((await cluster.call(2, 'GET', '/groups/readers')).body).toEqual({ name: 'readers', builtin: false, users: ['bob'] });
+    const bob = await cluster.login(2, 'bob', 'bob-password');
+    expect((await cluster.call(2, 'GET', '/streams/shared/s', { token: bob })).status).toBe(200);
+
+    expect((await cluster.call(2, 'DELETE', '/groups/readers')).status).toBe(200);
+    expect((await cluster.call(1, 'GET', '/groups/readers')).status).toBe(404);
+    expect((await cluster.call(1, 'GET', '/streams/shared/s', { token: bob })).status).toBe(401);
   });
 });

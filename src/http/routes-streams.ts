@@ -93,9 +93,21 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   }
   const metas = 'single' in answer ? [answer.single] : answer.batch;
   const first = metas[0]!;
+  // Checked first: the hot path builds no log fields at info.
+  if (isDebugging(request)) {
+    request.log.debug(
+      { bucket, stream, entries: metas.length, first: first.id, last: metas[metas.length - 1]!.id, replayed: outcome.replayed, ...(expectSeq === undefined ? {} : { expectSeq }) },
+      'append',
+    );
+  }
   const location = `/streams/${bucket}/${stream}?limit=${metas.length}&from=${first.id}`;
   const text = 'single' in answer ? `{"meta":${metaJson(answer.single)}}` : `{"meta":[${answer.batch.map(metaJson).join(',')}]}`;
   return reply.code(201).header('location', location).type('application/json').send(text);
+}
+
+function isDebugging(request: FastifyRequest): boolean {
+  const level = request.log.level;
+  return level === 'debug' || level === 'trace';
 }
 
 /** Seqnum ranges a read stepped over because they are lost (`161-192,300-300`). */
@@ -176,6 +188,7 @@ async function patchHandler(context: RouteContext, request: FastifyRequest, repl
     return sendPatchConflict(reply, last.seq, got);
   }
   context.counters.patches += 1;
+  request.log.debug({ bucket, stream, id: metas![0]!.id, patchOperations: operations.length }, 'patch appended');
   return reply.code(200).type('application/json').send(`{"meta":${metaJson(metas![0]!)}}`);
 }
 

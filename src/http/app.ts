@@ -56,6 +56,8 @@ declare module 'fastify' {
     iorioConnections: ConnectionLimiter;
     /** User activity the node appends to `<metrics.bucket>/activity` every metrics.interval. */
     iorioActivity: ActivityLog;
+    /** Every route the app serves, as registered (HEAD ones included); the README's API reference is tested against it. */
+    iorioRoutes: { method: string; url: string }[];
   }
 }
 
@@ -84,6 +86,12 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     requestIdHeader: false,
+  });
+
+  const routes: { method: string; url: string }[] = [];
+  app.decorate('iorioRoutes', routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
   });
 
   const registry = deps.metrics!;

@@ -177,8 +177,15 @@ export const configSpec = {
     kind: 'enum',
     default: 'info',
     values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
-    doc: 'Lowest level of log lines written (JSON lines on stdout).',
+    doc: 'Lowest level of log lines written (on stdout; see log.format).',
   },
+  'log.format': {
+    kind: 'enum',
+    default: 'auto',
+    values: ['auto', 'json', 'pretty'],
+    doc: 'Log lines as JSON (one object a line, for files and collectors) or pretty (one readable line each, colored on a terminal); auto = pretty when stdout is a terminal, JSON otherwise.',
+  },
+  'log.access': { kind: 'bool', default: 'no', doc: 'Log one line per HTTP request at info (component access): method, path (the jwt query parameter hidden), status, ms, user, client address.' },
 
   'http.enabled': { kind: 'bool', default: 'yes', doc: 'Serve the API over HTTP (IorioDB\'s http.enabled); with no, only HTTPS serves it (https.enabled must be yes).' },
   'http.host': {

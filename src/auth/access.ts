@@ -19,11 +19,15 @@ export function invalidField(field: string, value: unknown, reason: string): Ior
  * Validates a `POST /access` body: IorioDB's `{role, permission, action}`
  * (iorio_rest_access.erl:69-77, fields checked in its order: action, role,
  * permission), or Iorio's with `username` or `group` instead of `role`.
- * Throws 400 invalid-field naming the field and its value. `isUser` says
- * whether a user of that name exists: a role is a user when one does,
- * else one of the groups. Pure.
+ * Throws 400 invalid-field naming the field and its value. `isUser` and
+ * `isGroup` say whether a user or group of that name exists: a role is a
+ * user when one does, else a group. Pure.
  */
-export function parseGrantChange(change: unknown, isUser: (name: string) => boolean): ParsedGrantChange {
+export function parseGrantChange(
+  change: unknown,
+  isUser: (name: string) => boolean,
+  isGroup: (name: string) => boolean = (name) => knownGroups.includes(name),
+): ParsedGrantChange {
   if (change === null || typeof change !== 'object' || Array.isArray(change)) {
     throw new IorioError('invalid-body', 'expected an object with role (or username or group), permission and action');
   }
@@ -35,19 +39,23 @@ export function parseGrantChange(change: unknown, isUser: (name: string) => bool
   if (permission === undefined || permission === null) throw invalidField('permission', null, 'field "permission" is missing');
   if (action !== 'grant' && action !== 'revoke') throw invalidField('action', action, 'field "action" must be "grant" or "revoke"');
   if (!isPermission(permission)) throw invalidField('permission', permission, `unknown permission ${JSON.stringify(permission)}`);
-  const principal = principalOf({ role, username, group }, isUser);
+  const principal = principalOf({ role, username, group }, isUser, isGroup);
   return { ...principal, permission, action };
 }
 
-function principalOf(fields: Record<string, unknown>, isUser: (name: string) => boolean): Pick<ParsedGrantChange, 'kind' | 'principal'> {
+function principalOf(
+  fields: Record<string, unknown>,
+  isUser: (name: string) => boolean,
+  isGroup: (name: string) => boolean,
+): Pick<ParsedGrantChange, 'kind' | 'principal'> {
   const [field, value] = Object.entries(fields).find(([, candidate]) => candidate !== undefined && candidate !== null)!;
   if (typeof value !== 'string') throw invalidField(field, value, `field "${field}" must be a user or group name`);
   const mayBeUser = field !== 'group';
   const mayBeGroup = field !== 'username';
   if (mayBeUser && isUser(value)) return { kind: PrincipalKind.user, principal: value };
-  if (mayBeGroup && knownGroups.includes(value)) return { kind: PrincipalKind.group, principal: value };
+  if (mayBeGroup && isGroup(value)) return { kind: PrincipalKind.group, principal: value };
   if (field === 'username') checkName('user', value);
-  const known = mayBeGroup ? `no user or group ${value} (groups: ${knownGroups.join(', ')})` : `no user ${value}`;
+  const known = mayBeGroup ? `no user or group ${value} (GET /groups lists the groups)` : `no user ${value}`;
   throw invalidField(field, value, known);
 }
 

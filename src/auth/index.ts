@@ -6,6 +6,7 @@ import type { Clock } from '../core/clock.js';
 import { isValidName } from '../core/names.js';
 import type { MetaStore } from '../store/meta.js';
 import { GrantTable } from './grants.js';
+import { GroupTable } from './groups.js';
 import { LoginThrottle } from './login-throttle.js';
 import { Passwords } from './passwords.js';
 import { AuthService } from './service.js';
@@ -55,6 +56,7 @@ export async function openAuth(options: OpenAuthOptions): Promise<Auth> {
     meta,
     users: new UserTable(meta),
     grants: new GrantTable(meta),
+    groups: new GroupTable(meta),
     passwords,
     sessions: new Sessions(secret, config['auth.algorithm'], config['auth.session.duration']),
     throttle: new LoginThrottle({ failuresMax: config['auth.login.failures.max'], windowMs: config['auth.login.failures.window'] }, clock),

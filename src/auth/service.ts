@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import {
   AclGroup,
   decide,
+  knownGroups,
   isAdmin,
   isGlobalPermission,
   PrincipalKind,
@@ -22,7 +23,8 @@ import type { GrantTable } from './grants.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { checkPassword, type Passwords } from './passwords.js';
 import type { SessionClaims, Sessions } from './sessions.js';
-import type { AccessListing, Auth, GrantChange, Permission } from './types.js';
+import type { GroupTable } from './groups.js';
+import type { AccessListing, Auth, GrantChange, GroupDetails, GroupSummary, Permission } from './types.js';
 import type { UserRecord, UserTable } from './users.js';
 
 /** What every user owns in its own bucket `<prefix><username>`. */
@@ -38,6 +40,7 @@ export interface AuthServiceOptions {
   readonly meta: MetaStore;
   readonly users: UserTable;
   readonly grants: GrantTable;
+  readonly groups: GroupTable;
   readonly passwords: Passwords;
   readonly sessions: Sessions;
   readonly throttle: LoginThrottle;
@@ -358,7 +361,7 @@ export class AuthService implements Auth {
   async changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void> {
     checkName('bucket', bucket);
     if (stream !== undefined) checkName('stream', stream);
-    const parsed = parseGrantChange(change, (name) => this.options.users.exists(name));
+    const parsed = parseGrantChange(change, (name) => this.options.users.exists(name), (name) => this.groupExists(name));
     this.authorizeGrant(actor, parsed.permission, bucket, stream);
     const key = { scope: scopeOf(parsed.permission, bucket, stream), kind: parsed.kind, principal: parsed.principal };
     const applied = await this.write(() => {
@@ -381,6 +384,113 @@ export class AuthService implements Auth {
       else listing.groups.push({ name: grant.principal, grants: permissions });
     }
     return listing;
+  }
+
+  // -------------------------------------------------------------------------
+  // Groups
+
+  private groupExists(name: string): boolean {
+    return knownGroups.includes(name) || this.options.groups.exists(name);
+  }
+
+  async createGroup(actor: string, name: string): Promise<void> {
+    this.check(actor, 'adminusers');
+    checkName('group', name);
+    if (knownGroups.includes(name)) throw new IorioError('conflict', `group ${name} is built in`);
+    const created = await this.write(() => {
+      if (this.options.groups.exists(name)) return false;
+      this.options.groups.putSync({ name, createdMs: this.options.clock.now() });
+      return true;
+    });
+    if (!created) throw new IorioError('conflict', `group ${name} already exists`);
+    this.logger.info({ actor, group: name }, 'group created');
+  }
+
+  async deleteGroup(actor: string, name: string): Promise<void> {
+    this.check(actor, 'adminusers');
+    checkName('group', name);
+    if (knownGroups.includes(name)) throw new IorioError('invalid-param', `group ${name} is built in and cannot be deleted`);
+    const removed = await this.write(() => {
+      if (!this.options.groups.removeSync(name)) return undefined;
+      let members = 0;
+      for (const user of this.options.users.list()) {
+        if (!user.groups.includes(name)) continue;
+        this.options.users.putSync({ ...user, groups: user.groups.filter((group) => group !== name) });
+        members += 1;
+      }
+      return { members, grants: this.options.grants.removePrincipalSync(PrincipalKind.group, name) };
+    });
+    if (removed === undefined) throw unknownGroup(name);
+    this.logger.info({ actor, group: name, removedMembers: removed.members, removedGrants: removed.grants }, 'group deleted');
+  }
+
+  listGroups(actor: string): GroupSummary[] {
+    this.check(actor, 'adminusers');
+    const builtin = [...knownGroups].sort().map((name) => ({ name, builtin: true }));
+    return [...builtin, ...this.options.groups.list().map((group) => ({ name: group.name, builtin: false }))];
+  }
+
+  getGroup(actor: string, name: string): GroupDetails {
+    this.check(actor, 'adminusers');
+    checkName('group', name);
+    if (!this.groupExists(name)) throw unknownGroup(name);
+    const members = this.options.users
+      .list()
+      .filter((user) => user.username !== this.anonymousUsername || name !== AclGroup.authenticated)
+      .filter((user) => name === AclGroup.authenticated || user.groups.includes(name))
+      .map((user) => user.username);
+    return { name, builtin: knownGroups.includes(name), users: members };
+  }
+
+  async addGroupMember(actor: string, group: string, username: string): Promise<void> {
+    this.authorizeMembershipChange(actor, group, username, 'add');
+    if (username === this.anonymousUsername && group === AclGroup.admin) {
+      throw new IorioError('invalid-param', `${username} is the anonymous user: it cannot be in ${AclGroup.admin}`);
+    }
+    const outcome = await this.write(() => {
+      if (!this.groupExists(group)) return 'no-group';
+      const user = this.options.users.get(username);
+      if (user === undefined) return 'no-user';
+      if (!user.groups.includes(group)) this.options.users.putSync({ ...user, groups: [...user.groups, group] });
+      return 'done';
+    });
+    if (outcome === 'no-group') throw unknownGroup(group);
+    if (outcome === 'no-user') throw unknownUser(username);
+    this.logger.info({ actor, group, username }, 'user added to a group');
+  }
+
+  async removeGroupMember(actor: string, group: string, username: string): Promise<void> {
+    this.authorizeMembershipChange(actor, group, username, 'remove');
+    if (group === AclGroup.admin && username === this.options.adminUsername) {
+      throw new IorioError('invalid-param', `${username} is the configured admin user (auth.admin.username) and stays in ${AclGroup.admin}`);
+    }
+    const outcome = await this.write(() => {
+      const user = this.options.users.get(username);
+      if (user === undefined) return 'no-user';
+      if (!user.groups.includes(group)) return 'not-member';
+      this.options.users.putSync({ ...user, groups: user.groups.filter((name) => name !== group) });
+      return 'done';
+    });
+    if (outcome === 'no-user') throw unknownUser(username);
+    if (outcome === 'not-member') throw new IorioError('not-found', `${username} is not in group ${group}`);
+    this.logger.info({ actor, group, username }, 'user removed from a group');
+  }
+
+  /**
+   * Membership changes take `adminusers`; g-admin's take a g-admin member
+   * (as acting on an admin account does); g-authenticated's are implicit.
+   */
+  private authorizeMembershipChange(actor: string, group: string, username: string, verb: 'add' | 'remove'): void {
+    this.check(actor, 'adminusers');
+    checkName('group', group);
+    checkName('user', username);
+    if (group === AclGroup.authenticated) {
+      throw new IorioError('invalid-param', `every user but the anonymous one is in ${AclGroup.authenticated}: its members cannot be changed`);
+    }
+    if (group === AclGroup.admin && !this.isAdminUser(actor)) {
+      throw new IorioError('no-perm', `only a g-admin member may ${verb} members of ${AclGroup.admin}`);
+    }
+    if (!this.groupExists(group)) throw unknownGroup(group);
   }
 
   // -------------------------------------------------------------------------
@@ -459,6 +569,10 @@ export class AuthService implements Auth {
 
 function unknownUser(username: string): IorioError {
   return new IorioError('not-found', `no user ${username}`);
+}
+
+function unknownGroup(name: string): IorioError {
+  return new IorioError('not-found', `no group ${name}`);
 }
 
 function conflictUser(username: string): IorioError {

@@ -20,6 +20,18 @@ export const resourcePermissions: readonly Permission[] = ['get', 'put', 'delete
 
 export const Group = { authenticated: 'g-authenticated', admin: 'g-admin' } as const;
 
+/** GET /groups: every group, the built-in ones (g-admin, g-authenticated) included. */
+export interface GroupSummary {
+  readonly name: string;
+  /** g-admin and g-authenticated: always there, never deleted. */
+  readonly builtin: boolean;
+}
+
+/** GET /groups/:name: a group and its members (for g-authenticated, every user but the anonymous one). */
+export interface GroupDetails extends GroupSummary {
+  readonly users: string[];
+}
+
 /** GET /access: IorioDB's shape (iorio_rest_access.erl:78-87). */
 export interface AccessListing {
   users: { name: string; grants: Permission[] }[];
@@ -80,5 +92,14 @@ export interface Auth {
   deleteUser(actor: string, username: string): Promise<void>;
   listUsers(actor: string): { username: string }[];
   changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void>;
+  /** Groups: every operation needs `adminusers`; changing who is in g-admin takes a g-admin member. */
+  createGroup(actor: string, name: string): Promise<void>;
+  /** Its grants and memberships go with it. */
+  deleteGroup(actor: string, name: string): Promise<void>;
+  listGroups(actor: string): GroupSummary[];
+  getGroup(actor: string, name: string): GroupDetails;
+  /** Idempotent: a member already is one afterwards. */
+  addGroupMember(actor: string, group: string, username: string): Promise<void>;
+  removeGroupMember(actor: string, group: string, username: string): Promise<void>;
   listAccess(actor: string, bucket: string, stream: string | undefined): AccessListing;
 }

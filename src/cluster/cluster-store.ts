@@ -27,6 +27,7 @@ import type {
   ReadResult,
   Store,
   StoreStats,
+  StreamInfo,
   StreamListener,
   StreamPosition,
 } from '../store/types.js';
@@ -46,6 +47,8 @@ export interface ClusterStoreOptions {
   readonly requestTimeoutMs: number;
   readonly reachable: (node: string) => boolean;
   readonly logger: Logger;
+  /** Called as a stream operation is forwarded to another node; the function it returns, once the answer (or error) is back (the node's forward latency metric). */
+  readonly onForward?: (type: number) => () => void;
 }
 
 interface Hops {
@@ -76,10 +79,13 @@ export class ClusterStore implements Store {
     const route = this.options.routes.route(partition);
     if (route.node === this.options.self) return this.options.routes.withLocal(partition, local);
     if (hops >= hopsMax) throw new IorioError('unavailable', `partition ${partition} is moving between nodes; retry`);
+    const forwarded = this.options.onForward?.(type);
     try {
       return await this.options.transport.request<T>(route.node, type, { ...body, hops: hops + 1 }, { timeoutMs: this.options.requestTimeoutMs });
     } catch (error) {
       throw unreachable(error, partition, route.node);
+    } finally {
+      forwarded?.();
     }
   }
 
@@ -100,6 +106,13 @@ export class ClusterStore implements Store {
     return this.routed(this.partition(bucket, stream), hops, MessageType.streamLastSeq, { bucket, stream }, () => this.local.lastSeq(bucket, stream), false);
   }
 
+  streamInfo(bucket: string, stream: string, hops = 0): Promise<StreamInfo | null> {
+    return this.routed(this.partition(bucket, stream), hops, MessageType.streamInfo, { bucket, stream }, async () => {
+      const info = await this.local.streamInfo(bucket, stream);
+      return info === null ? null : { ...info, node: this.options.self };
+    }, false);
+  }
+
   deleteStream(bucket: string, stream: string, hops = 0): Promise<void> {
     return this.routed(this.partition(bucket, stream), hops, MessageType.streamDelete, { bucket, stream }, () => this.local.deleteStream(bucket, stream), true);
   }
@@ -116,6 +129,7 @@ export class ClusterStore implements Store {
       [MessageType.streamAppendAtomic, (body: { requests: AppendRequest[] } & Hops) => this.appendAtomic(body.requests, body.hops)],
       [MessageType.streamRead, (body: { bucket: string; stream: string; options: ReadOptions } & Hops) => this.read(body.bucket, body.stream, body.options, body.hops)],
       [MessageType.streamLastSeq, (body: { bucket: string; stream: string } & Hops) => this.lastSeq(body.bucket, body.stream, body.hops)],
+      [MessageType.streamInfo, (body: { bucket: string; stream: string } & Hops) => this.streamInfo(body.bucket, body.stream, body.hops)],
       [MessageType.streamDelete, async (body: { bucket: string; stream: string } & Hops) => {
         await this.deleteStream(body.bucket, body.stream, body.hops);
         return null;

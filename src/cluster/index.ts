@@ -41,6 +41,8 @@ export interface ClusterOptions {
   readonly local: StreamStore;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Forwarded stream operations are timed through it (see ClusterStoreOptions.onForward). */
+  readonly onForward?: (type: number) => () => void;
 }
 
 /** The operations the admin API offers (src/http/routes-admin.ts). */
@@ -112,7 +114,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     requestTimeoutMs,
     canJoin: () => joinRefusal(local),
   });
-  const store = new ClusterStore({ local, transport, routes, ring: () => ring.current, self: name, requestTimeoutMs, reachable: (node) => membership.reachable(node), logger: options.logger });
+  const store = new ClusterStore({ local, transport, routes, ring: () => ring.current, self: name, requestTimeoutMs, reachable: (node) => membership.reachable(node), logger: options.logger, ...(options.onForward === undefined ? {} : { onForward: options.onForward }) });
   const receiver = new HandoffReceiver(transport, local, routes, () => ring.current, name, logger);
   const handoff = new HandoffManager({
     transport,

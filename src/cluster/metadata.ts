@@ -1,6 +1,6 @@
 /**
  * Cluster metadata (riak_core's cluster metadata, simplified): users,
- * grants, policies and the generated session secret are the same on every
+ * groups, grants, policies and the generated session secret are the same on every
  * node. Each record carries a version (a hybrid logical clock: wall ms,
  * counter, node), and the higher version wins everywhere.
  *
@@ -162,6 +162,7 @@ export class Metadata {
     const { meta } = this.options;
     return [
       [ReplicatedTable.users, meta.users],
+      [ReplicatedTable.groups, meta.groups],
       [ReplicatedTable.grants, meta.grants],
       [ReplicatedTable.policies, meta.policies],
     ];
@@ -227,7 +228,7 @@ export class Metadata {
       const record = value as { version: Version; deleted: boolean };
       if (!record.deleted) continue;
       const [table, ...rest] = key as [string, ...unknown[]];
-      changes.push({ table: table as ReplicatedTable, key: table === ReplicatedTable.users ? (rest[0] as string) : rest, value: undefined, version: record.version });
+      changes.push({ table: table as ReplicatedTable, key: table === ReplicatedTable.users || table === ReplicatedTable.groups ? (rest[0] as string) : rest, value: undefined, version: record.version });
     }
     const secret = meta.settings.get(sessionSecretSettingKey) as string | undefined;
     if (secret !== undefined) changes.push({ table: secretTable, key: sessionSecretSettingKey, value: secret, version: this.versionOf(secretTable, sessionSecretSettingKey) });

@@ -129,6 +129,8 @@ export const MessageType = {
   streamRead: 412,
   streamLastSeq: 413,
   streamDelete: 414,
+  /** A stream's seqnums, size and policy in force (GET /streams/:bucket/:stream/info). */
+  streamInfo: 415,
 
   // 500-599: listen forwarding
   listenSubscribe: 500,

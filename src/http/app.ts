@@ -20,8 +20,9 @@ import { ActivityLog } from './activity.js';
 import { createClientErrorHandler, frameworkErrorHandler, plainJsonContentType, registerErrorHandling } from './errors.js';
 import { registerExtensions } from './extensions/index.js';
 import { IdempotencyWindow } from './idempotency.js';
-import { countResponse, createHttpCounters, registerNodeMetrics, type HttpCounters } from './metrics.js';
+import { countResponse, createHttpCounters, registerDiskMetrics, registerLatencyMetrics, registerNodeMetrics, type HttpCounters } from './metrics.js';
 import { registerAuthRoutes } from './routes-auth.js';
+import { registerGroupRoutes } from './routes-groups.js';
 import { registerNodeRoutes } from './routes-node.js';
 import { registerAdminRoutes } from './routes-admin.js';
 import { registerStreamRoutes } from './routes-streams.js';
@@ -55,6 +56,8 @@ declare module 'fastify' {
     iorioConnections: ConnectionLimiter;
     /** User activity the node appends to `<metrics.bucket>/activity` every metrics.interval. */
     iorioActivity: ActivityLog;
+    /** Every route the app serves, as registered (HEAD ones included); the README's API reference is tested against it. */
+    iorioRoutes: { method: string; url: string }[];
   }
 }
 
@@ -85,6 +88,12 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     requestIdHeader: false,
   });
 
+  const routes: { method: string; url: string }[] = [];
+  app.decorate('iorioRoutes', routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
+  });
+
   const registry = deps.metrics!;
   const activity = new ActivityLog();
   app.decorate('iorioCounters', counters);
@@ -97,11 +106,13 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
     counters,
     registry,
     requestDuration: registerNodeMetrics(registry, counters, deps.store, config.nodename),
+    latency: deps.latency ?? registerLatencyMetrics(registry),
     idempotency: new IdempotencyWindow(deps.clock),
     activity,
     startedMs: deps.clock.now(),
   };
 
+  registerDiskMetrics(registry, config['paths.data'], deps.clock);
   registerErrorHandling(app, logger);
   registerBodyParsers(app);
   app.addHook('onSend', plainJsonContentType);
@@ -111,6 +122,7 @@ export async function buildApp(given: HttpDeps): Promise<FastifyInstance> {
   if (config['http.ratelimit.enabled']) await registerRateLimit(app, deps);
 
   registerAuthRoutes(app, context);
+  registerGroupRoutes(app, context);
   registerStreamRoutes(app, context);
   registerNodeRoutes(app, context);
   registerAdminRoutes(app, context);
@@ -174,14 +186,34 @@ function registerLifecycleHooks(app: FastifyInstance, context: RouteContext): vo
       () => done(null, payload),
     );
   });
+  const accessLogger = context.deps.config['log.access'] ? context.deps.logger.child({ component: 'access' }) : undefined;
   app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     const status = reply.statusCode;
+    accessLogger?.info(accessLogFields(request, status, reply.elapsedTime), 'request');
     countResponse(context.counters, status);
     if (status === 409) context.counters.conflicts += 1;
     else if (status === 429) context.counters.rateLimited += 1;
     context.requestDuration.observe({ method: request.method }, reply.elapsedTime / 1000);
     done();
   });
+}
+
+/** One access-log line's fields; a token in the query (`jwt=`) never reaches a log. Pure but for reading the request. */
+export function accessLogFields(request: FastifyRequest, status: number, elapsedMs: number): Record<string, unknown> {
+  return {
+    method: request.method,
+    path: withoutToken(request.url),
+    status,
+    ms: Math.round(elapsedMs * 100) / 100,
+    user: request.username === '' ? undefined : request.username,
+    ip: request.ip,
+    reqId: request.id,
+  };
+}
+
+/** The URL with the value of every `jwt` query parameter replaced by `<hidden>`. Pure. */
+export function withoutToken(url: string): string {
+  return url.replace(/([?&]jwt=)[^&#]*/g, '$1<hidden>');
 }
 
 /**

@@ -3,7 +3,7 @@ import type { ActivityLog } from './activity.js';
 import type { AppendMeta } from '../store/types.js';
 import type { HttpDeps } from './deps.js';
 import type { IdempotencyWindow } from './idempotency.js';
-import type { HttpCounters } from './metrics.js';
+import type { HttpCounters, LatencyMetrics } from './metrics.js';
 
 /** What the route modules of one app share: its dependencies and its own state. */
 export interface RouteContext {
@@ -11,6 +11,7 @@ export interface RouteContext {
   readonly counters: HttpCounters;
   readonly registry: Registry;
   readonly requestDuration: Histogram<'method'>;
+  readonly latency: LatencyMetrics;
   readonly idempotency: IdempotencyWindow<{ single: AppendMeta } | { batch: AppendMeta[] }>;
   /** User activity since the last `$sys/activity` entry. */
   readonly activity: ActivityLog;

@@ -5,6 +5,7 @@ import type { Clock } from '../core/clock.js';
 import type { Store } from '../store/types.js';
 import type { Auth } from '../auth/types.js';
 import type { ClusterAdmin } from '../cluster/index.js';
+import type { LatencyMetrics } from './metrics.js';
 
 /**
  * What the HTTP layer is built from. The composition root (src/node.ts)
@@ -24,4 +25,6 @@ export interface HttpDeps {
    * absent; other HTTP parts may register their metrics on it.
    */
   metrics?: Registry;
+  /** The latency histograms, registered on `metrics` (the node times fsyncs and forwards with them too); buildApp registers them when absent. */
+  latency?: LatencyMetrics;
 }

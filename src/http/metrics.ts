@@ -1,4 +1,9 @@
+import { statfsSync, type Dirent } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Clock } from '../core/clock.js';
+import type { LogFileOps } from '../store/commit-log.js';
 import type { Store } from '../store/types.js';
 import { createConnectionCounters, type ConnectionBounds, type ConnectionCounters } from './connection-limits.js';
 
@@ -164,4 +169,133 @@ function registerConnectionMetrics(
   });
   counterOf('iorio_http_connections_timed_out_total', 'Connections closed for not sending a whole request within http.idle_timeout.', () => connections.timedOut);
   counterOf('iorio_http_accept_errors_total', 'Errors accepting connections (EMFILE: out of file descriptors).', () => connections.acceptErrors);
+}
+
+/** Latency buckets in seconds, from a page-cache fdatasync (~100 us) to a stalled disk or peer. */
+const latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * Where a node's time goes, as Prometheus histograms: appends and reads as
+ * the HTTP layer waits for them (forwarding and group commit included),
+ * each commit-log fdatasync, and each stream operation forwarded to
+ * another node (by operation).
+ */
+export interface LatencyMetrics {
+  readonly append: Histogram;
+  readonly read: Histogram;
+  readonly fsync: Histogram;
+  readonly forward: Histogram<'operation'>;
+}
+
+/** Registers the latency histograms on a node's registry (once per registry). */
+export function registerLatencyMetrics(registry: Registry): LatencyMetrics {
+  const histogram = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+    new Histogram<L>({ name, help, labelNames, buckets: latencyBuckets, registers: [registry] });
+  return {
+    append: histogram('iorio_append_duration_seconds', 'Time to make an append (single, batch or PATCH) durable, as the HTTP layer waits for it.'),
+    read: histogram('iorio_read_duration_seconds', 'Time to read a range of a stream, as the HTTP layer waits for it.'),
+    fsync: histogram('iorio_fsync_duration_seconds', 'Time of each commit-log fdatasync.'),
+    forward: histogram('iorio_forward_duration_seconds', 'Time of each stream operation forwarded to the node serving its partition, by operation.', ['operation']),
+  };
+}
+
+/** The commit log's file operations with each fdatasync timed into `fsync`. */
+export function timedLogFileOps(files: LogFileOps, fsync: Histogram): LogFileOps {
+  return {
+    writev: (fd, buffers, position) => files.writev(fd, buffers, position),
+    write: (fd, buffer, offset, length, position) => files.write(fd, buffer, offset, length, position),
+    fdatasync: (fd, callback) => {
+      const done = fsync.startTimer();
+      files.fdatasync(fd, (error) => {
+        done();
+        callback(error);
+      });
+    },
+  };
+}
+
+/** How often the walk of the data folder (its bytes by part) may run: scrapes between reuse the last one. */
+const diskWalkIntervalMs = 30_000;
+/** Files and folders one walk visits at most (a walk is a scan: it must stay bounded). */
+const diskWalkEntriesMax = 1_000_000;
+
+/** Bytes under a folder, by walking it; stops after `entriesMax` entries (then `complete` is false). */
+export async function folderBytes(folder: string, entriesMax: number = diskWalkEntriesMax): Promise<{ bytes: number; complete: boolean }> {
+  let bytes = 0;
+  let entries = 0;
+  const pending = [folder];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    let children: Dirent[];
+    try {
+      children = await readdir(current, { withFileTypes: true });
+    } catch {
+      continue; // removed under the walk, or unreadable: not counted
+    }
+    for (const child of children) {
+      entries += 1;
+      if (entries > entriesMax) return { bytes, complete: false };
+      const target = join(current, child.name);
+      if (child.isDirectory()) pending.push(target);
+      else if (child.isFile()) bytes += await stat(target).then((info) => info.size, () => 0);
+    }
+  }
+  return { bytes, complete: true };
+}
+
+/**
+ * Disk gauges of the data folder: the file system's size and free space
+ * (statfs, at every scrape), and the bytes of the commit log, the stream
+ * chunks (vnodes) and the metadata store (a walk, at most every 30 s).
+ */
+export function registerDiskMetrics(registry: Registry, dataDir: string, clock: Clock): void {
+  const registers = [registry];
+  const parts = ['commitlog', 'vnodes', 'meta'] as const;
+  let walked: { atMs: number; bytes: Record<string, number> } | undefined;
+  let walking: Promise<void> | undefined;
+  const walk = async () => {
+    const bytes: Record<string, number> = {};
+    for (const part of parts) bytes[part] = (await folderBytes(join(dataDir, part))).bytes;
+    walked = { atMs: clock.now(), bytes };
+  };
+  new Gauge({
+    name: 'iorio_disk_data_bytes',
+    help: 'Bytes of the data folder by part: commitlog, vnodes (stream chunks), meta (lmdb); refreshed at most every 30 s.',
+    labelNames: ['part'],
+    registers,
+    async collect() {
+      if (walked === undefined || clock.now() - walked.atMs >= diskWalkIntervalMs) {
+        walking ??= walk().finally(() => {
+          walking = undefined;
+        });
+        await walking;
+      }
+      for (const part of parts) this.set({ part }, walked?.bytes[part] ?? 0);
+    },
+  });
+  const statfsOf = () => {
+    try {
+      return statfsSync(dataDir);
+    } catch {
+      return undefined;
+    }
+  };
+  new Gauge({
+    name: 'iorio_disk_size_bytes',
+    help: 'Size of the file system holding the data folder.',
+    registers,
+    collect() {
+      const info = statfsOf();
+      if (info !== undefined) this.set(info.blocks * info.bsize);
+    },
+  });
+  new Gauge({
+    name: 'iorio_disk_free_bytes',
+    help: 'Bytes of the file system holding the data folder that the node may still use.',
+    registers,
+    collect() {
+      const info = statfsOf();
+      if (info !== undefined) this.set(info.bavail * info.bsize);
+    },
+  });
 }

@@ -50,13 +50,20 @@ export function registerNodeRoutes(app: FastifyInstance, context: RouteContext):
     version,
   }));
 
-  app.get('/stats', { onRequest: requirePermission(auth, 'viewstats', 'global') }, async () =>
-    statsSnapshot({ node: config.nodename, now: clock.now(), startedMs: context.startedMs, counters: context.counters, store }),
-  );
+  // One rule for both: a client on this machine (a scraper, an operator's
+  // curl), or a caller with viewstats. Behind a reverse proxy on the same
+  // machine every client is local: keep both paths out of the proxy.
+  const checkStatsViewer = (request: FastifyRequest) => {
+    if (!isLoopback(request)) auth.check(request.username, 'viewstats');
+  };
+  app.get('/stats', async (request) => {
+    checkStatsViewer(request);
+    return statsSnapshot({ node: config.nodename, now: clock.now(), startedMs: context.startedMs, counters: context.counters, store });
+  });
 
   app.get('/metrics', async (request, reply) => {
     if (!config['metrics.enabled']) throw new IorioError('not-found', 'metrics are disabled (metrics.enabled = no)');
-    if (!isLoopback(request)) auth.check(request.username, 'viewstats');
+    checkStatsViewer(request);
     return reply.type(context.registry.contentType).send(await context.registry.metrics());
   });
 }

@@ -4,7 +4,7 @@ import type { Operation } from 'fast-json-patch';
 import { IorioError, isIorioError } from '../core/errors.js';
 import { jsonDepthMax, patchOperationsMax, payloadBytesMax } from '../core/limits.js';
 import { checkName, patchStreamSuffix } from '../core/names.js';
-import type { AppendMeta, StoredEntry } from '../store/types.js';
+import type { AppendMeta, StoredEntry, StreamInfo } from '../store/types.js';
 import { requirePermission } from './auth-hook.js';
 import { bodyOf } from './body.js';
 import type { RouteContext } from './context.js';
@@ -30,6 +30,13 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     await context.deps.store.deleteStream(bucket, stream);
     return reply.code(204).send();
   });
+  // NEW: what `nats stream info` and `kafka-topics --describe` tell, from the node serving the stream.
+  app.get('/streams/:bucket/:stream/info', { onRequest: requirePermission(auth, 'get', 'resource') }, async (request) => {
+    const { bucket, stream } = streamParams(request.params);
+    const info = await context.deps.store.streamInfo(bucket, stream);
+    if (info === null) throw new IorioError('not-found', `stream ${bucket}/${stream} was never written`);
+    return streamInfoJson(info, context.deps.config.nodename);
+  });
   app.patch('/streams/:bucket/:stream', { onRequest: requirePermission(auth, 'put', 'resource') }, (request, reply) =>
     patchHandler(context, request, reply),
   );
@@ -38,6 +45,26 @@ export function registerStreamRoutes(app: FastifyInstance, context: RouteContext
     const listing = await context.deps.store.listStreams(bucket);
     return { status: listing.partial ? 'partial' : 'ok', data: listing.names };
   });
+}
+
+/** GET /streams/:bucket/:stream/info's body: the store's StreamInfo with the API's snake_case names. Pure. */
+export function streamInfoJson(info: StreamInfo, nodename: string): Record<string, unknown> {
+  return {
+    bucket: info.bucket,
+    stream: info.stream,
+    partition: info.partition,
+    node: info.node ?? nodename,
+    first: info.first,
+    last: info.last,
+    entries: info.entries,
+    bytes: info.bytes,
+    chunks: info.chunks,
+    last_t: info.lastMs,
+    deleted_at: info.deletedAt,
+    policy: info.policy,
+    policy_source: info.policySource,
+    bucket_size_max: info.bucketBytesMax,
+  };
 }
 
 type AppendAnswer = { single: AppendMeta } | { batch: AppendMeta[] };
@@ -49,7 +76,8 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   const idempotencyKey = idempotencyKeyHeader(request.headers['idempotency-key']);
   const payloads = body.kind === 'json' ? [body.text] : body.texts;
   const write = async (): Promise<AppendAnswer> => {
-    const metas = await context.deps.store.append({ bucket, stream, payloads, ...(expectSeq === undefined ? {} : { expectSeq }) });
+    const done = context.latency.append.startTimer();
+    const metas = await context.deps.store.append({ bucket, stream, payloads, ...(expectSeq === undefined ? {} : { expectSeq }) }).finally(done);
     return body.kind === 'json' ? { single: metas[0]! } : { batch: metas };
   };
   const outcome =
@@ -65,9 +93,21 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   }
   const metas = 'single' in answer ? [answer.single] : answer.batch;
   const first = metas[0]!;
+  // Checked first: the hot path builds no log fields at info.
+  if (isDebugging(request)) {
+    request.log.debug(
+      { bucket, stream, entries: metas.length, first: first.id, last: metas[metas.length - 1]!.id, replayed: outcome.replayed, ...(expectSeq === undefined ? {} : { expectSeq }) },
+      'append',
+    );
+  }
   const location = `/streams/${bucket}/${stream}?limit=${metas.length}&from=${first.id}`;
   const text = 'single' in answer ? `{"meta":${metaJson(answer.single)}}` : `{"meta":[${answer.batch.map(metaJson).join(',')}]}`;
   return reply.code(201).header('location', location).type('application/json').send(text);
+}
+
+function isDebugging(request: FastifyRequest): boolean {
+  const level = request.log.level;
+  return level === 'debug' || level === 'trace';
 }
 
 /** Seqnum ranges a read stepped over because they are lost (`161-192,300-300`). */
@@ -82,10 +122,11 @@ async function readHandler(context: RouteContext, request: FastifyRequest, reply
   const query = request.query as Record<string, unknown>;
   const { limit, from } = readParams(query);
   const filename = downloadFilename(query['download']);
+  const timer = limit === 0 ? undefined : context.latency.read.startTimer();
   const result =
     limit === 0
       ? undefined
-      : await context.deps.store.read(bucket, stream, from === undefined ? { limit } : { limit, from: Math.max(from, 1) });
+      : await context.deps.store.read(bucket, stream, from === undefined ? { limit } : { limit, from: Math.max(from, 1) }).finally(timer);
   const entries = result?.entries ?? [];
   context.counters.reads += 1;
   context.counters.readEntries += entries.length;
@@ -135,16 +176,19 @@ async function patchHandler(context: RouteContext, request: FastifyRequest, repl
   // fault can never leave the new value without its patch, or the reverse.
   let metas: AppendMeta[] | undefined;
   try {
-    [metas] = await store.appendAtomic([
-      { bucket, stream, payloads: [patched], expectSeq: last.seq },
-      { bucket, stream: patchStream, payloads: [body.text] },
-    ]);
+    [metas] = await store
+      .appendAtomic([
+        { bucket, stream, payloads: [patched], expectSeq: last.seq },
+        { bucket, stream: patchStream, payloads: [body.text] },
+      ])
+      .finally(context.latency.append.startTimer());
   } catch (error) {
     if (!isIorioError(error) || error.code !== 'conflict') throw error;
     const got = typeof error.details?.['got'] === 'number' ? error.details['got'] : await store.lastSeq(bucket, stream);
     return sendPatchConflict(reply, last.seq, got);
   }
   context.counters.patches += 1;
+  request.log.debug({ bucket, stream, id: metas![0]!.id, patchOperations: operations.length }, 'patch appended');
   return reply.code(200).type('application/json').send(`{"meta":${metaJson(metas![0]!)}}`);
 }
 

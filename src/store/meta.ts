@@ -11,13 +11,14 @@ import { open, type Database, type RootDatabase } from 'lmdb';
  * | settings  | string                       | node-wide settings (jwt secret, checkpoint position) |
  * | users     | username                     | { username, passwordHash, groups, createdMs } |
  * | grants    | [bucket, stream or '', kind ('u'/'g'), principal] | permission[] |
+ * | groups    | group name                   | { name, createdMs } (groups made by an admin; memberships are in users) |
  * | policies  | [bucket, stream or '']       | { max_count?, max_bytes?, max_age_secs? } |
  * | streams   | [bucket, stream]             | per-stream checkpointed state (store/stream-log) |
  * | chunks    | [bucket, stream, firstSeq]   | closed-chunk summary { lastSeq, lastMs, bytes } |
  * | ring      | string                       | ring state (cluster) |
  * | versions  | [table, ...key]              | cluster metadata: the version of each replicated record (cluster/metadata.ts) |
  *
- * users, grants and policies are cluster metadata: every write to them is
+ * users, groups, grants and policies are cluster metadata: every write to them is
  * announced on `changes` (the cluster replicates it), except the writes
  * made inside `quietly` (a replica applying another node's change).
  */
@@ -26,6 +27,7 @@ export interface MetaStore {
   readonly settings: Database<any, string>;
   readonly users: Database<any, string>;
   readonly grants: Database<any, any[]>;
+  readonly groups: Database<any, string>;
   readonly policies: Database<any, any[]>;
   readonly streams: Database<any, any[]>;
   readonly chunks: Database<any, any[]>;
@@ -39,7 +41,7 @@ export interface MetaStore {
 export const sessionSecretSettingKey = 'auth.secret';
 
 /** The replicated tables. */
-export const ReplicatedTable = { users: 'users', grants: 'grants', policies: 'policies' } as const;
+export const ReplicatedTable = { users: 'users', grants: 'grants', policies: 'policies', groups: 'groups' } as const;
 export type ReplicatedTable = (typeof ReplicatedTable)[keyof typeof ReplicatedTable];
 
 /** One write to a replicated table: `value` undefined for a removal. */
@@ -139,6 +141,7 @@ export function openMeta(path: string): MetaStore {
     settings: named<string>('settings'),
     users: announced(named<string>('users'), ReplicatedTable.users, changes),
     grants: announced(named<any[]>('grants'), ReplicatedTable.grants, changes),
+    groups: announced(named<string>('groups'), ReplicatedTable.groups, changes),
     policies: announced(named<any[]>('policies'), ReplicatedTable.policies, changes),
     versions: named<any[]>('versions'),
     changes,

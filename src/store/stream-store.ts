@@ -54,8 +54,10 @@ import type {
   Store,
   StoreStats,
   StoredEntry,
+  StreamInfo,
   StreamListener,
 } from './types.js';
+import { PolicySource } from './types.js';
 
 export interface StoreSettings {
   readonly dataDir: string;
@@ -125,10 +127,13 @@ export interface StreamStoreOptions {
   readonly config: Config;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** The commit log's durability-critical calls (the node wraps them to time its fdatasyncs); node:fs by default. */
+  readonly logFiles?: LogFileOps;
 }
 
 export async function openStreamStore(options: StreamStoreOptions): Promise<StreamStore> {
-  return StreamStore.open(storeSettings(options.dataDir, options.config), options.meta, options.clock, options.logger);
+  const settings = storeSettings(options.dataDir, options.config);
+  return StreamStore.open(options.logFiles === undefined ? settings : { ...settings, logFiles: options.logFiles }, options.meta, options.clock, options.logger);
 }
 
 /** A stream's active-chunk writes are buffered up to this much, and all streams' together up to the second. */
@@ -977,6 +982,30 @@ export class StreamStore implements Store {
     return this.handle(bucket, stream, false)?.durableLast ?? 0;
   }
 
+  async streamInfo(bucket: string, stream: string): Promise<StreamInfo | null> {
+    const handle = this.handle(bucket, stream, false);
+    if (handle === undefined || (handle.durableLast === 0 && handle.deletedAt === 0)) return null;
+    const first = handle.first;
+    const last = handle.durableLast;
+    const { policy, source } = this.policyInForce(bucket, stream);
+    return {
+      bucket,
+      stream,
+      partition: handle.partition,
+      first,
+      last,
+      entries: Math.max(0, last - first + 1),
+      bytes: handle.chunks.reduce((sum, chunk) => sum + chunk.bytes, 0),
+      chunks: handle.chunks.length,
+      lastMs: handle.lastMs,
+      deletedAt: handle.deletedAt,
+      // The configured default leaves its unset limits undefined: only the set ones are shown.
+      policy: Object.fromEntries(Object.entries(policy ?? {}).filter(([, value]) => value !== undefined)) as EvictionPolicy,
+      policySource: source,
+      bucketBytesMax: this.settings.bucketBytesMax,
+    };
+  }
+
   subscribe(bucket: string, stream: string, listener: StreamListener): () => void {
     const handle = this.handle(bucket, stream, true)!;
     handle.listeners.add(listener);
@@ -1265,7 +1294,17 @@ export class StreamStore implements Store {
 
   /** The policy in force: the stream's, else the bucket's, else the configured default. */
   effectivePolicy(bucket: string, stream: string): RetentionPolicy | undefined {
-    return this.getPolicy(bucket, stream) ?? this.getPolicy(bucket) ?? this.settings.defaultPolicy;
+    return this.policyInForce(bucket, stream).policy;
+  }
+
+  /** The policy in force and where it comes from. */
+  private policyInForce(bucket: string, stream: string): { policy: RetentionPolicy | undefined; source: PolicySource } {
+    const own = this.getPolicy(bucket, stream);
+    if (own !== undefined) return { policy: own, source: PolicySource.stream };
+    const ofBucket = this.getPolicy(bucket);
+    if (ofBucket !== undefined) return { policy: ofBucket, source: PolicySource.bucket };
+    const fallback = this.settings.defaultPolicy;
+    return { policy: fallback, source: fallback === undefined ? PolicySource.none : PolicySource.default };
   }
 
   async setPolicy(bucket: string, stream: string | undefined, policy: EvictionPolicy): Promise<void> {

@@ -107,6 +107,37 @@ export interface EvictionPolicy {
   readonly max_age_secs?: number;
 }
 
+/** Where the eviction policy in force on a stream comes from. */
+export const PolicySource = { stream: 'stream', bucket: 'bucket', default: 'default', none: 'none' } as const;
+export type PolicySource = (typeof PolicySource)[keyof typeof PolicySource];
+
+/** A stream's state as the node serving it holds it (GET /streams/:bucket/:stream/info). */
+export interface StreamInfo {
+  readonly bucket: string;
+  readonly stream: string;
+  readonly partition: number;
+  /** Oldest seqnum still kept (last + 1 when none is). */
+  readonly first: number;
+  /** Last seqnum assigned and durable (0: never written). */
+  readonly last: number;
+  /** Entries kept: last - first + 1 (entries lost to a damaged file included). */
+  readonly entries: number;
+  /** Bytes of its chunk files (record headers included), written or waiting to be. */
+  readonly bytes: number;
+  readonly chunks: number;
+  /** Time of the last append, ms since the epoch (0: unknown or never). */
+  readonly lastMs: number;
+  /** Seqnum up to which the stream was deleted (0: never). */
+  readonly deletedAt: number;
+  /** The eviction policy in force (`{}`: none) and where it comes from. */
+  readonly policy: EvictionPolicy;
+  readonly policySource: PolicySource;
+  /** eviction.bucket.size.max: the bucket's size cap in bytes, also in force (0: none). */
+  readonly bucketBytesMax: number;
+  /** The node that answered (set by the cluster's router). */
+  readonly node?: string;
+}
+
 export type StreamListener = (entries: readonly StoredEntry[]) => void;
 
 export interface StoreStats {
@@ -141,6 +172,8 @@ export interface Store {
   read(bucket: string, stream: string, options: ReadOptions): Promise<ReadResult>;
   /** Last assigned seqnum, 0 for a stream never written. */
   lastSeq(bucket: string, stream: string): Promise<number>;
+  /** The stream's seqnums, size, chunks and policy in force; null for a stream never written. */
+  streamInfo(bucket: string, stream: string): Promise<StreamInfo | null>;
   /** Removes the stream's files; its seqnums still never restart. */
   deleteStream(bucket: string, stream: string): Promise<void>;
   /** Buckets with at least one stream; `partial` when part of the cluster did not answer. */

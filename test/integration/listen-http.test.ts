@@ -139,8 +139,18 @@ describe('listen over HTTP', () => {
       ['a stream listed twice', () => `?${auth()}&s=lp:x&s=lp:x:3`, 400, 'invalid-param'],
       ['a bad timeout', () => `?${auth()}&s=lp:x&timeout=soon`, 400, 'invalid-param'],
       ['a negative timeout', () => `?${auth()}&s=lp:x&timeout=-1`, 400, 'invalid-param'],
+      ['a timeout above 300 s', () => `?${auth()}&s=lp:x&timeout=9999`, 400, 'invalid-param'],
       ['more than 1000 streams', () => `?${auth()}&${range(1, 1001).map((n) => `s=b:${n}`).join('&')}`, 400, 'invalid-param'],
     ];
+    it('names the bound when timeout is above it, and takes exactly 300', async () => {
+      const refused = await longPoll(test.url, `?${auth()}&s=lp:x&timeout=300.5`).done;
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.body)).toEqual({ type: 'invalid-param', reason: 'timeout is at most 300 seconds, got 300.5', max: 300 });
+      await storeEntries(test, 'lp', 'bound', [{ at: 'the bound' }]);
+      const served = await longPoll(test.url, `?${auth()}&s=lp:bound:1&timeout=300`).done;
+      expect(served.status).toBe(200);
+    });
+
     for (const [what, query, status, type] of refusals) {
       it(`answers ${status} ${type} to ${what}`, async () => {
         const result = await longPoll(test.url, query()).done;

@@ -187,7 +187,7 @@ describe('message types', () => {
         joinRequest: 200, claimantStage: 210, claimantPlan: 211, claimantCommit: 212, claimantClear: 213, claimantStatus: 214,
         claimantJoin: 215, claimantDown: 216, claimantMemberUpdate: 217, claimantTransferComplete: 218,
         heartbeat: 300,
-        forwardRequest: 400, streamAppend: 410, streamAppendAtomic: 411, streamRead: 412, streamLastSeq: 413, streamDelete: 414,
+        forwardRequest: 400, streamAppend: 410, streamAppendAtomic: 411, streamRead: 412, streamLastSeq: 413, streamDelete: 414, streamInfo: 415,
         listenSubscribe: 500, listenUnsubscribe: 501, listenEntries: 510, listenTruncated: 511, listenEnd: 512,
         coverageListBuckets: 600, coverageListStreams: 601,
         handoffStart: 700, handoffBatch: 701, handoffBatchAck: 702, handoffDone: 703, handoffCancel: 704, handoffStatus: 705,

@@ -41,6 +41,7 @@ export class ConnectionRegistry {
   add(connection: ListenConnection): boolean {
     if (this.closing) return false;
     this.open.add(connection);
+    this.logger.debug({ transport: connection.kind, open: this.open.size }, 'listen: connection opened');
     if (this.timer === undefined && connection.kind !== ConnectionKind.longPoll) {
       this.timer = setInterval(() => this.beat(), this.heartbeatMs);
       this.timer.unref();
@@ -49,7 +50,7 @@ export class ConnectionRegistry {
   }
 
   remove(connection: ListenConnection): void {
-    this.open.delete(connection);
+    if (this.open.delete(connection)) this.logger.debug({ transport: connection.kind, open: this.open.size }, 'listen: connection closed');
     if (this.open.size === 0) this.stopTimer();
   }
 

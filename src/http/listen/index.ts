@@ -19,6 +19,8 @@ interface ListenRequest {
   readonly session: ListenSession;
   readonly specs: readonly StreamSpec[];
   readonly timeoutMs: number;
+  /** Streams named in `s` the user may not get (skipped, as IorioDB does). */
+  readonly skipped: number;
 }
 
 type ListenQuery = Record<string, string | string[] | undefined>;
@@ -65,7 +67,18 @@ export async function registerListen(app: FastifyInstance, deps: HttpDeps): Prom
     url: '/listen',
     exposeHeadRoute: false,
     preHandler: async (request: FastifyRequest) => {
-      prepared.set(request, prepareListen(deps, request));
+      const listen = prepareListen(deps, request);
+      prepared.set(request, listen);
+      logger.debug(
+        {
+          username: listen.session.username,
+          transport: request.ws ? ConnectionKind.websocket : acceptsEventStream(request.headers.accept) ? ConnectionKind.sse : ConnectionKind.longPoll,
+          streams: listen.specs.map((spec) => `${spec.bucket}:${spec.stream}:${spec.from ?? 'now'}`),
+          skipped: listen.skipped,
+          ...(request.ws ? {} : { timeoutMs: listen.timeoutMs }),
+        },
+        'listen: request',
+      );
     },
     handler: async (request: FastifyRequest, reply: FastifyReply) => {
       const listen = preparedOf(prepared, request);
@@ -99,7 +112,7 @@ function prepareListen(deps: HttpDeps, request: FastifyRequest): ListenRequest {
     throw new IorioError('invalid-param', 'name at least one stream to listen to: s=bucket:stream or s=bucket:stream:from');
   }
   const allowed = specs.filter((spec) => deps.auth.can(username, 'get', spec.bucket, spec.stream));
-  return { session: new ListenSession(deps.auth, deps.clock, username, token), specs: allowed, timeoutMs };
+  return { session: new ListenSession(deps.auth, deps.clock, username, token), specs: allowed, timeoutMs, skipped: specs.length - allowed.length };
 }
 
 function preparedOf(prepared: WeakMap<FastifyRequest, ListenRequest>, request: FastifyRequest): ListenRequest {

@@ -89,12 +89,21 @@ export function resumeAfterLastEventId(specs: readonly StreamSpec[], lastEventId
   });
 }
 
-/** The long-poll timeout: `timeout=<secs>` (fractions allowed, capped at listenTimeoutMsMax) or the configured default. */
+/**
+ * The long-poll timeout: `timeout=<secs>` (fractions allowed) or the
+ * configured default. Above listenTimeoutMsMax it is 400 invalid-param
+ * naming the bound, never silently shortened: a client that asked for more
+ * would take an early 204 for an idle stream. Pure.
+ */
 export function parseTimeoutMs(raw: unknown, defaultMs: number): number {
   if (raw === undefined) return Math.min(defaultMs, listenTimeoutMsMax);
   const text = Array.isArray(raw) ? raw[raw.length - 1] : raw;
   if (typeof text !== 'string' || !/^[0-9]{1,9}(\.[0-9]{1,6})?$/.test(text)) {
     throw new IorioError('invalid-param', 'timeout must be a number of seconds, e.g. timeout=30');
   }
-  return Math.min(Math.round(Number(text) * 1000), listenTimeoutMsMax);
+  const timeoutMs = Math.round(Number(text) * 1000);
+  if (timeoutMs > listenTimeoutMsMax) {
+    throw new IorioError('invalid-param', `timeout is at most ${listenTimeoutMsMax / 1000} seconds, got ${text}`, { max: listenTimeoutMsMax / 1000 });
+  }
+  return timeoutMs;
 }

@@ -187,6 +187,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
     if (subscription === undefined) return this.reply({ ok: false, id, reason: 'not subscribed' });
     subscription.close();
     this.subscriptions.delete(key);
+    this.context.logger.debug({ username: this.session.username, bucket: fields['bucket'], stream: fields['stream'] }, 'listen: websocket unsubscribed');
     this.acknowledge(id, ReplyType.unsubscribe);
   }
 
@@ -205,6 +206,7 @@ export class WebSocketListener implements ListenConnection, SubscriptionSink {
 
   /** Subscribes (a stream named twice in `s` restarts from the later `from`). */
   private subscribe(spec: StreamSpec): void {
+    this.context.logger.debug({ username: this.session.username, bucket: spec.bucket, stream: spec.stream, from: spec.from ?? 'now' }, 'listen: websocket subscribed');
     const ref = streamRef(spec.bucket, spec.stream);
     this.subscriptions.get(ref.key)?.close();
     const subscription = new Subscription(ref, this.context.deps.store, this.context.hub, this, {

@@ -326,6 +326,17 @@ export class FaultCluster {
     return `${this.prefix}n${index}@${this.hostOf(index)}`;
   }
 
+  /** Made its namespace or started its proxy, and not closed yet. */
+  get opened(): boolean {
+    return this.namespace !== undefined || this.proxy !== undefined;
+  }
+
+  /** Node `index` was started and has not exited (it may be paused). */
+  running(index: number): boolean {
+    const child = this.nodes.get(index)?.child;
+    return child !== undefined && child.exitCode === null && child.signalCode === null;
+  }
+
   node(index: number): FaultNode {
     const node = this.nodes.get(index);
     if (node === undefined) throw new Error(`no node ${index}`);
@@ -382,9 +393,9 @@ export class FaultCluster {
   /** Sends `signal` to node `index` by its pid; SIGKILL and SIGTERM resolve when it has exited. */
   async signal(index: number, signal: NodeJS.Signals): Promise<void> {
     const node = this.node(index);
-    if (node.child.pid === undefined || node.child.exitCode !== null || node.child.signalCode !== null) throw new Error(`node ${index} is not running`);
+    if (node.child.pid === undefined || !this.running(index)) throw new Error(`node ${index} is not running`);
     process.kill(node.child.pid, signal);
-    if (signal === 'SIGKILL' || signal === 'SIGTERM') await waitFor(`node ${index} to exit`, stopTimeoutMs, async () => (node.child.exitCode !== null || node.child.signalCode !== null ? true : undefined));
+    if (signal === 'SIGKILL' || signal === 'SIGTERM') await waitFor(`node ${index} to exit`, stopTimeoutMs, async () => (this.running(index) ? undefined : true));
   }
 
   kill(index: number): Promise<void> {

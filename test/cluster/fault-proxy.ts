@@ -95,8 +95,10 @@ interface Proxied {
   flows: Flow[];
 }
 
+export const faultProxyDescription = 'in-repo fault proxy between the nodes (no network namespace)';
+
 export class FaultProxy implements LinkFaults {
-  readonly description = 'in-repo fault proxy between the nodes (no network namespace)';
+  readonly description = faultProxyDescription;
   private server: Server | undefined;
   private readonly links = new Map<string, LinkAction>();
   private readonly connections = new Set<Proxied>();

@@ -23,6 +23,13 @@
  * requests come from 127.0.0.1, which no fault rule names: the test can
  * always reach every node, as an operator on the same host could.
  *
+ * What it needs: root, `unshare` and `nsenter` (util-linux), `ip` (iproute2)
+ * and iptables. Which iptables works is found out, not assumed: Debian's
+ * `iptables` is the nf_tables one and some kernels lack nf_tables, others
+ * the legacy x_tables, so `iptables`, `iptables-nft` and `iptables-legacy`
+ * are each tried in a throwaway namespace with the very rules used here
+ * (namespaceSupport) and the first that takes them all is the one used.
+ *
  * The fallback. Where no namespace can be made (not root, no `unshare`,
  * `ip` or a working `iptables`), the harness says so (`description`, used
  * in the test names, and a warning) and runs the nodes in the host
@@ -43,7 +50,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { partitionOf } from '../../src/core/hash.js';
 import { waitFor } from './cluster-harness.js';
-import { FaultProxy, LinkAction, type LinkFaults } from './fault-proxy.js';
+import { FaultProxy, faultProxyDescription, LinkAction, type LinkFaults } from './fault-proxy.js';
 
 export { LinkAction, type LinkFaults } from './fault-proxy.js';
 export { waitFor } from './cluster-harness.js';
@@ -91,13 +98,19 @@ export function namespaceSupport(): NamespaceSupport {
 function probeNamespace(): NamespaceSupport {
   if (process.platform !== 'linux') return { ok: false, reason: `network namespaces are Linux's; this is ${process.platform}` };
   if (process.getuid?.() !== 0) return { ok: false, reason: 'not root: unshare --net needs CAP_SYS_ADMIN' };
-  const probes = iptablesCandidates.map(
-    (command) =>
-      `if command -v ${command} >/dev/null 2>&1 && ${command} -w 5 -A INPUT -s 127.0.0.254/32 -d 127.0.0.253/32 -j DROP` +
-      ` && ${command} -w 5 -A INPUT -s 127.0.0.254/32 -d 127.0.0.253/32 -p tcp ! --tcp-flags RST RST -j REJECT --reject-with tcp-reset` +
-      ` && ${command} -w 5 -A INPUT -s 127.0.0.254/32 -d 127.0.0.253/32 -m statistic --mode random --probability 0.5 -j DROP` +
-      ` && ${command} -w 5 -F INPUT; then echo "works ${command} $(${command} -V)"; exit 0; else echo "fails ${command}"; fi`,
-  );
+  const rules = [
+    '-j DROP',
+    '-p tcp ! --tcp-flags RST RST -j REJECT --reject-with tcp-reset',
+    '-m statistic --mode random --probability 0.5 -j DROP',
+  ];
+  const probes = iptablesCandidates.map((command) => {
+    const adds = rules.map((rule) => `${command} -w 5 -A INPUT -s 127.0.0.254/32 -d 127.0.0.253/32 ${rule}`).join(' && ');
+    return (
+      `if ! command -v ${command} >/dev/null 2>&1; then echo "${command}: not found";` +
+      ` elif out=$( { ${adds} && ${command} -w 5 -F INPUT; } 2>&1 ); then echo "works ${command} $(${command} -V)"; exit 0;` +
+      ` else echo "${command}: $(echo "$out" | head -n 1)"; fi`
+    );
+  });
   const script = ['ip link set lo up || { echo "ip link set lo up failed"; exit 3; }', ...probes, 'exit 4'].join('\n');
   const result = spawnSync('unshare', ['--net', '--', 'sh', '-c', script], { encoding: 'utf8', timeout: commandTimeoutMs });
   if (result.error !== undefined) return { ok: false, reason: `unshare: ${result.error.message}` };
@@ -272,11 +285,11 @@ export interface Answer {
 
 /** How a run of FaultCluster with these options makes its faults, decided before it starts: test names say it. */
 export function faultPlan(faults: FaultClusterOptions['faults'] = 'auto'): { mode: FaultMode; description: string } {
-  if (faults === 'proxy') return { mode: 'proxy', description: `${new FaultProxy().description}, forced` };
+  if (faults === 'proxy') return { mode: 'proxy', description: `${faultProxyDescription}, forced` };
   const found = namespaceSupport();
   if (found.ok) return { mode: 'netns', description: `network namespace, ${found.iptables} (${found.version})` };
   if (faults === 'netns') throw new Error(`a network namespace was asked for but cannot be made: ${found.reason}`);
-  return { mode: 'proxy', description: `${new FaultProxy().description}: ${found.reason}` };
+  return { mode: 'proxy', description: `${faultProxyDescription}: ${found.reason}` };
 }
 
 export class FaultCluster {

@@ -21,10 +21,30 @@ export interface DataLock {
   release(): void;
 }
 
+/**
+ * Creates a folder and its missing parents, one mkdir each. Not
+ * `mkdirSync(..., { recursive: true })`: on Node 20 that loops forever where
+ * mkdir answers ENOENT for a parent that exists (under /proc, for one).
+ */
+export function makeFolder(folder: string): void {
+  const missing: string[] = [];
+  for (let current = path.resolve(folder); !fs.existsSync(current); current = path.dirname(current)) {
+    missing.unshift(current);
+    if (path.dirname(current) === current) break;
+  }
+  for (const each of missing) {
+    try {
+      fs.mkdirSync(each);
+    } catch (error) {
+      if (codeOf(error) !== 'EEXIST') throw error;
+    }
+  }
+}
+
 /** Creates the folder if needed and checks that the node can write in it. */
 export function prepareDataFolder(dataDir: string): void {
   try {
-    fs.mkdirSync(dataDir, { recursive: true });
+    makeFolder(dataDir);
   } catch (error) {
     throw new StartupError(`cannot create the data folder ${dataDir} (${codeOf(error)}); create it with the right owner or choose another with paths.data`);
   }

@@ -176,6 +176,10 @@ describe('a data folder the node cannot write', () => {
     }
   });
 
+  test('a folder that cannot be made (under /proc, where Node 20\'s recursive mkdir used to spin forever) gets one line naming it', async () => {
+    await expectRefusal(runNode('/proc/iorio-nope/data'), /^iorio: cannot create the data folder \/proc\/iorio-nope\/data \(ENOENT\)/);
+  });
+
   test('a port in use gets one line naming it and the key that changes it', async () => {
     const first = runNode(newDataDir());
     expect(await first.started).toBe(true);

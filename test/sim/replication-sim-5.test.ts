@@ -51,6 +51,12 @@ describe('scripted histories', () => {
     expect(failingSeeds(1, 20, { scenario: 'short-catch-up', replicas: 3 })).toEqual([]);
   });
 
+  test('twenty kills of the serving leader, clients writing throughout: nothing acknowledged lost, every kill followed by a new serving leader', () => {
+    expect(failingSeeds(1, 5, { scenario: 'leader-kills', replicas: 3 })).toEqual([]);
+    const run = runSeed(1, { scenario: 'leader-kills', replicas: 3 });
+    expect(run.failovers).toHaveLength(20);
+  });
+
   test('KurrentDB #3472 / SIGSTOP: a deposed leader, awake and cut off, neither reads nor acknowledges', () => {
     expect(failingSeeds(1, 20, { scenario: 'deposed-leader', replicas: 3 })).toEqual([]);
     const run = runSeed(1, { scenario: 'deposed-leader', replicas: 3 });

@@ -88,6 +88,7 @@ function main(): void {
   let failed = 0;
   let runs = 0;
   const totals = { events: 0, ok: 0, unknown: 0, reads: 0 };
+  const failovers: number[] = [];
   for (const seed of seeds) {
     for (const mode of modes) {
       const run: SeedRun = runSeed(seed, { mode, replicas, ...(voters === undefined ? {} : { voters }), ...(bug === undefined ? {} : { bug }), ...(faultMs === undefined ? {} : { faultMs }), trace: flags.has('trace'), ...(scenario === undefined ? {} : { scenario }) });
@@ -96,6 +97,7 @@ function main(): void {
       totals.ok += run.appends.ok;
       totals.unknown += run.appends.unknown;
       totals.reads += run.reads;
+      failovers.push(...run.failovers);
       if (verbose && seeds.length === 1) for (const line of run.log) console.log(`  ${line}`);
       if (run.failures.length > 0) {
         failed++;
@@ -111,6 +113,11 @@ function main(): void {
     `sim: ${runs - failed}/${runs} runs passed${bug === undefined ? '' : ` with planted bug ${bug} (${failed} caught it)`}; ` +
       `${totals.events} events, ${totals.ok} appends acknowledged, ${totals.unknown} of unknown outcome, ${totals.reads} reads, in ${seconds.toFixed(1)} s`,
   );
+  if (failovers.length > 0) {
+    const sorted = [...failovers].sort((a, b) => a - b);
+    const at = (q: number): string => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!.toFixed(0);
+    console.log(`sim: failover after killing a serving leader (virtual time, until another replica leads and serves): p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${sorted[sorted.length - 1]!.toFixed(0)} ms over ${sorted.length} kills`);
+  }
   process.exit(bug === undefined ? (failed > 0 ? 1 : 0) : failed > 0 ? 0 : 1);
 }
 

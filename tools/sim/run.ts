@@ -16,6 +16,8 @@ export interface SeedRun {
   readonly reads: number;
   readonly epochs: number;
   readonly replay: string;
+  /** Virtual ms from each kill of a serving leader until writes resume elsewhere. */
+  readonly failovers: readonly number[];
   readonly log: readonly string[];
   /** Each live replica's committed log at the end, as op:epoch:value. */
   readonly finalLogs: Record<string, string[]>;
@@ -73,6 +75,7 @@ export function runSeed(seed: number, options: RunOptions = {}): SeedRun {
     reads: sim.reads.length,
     epochs: sim.leaders.size,
     replay: replayCommand(seed, options),
+    failovers: sim.failovers,
     log: sim.log,
     finalLogs: Object.fromEntries(sim.committedLogs().map(({ id, entries }) => [id, entries.map((entry) => `${entry.op}:${entry.epoch}:${entry.payload.value}`)])),
   };

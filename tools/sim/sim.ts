@@ -265,6 +265,9 @@ export class Simulation {
   private clientsStopped = false;
   events = 0;
   readonly log: string[] = [];
+  /** Virtual ms from each kill of a serving leader to another replica leading and serving (writes resume). */
+  readonly failovers: number[] = [];
+  private failoverFrom: { leader: string; at: number } | undefined;
 
   constructor(options: SimOptions) {
     this.options = options;
@@ -349,6 +352,10 @@ export class Simulation {
       this.onNode(node, life, () => {
         const replica = node.replica!;
         replica.tick();
+        if (this.failoverFrom !== undefined && node.id !== this.failoverFrom.leader && replica.role === 'leader' && replica.serveCheck().ok) {
+          this.failovers.push(this.time - this.failoverFrom.at);
+          this.failoverFrom = undefined;
+        }
         // Now and then the log is compacted up to (nearly) what is applied: laggards then need the state.
         if (this.diskRng.chance(0.01) && replica.applied > replica.compactedThrough + 20) replica.compact(replica.applied - this.diskRng.int(0, 20));
       });
@@ -724,6 +731,7 @@ export class Simulation {
       if (leader === undefined) return;
       const what = rng.next();
       if (what < 0.4) {
+        if (leader.replica!.serveCheck().ok && this.cut.size === 0) this.failoverFrom = { leader: leader.id, at: this.time };
         this.crash(leader);
         this.at(rng.int(100, 2_000), () => this.restart(leader));
       } else if (what < 0.7) this.pause(leader, rng.int(500, 3_000));
@@ -738,6 +746,14 @@ export class Simulation {
         });
       }
     }
+  }
+
+  /** kill -9 of the serving leader, timed until another replica leads and serves. */
+  killServingLeader(): void {
+    const leader = this.servingLeader();
+    if (leader === undefined) return;
+    this.failoverFrom = { leader: leader.id, at: this.time };
+    this.crash(leader);
   }
 
   /** Asks the leader to swap one voter for a spare (as a ring change moves a partition's replica). */
@@ -760,6 +776,7 @@ export class Simulation {
   /** Everything back: links, rates, crashed and paused nodes; `keepDown` stays crashed. */
   healAll(keepDown?: string): void {
     this.keptDown = keepDown;
+    this.failoverFrom = undefined;
     this.heal();
     this.dropRate = 0;
     this.duplicateRate = 0;

@@ -169,6 +169,8 @@ export const MessageType = {
   replicationStartView: 1012,
   replicationHeartbeat: 1020,
   replicationLeaseGrant: 1021,
+  /** Everything a node's replicas send one peer in one event-loop turn (cluster/replication/host.ts). */
+  replicationBatch: 1030,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

@@ -159,7 +159,8 @@ export class Replica<P> {
   constructor(options: ReplicaOptions<P>) {
     this.self = options.self;
     const majority = majorityOf(options.members.length);
-    if (options.w < majority || options.w > options.members.length) {
+    // No members: a learner that waits for the group's configuration ops (it never campaigns meanwhile).
+    if (options.members.length > 0 && (options.w < majority || options.w > options.members.length)) {
       throw new Error(`w = ${options.w} must be at least a majority (${majority}) of the ${options.members.length} replicas and at most all of them`);
     }
     this.w = options.w;

@@ -1,0 +1,319 @@
+/**
+ * The replicas one node runs (DESIGN §7b): one per partition whose group
+ * includes the node, each on the partition log (store/partition-log.ts),
+ * talking to its peers over the cluster transport, applying what commits to
+ * the node's stream store.
+ *
+ * - Messages are coalesced per peer: everything the replicas send to one
+ *   peer within one event-loop turn travels in one frame, so heartbeats of
+ *   64 partitions cost one frame per peer and period, not 64.
+ * - Committed ops are applied to the stream store in op order, per
+ *   partition, through importRecords (idempotent by seqnum: a replica
+ *   restarted re-applies from its compaction point and nothing doubles). A
+ *   client is answered once its op is committed *and* applied here, so a
+ *   read that follows sees it.
+ * - Reads are served by the leader within its lease, once everything it
+ *   knows committed is applied: only committed entries are ever in the
+ *   stream store, so a listener never sees an entry a failover takes back.
+ *
+ * What is not here yet: which partitions a node replicates comes from the
+ * caller (the ring's preflist, next), and state transfer for a follower
+ * behind the compaction point (so nothing is compacted yet).
+ */
+
+import type { Logger } from 'pino';
+import { pack, unpack } from 'msgpackr';
+import type { Clock } from '../../core/clock.js';
+import { IorioError } from '../../core/errors.js';
+import { encodeRecord } from '../../core/record.js';
+import type { GroupConfig, LogEntry, ProposeResult, ReplicaTiming, ReplicationMessage, WriteRequest } from '../../core/replication.js';
+import { MessageType } from '../../core/wire.js';
+import type { OpPayload, PartitionLogs } from '../../store/partition-log.js';
+import type { AppendMeta, AppendRequest } from '../../store/types.js';
+import type { ClusterTransport } from '../transport.js';
+import { majorityOf, type ReconfigureResult, Replica } from './replica.js';
+
+/** What the host needs of the node's stream store. */
+export interface ReplicatedStateMachine {
+  importRecords(batch: { bucket: string; stream: string; records: Buffer; deletedAt: number }): Promise<void>;
+  deleteStream(bucket: string, stream: string): Promise<void>;
+  lastSeqNow(bucket: string, stream: string): number;
+}
+
+export interface ReplicaHostOptions {
+  readonly self: string;
+  readonly w: number;
+  readonly transport: ClusterTransport;
+  readonly store: ReplicatedStateMachine;
+  readonly logs: PartitionLogs;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly timing?: Partial<ReplicaTiming>;
+  /** How often replicas check their timers. */
+  readonly tickMs?: number;
+  /** Called when a partition's leader changes as this node sees it (routes and listeners follow). */
+  readonly onLeaderChange?: (partition: number, leader: string | undefined) => void;
+}
+
+interface Hosted {
+  readonly partition: number;
+  readonly replica: Replica<OpPayload>;
+  /** Ops applied to the stream store. */
+  applied: number;
+  /** The apply of the next committed op waits for this one. */
+  applying: Promise<void>;
+  readonly appliedWaiters: { op: number; resolve: () => void }[];
+  leader: string | undefined;
+}
+
+interface Envelope {
+  readonly p: number;
+  readonly m: ReplicationMessage<OpPayload>;
+}
+
+/** `bucket/stream`: names never hold a '/' (core/names.ts). */
+function streamKey(bucket: string, stream: string): string {
+  return `${bucket}/${stream}`;
+}
+
+function splitKey(key: string): { bucket: string; stream: string } {
+  const at = key.indexOf('/');
+  return { bucket: key.slice(0, at), stream: key.slice(at + 1) };
+}
+
+/** An op's payload: each write's entry bodies. */
+function encodePayload(bodies: readonly (readonly Buffer[])[]): OpPayload {
+  return pack(bodies);
+}
+
+function decodePayload(payload: OpPayload): Buffer[][] {
+  return payload.length === 0 ? [] : (unpack(payload) as Buffer[][]);
+}
+
+const emptyPayload: OpPayload = Buffer.alloc(0);
+
+export class ReplicaHost {
+  private readonly hosted = new Map<number, Hosted>();
+  private readonly outbox = new Map<string, Envelope[]>();
+  private flushScheduled = false;
+  private readonly timer: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+  private readonly logger: Logger;
+  private closed = false;
+
+  constructor(private readonly options: ReplicaHostOptions) {
+    this.logger = options.logger.child({ component: 'replication' });
+    this.unsubscribe = options.transport.on(MessageType.replicationBatch, (body, from) => this.receive(body, from));
+    this.timer = setInterval(() => this.tick(), options.tickMs ?? 20);
+    this.timer.unref();
+  }
+
+  /** Starts (or keeps) the replica of a partition; `members` is the group to start with when its log names none. */
+  open(partition: number, members: readonly string[]): void {
+    if (this.closed || this.hosted.has(partition)) return;
+    const durable = this.options.logs.recover(partition);
+    if (durable.damaged !== undefined) this.logger.warn({ partition, damaged: durable.damaged }, 'replication: damaged ops set aside; the replica repairs from its leader before it votes or leads');
+    const hosted: Hosted = { partition, applied: durable.base ?? 0, applying: Promise.resolve(), appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
+    const replica = new Replica<OpPayload>({
+      self: this.options.self,
+      members,
+      w: Math.max(majorityOf(members.length), Math.min(this.options.w, members.length)),
+      ...(this.options.timing === undefined ? {} : { timing: this.options.timing }),
+      storage: this.options.logs.storage(partition),
+      durable,
+      env: {
+        monotonic: () => this.options.clock.monotonic(),
+        now: () => this.options.clock.now(),
+        random: Math.random,
+        send: (to, message) => this.post(to, { p: partition, m: message }),
+        applied: (entry) => this.apply(hosted, entry),
+        committedLastSeq: (key) => {
+          const { bucket, stream } = splitKey(key);
+          return this.options.store.lastSeqNow(bucket, stream);
+        },
+      },
+    });
+    (hosted as { replica: Replica<OpPayload> }).replica = replica;
+    this.hosted.set(partition, hosted);
+  }
+
+  partitions(): number[] {
+    return [...this.hosted.keys()].sort((a, b) => a - b);
+  }
+
+  /** The partition's leader as this node knows it (itself when it leads). */
+  leaderOf(partition: number): string | undefined {
+    return this.hosted.get(partition)?.replica.leader;
+  }
+
+  status(partition: number): { role: string; epoch: number; leader: string | undefined; lastOp: number; commit: number; applied: number; config: GroupConfig; recovering: boolean; followers: { replica: string; match: number }[] } | undefined {
+    const hosted = this.hosted.get(partition);
+    if (hosted === undefined) return undefined;
+    const replica = hosted.replica;
+    return { role: replica.role, epoch: replica.epoch, leader: replica.leader, lastOp: replica.lastOp, commit: replica.commit, applied: hosted.applied, config: replica.config, recovering: replica.recovering, followers: replica.progress() };
+  }
+
+  // --- Writes and reads ----------------------------------------------------
+
+  /** Appends to one or more streams of the partition, all or nothing (PATCH: a stream and its -$patch log). */
+  async append(partition: number, requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
+    const writes: WriteRequest[] = requests.map((request) => ({ stream: streamKey(request.bucket, request.stream), count: request.payloads.length, ...(request.expectSeq === undefined ? {} : { expectSeq: request.expectSeq }) }));
+    const result = await this.propose(partition, writes, encodePayload(requests.map((request) => request.payloads)));
+    return requests.map((request, index) => {
+      const first = result.firstSeqs[index]!;
+      return request.payloads.map((_, offset) => ({ id: first + offset, t: result.t }));
+    });
+  }
+
+  async deleteStream(partition: number, bucket: string, stream: string): Promise<void> {
+    await this.propose(partition, [{ stream: streamKey(bucket, stream), count: 0, delete: true }], emptyPayload);
+  }
+
+  /** Runs `read` on this node if it leads the partition within its lease, once all it knows committed is applied. */
+  async serve<T>(partition: number, read: () => Promise<T>): Promise<T> {
+    const hosted = this.hostedOrThrow(partition);
+    const check = hosted.replica.serveCheck();
+    if (!check.ok) throw this.notServing(partition, check.code, check.leader);
+    await this.appliedThrough(hosted, check.commit);
+    return read();
+  }
+
+  /** Changes the partition's group (leader only): learners catch up, then joint, then the new group. */
+  reconfigure(partition: number, voters: readonly string[]): Promise<void> {
+    const hosted = this.hostedOrThrow(partition);
+    return new Promise((resolve, reject) =>
+      hosted.replica.reconfigure(voters, emptyPayload, (result: ReconfigureResult) => {
+        if (result.ok) resolve();
+        else reject(result.code === 'not-leader' ? this.notServing(partition, 'not-leader', hosted.replica.leader) : new IorioError(result.code === 'invalid' ? 'invalid-param' : 'unavailable', `partition ${partition}: the group cannot change now (${result.code})`));
+      }),
+    );
+  }
+
+  private propose(partition: number, writes: readonly WriteRequest[], payload: OpPayload): Promise<{ firstSeqs: readonly number[]; t: number }> {
+    const hosted = this.hostedOrThrow(partition);
+    return new Promise((resolve, reject) => {
+      hosted.replica.propose({ writes, payload }, (result: ProposeResult) => {
+        if (!result.ok) return reject(this.refusal(partition, result));
+        const entry = hosted.replica.entry(result.op);
+        const t = entry?.t ?? this.options.clock.now();
+        // Answered once applied here: a read that follows the answer sees it.
+        this.appliedThrough(hosted, result.op).then(() => resolve({ firstSeqs: result.firstSeqs, t }), reject);
+      });
+    });
+  }
+
+  private refusal(partition: number, result: Extract<ProposeResult, { ok: false }>): IorioError {
+    switch (result.code) {
+      case 'conflict':
+        return result.stream === undefined
+          ? new IorioError('conflict', 'the idempotency key was used for another request')
+          : new IorioError('conflict', `expected another last seqnum; the stream is at ${result.lastSeq}`, { got: result.lastSeq });
+      case 'unknown':
+        return new IorioError('unavailable', `partition ${partition} changed leader while the write was in flight: it may or may not have been written; retry (with the same idempotency key)`);
+      case 'not-leader':
+      case 'unavailable':
+        return this.notServing(partition, result.code, result.leader);
+    }
+  }
+
+  private notServing(partition: number, code: 'not-leader' | 'unavailable', leader: string | undefined): IorioError {
+    if (code === 'not-leader' && leader !== undefined) return new IorioError('unavailable', `partition ${partition} is led by ${leader}; retry there`, { leader });
+    return new IorioError('unavailable', `partition ${partition} has no leader that can serve now (an election or a lost majority); retry`);
+  }
+
+  private hostedOrThrow(partition: number): Hosted {
+    const hosted = this.hosted.get(partition);
+    if (hosted === undefined) throw new IorioError('unavailable', `this node holds no replica of partition ${partition}`);
+    return hosted;
+  }
+
+  // --- Applying committed ops ------------------------------------------------
+
+  private apply(hosted: Hosted, entry: LogEntry<OpPayload>): void {
+    hosted.applying = hosted.applying.then(async () => {
+      if (entry.writes.length > 0) {
+        const bodies = decodePayload(entry.payload);
+        for (const [index, write] of entry.writes.entries()) {
+          const { bucket, stream } = splitKey(write.stream);
+          if (write.delete === true) await this.options.store.deleteStream(bucket, stream);
+          else {
+            const records = Buffer.concat((bodies[index] ?? []).map((body, offset) => encodeRecord(write.firstSeq + offset, entry.t, entry.epoch, body)));
+            await this.options.store.importRecords({ bucket, stream, records, deletedAt: 0 });
+          }
+        }
+      }
+      hosted.applied = entry.op;
+      for (let index = hosted.appliedWaiters.length - 1; index >= 0; index--) {
+        const waiter = hosted.appliedWaiters[index]!;
+        if (waiter.op <= entry.op) {
+          hosted.appliedWaiters.splice(index, 1);
+          waiter.resolve();
+        }
+      }
+    });
+    hosted.applying.catch((error: unknown) => this.logger.error({ err: error, partition: hosted.partition, op: entry.op }, 'replication: a committed op could not be applied to the stream store'));
+  }
+
+  private appliedThrough(hosted: Hosted, op: number): Promise<void> {
+    if (hosted.applied >= op) return Promise.resolve();
+    return new Promise((resolve) => hosted.appliedWaiters.push({ op, resolve }));
+  }
+
+  // --- Messages ----------------------------------------------------------------
+
+  private post(to: string, envelope: Envelope): void {
+    const box = this.outbox.get(to);
+    if (box === undefined) this.outbox.set(to, [envelope]);
+    else box.push(envelope);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** One frame per peer for everything posted this turn; a peer that cannot take it loses it (the protocol resends). */
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const [peer, envelopes] of this.outbox) {
+      this.outbox.delete(peer);
+      try {
+        this.options.transport.send(peer, MessageType.replicationBatch, envelopes);
+      } catch (error) {
+        this.logger.warn({ err: error, peer, messages: envelopes.length }, 'replication: a batch could not be sent');
+      }
+    }
+  }
+
+  private receive(body: unknown, from: string): void {
+    if (!Array.isArray(body)) return;
+    for (const envelope of body as Envelope[]) {
+      const hosted = this.hosted.get(envelope.p);
+      if (hosted === undefined || envelope.m.from !== from) continue;
+      hosted.replica.receive(envelope.m);
+      this.noticeLeader(hosted);
+    }
+  }
+
+  private tick(): void {
+    for (const hosted of this.hosted.values()) {
+      hosted.replica.tick();
+      this.noticeLeader(hosted);
+    }
+  }
+
+  private noticeLeader(hosted: Hosted): void {
+    const leader = hosted.replica.leader;
+    if (leader !== hosted.leader) {
+      hosted.leader = leader;
+      this.options.onLeaderChange?.(hosted.partition, leader);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.unsubscribe();
+    await Promise.all([...this.hosted.values()].map((hosted) => hosted.applying.catch(() => undefined)));
+    this.hosted.clear();
+  }
+}

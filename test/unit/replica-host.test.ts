@@ -1,0 +1,159 @@
+/**
+ * The replica host (src/cluster/replication/host.ts): three nodes in one
+ * process with real cluster transports on 127.0.0.1, real stream stores and
+ * real partition logs. Appends through the leader are answered once
+ * committed and applied; every node's stream store ends with the same
+ * entries; the leader is stopped and another takes over; the stopped node
+ * comes back from its disk and catches up; a change of the group brings a
+ * fourth node in and takes one out.
+ */
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, test } from 'vitest';
+import { ReplicaHost } from '../../src/cluster/replication/host.js';
+import { Transport } from '../../src/cluster/transport.js';
+import { testConfig } from '../../src/config.js';
+import { openMeta, type MetaStore } from '../../src/store/meta.js';
+import { PartitionLogs } from '../../src/store/partition-log.js';
+import { openStreamStore, type StreamStore } from '../../src/store/stream-store.js';
+import { systemClock } from '../helpers/clock.js';
+
+const logger = pino({ level: 'silent' });
+const secret = 'host-test-secret';
+const book = new Map<string, { host: string; port: number }>();
+const folders: string[] = [];
+
+interface TestNode {
+  readonly name: string;
+  readonly dataDir: string;
+  transport: Transport;
+  meta: MetaStore;
+  store: StreamStore;
+  logs: PartitionLogs;
+  host: ReplicaHost;
+}
+
+const running = new Set<TestNode>();
+
+afterEach(async () => {
+  for (const node of [...running]) await stop(node);
+  for (const folder of folders.splice(0)) fs.rmSync(folder, { recursive: true, force: true });
+  book.clear();
+});
+
+const timing = { heartbeatMs: 30, electionTimeoutMs: 300, electionStepMs: 60, electionJitterMs: 60, leaseMs: 240 };
+
+async function start(name: string, dataDir?: string): Promise<TestNode> {
+  const folder = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'iorio-host-'));
+  if (dataDir === undefined) folders.push(folder);
+  const transport = new Transport({ self: name, host: '127.0.0.1', port: 0, secret, resolve: (peer) => book.get(peer), connectTimeoutMs: 1_000, requestTimeoutMs: 5_000, queueBytesMax: 8 * 1024 * 1024, logger, clock: systemClock });
+  const { port } = await transport.start();
+  book.set(name, { host: '127.0.0.1', port });
+  const config = testConfig({ 'paths.data': folder, 'storage.sync': 'always' });
+  const meta = openMeta(path.join(folder, 'meta'));
+  const store = await openStreamStore({ dataDir: folder, meta, config, clock: systemClock, logger });
+  const logs = new PartitionLogs(path.join(folder, 'replication'));
+  const host = new ReplicaHost({ self: name, w: 2, transport, store, logs, clock: systemClock, logger, timing, tickMs: 10 });
+  const node: TestNode = { name, dataDir: folder, transport, meta, store, logs, host };
+  running.add(node);
+  return node;
+}
+
+async function stop(node: TestNode): Promise<void> {
+  running.delete(node);
+  await node.host.close();
+  await node.transport.close();
+  await node.logs.close();
+  await node.store.close();
+  await node.meta.close();
+}
+
+async function until<T>(what: string, probe: () => T | undefined | false): Promise<T> {
+  for (let round = 0; round < 1_000; round++) {
+    const value = probe();
+    if (value !== undefined && value !== false) return value;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function leaderOf(nodes: readonly TestNode[], partition: number): TestNode | undefined {
+  return nodes.find((node) => running.has(node) && node.host.status(partition)?.role === 'leader' && node.host.leaderOf(partition) === node.name);
+}
+
+/** Appends through whichever node leads now, retrying 503s (bounded); returns the seqnum. */
+async function append(nodes: readonly TestNode[], partition: number, body: string): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const leader = leaderOf(nodes, partition);
+    if (leader !== undefined) {
+      try {
+        const [metas] = await leader.host.append(partition, [{ bucket: 'b', stream: 's', payloads: [Buffer.from(JSON.stringify(body))] }]);
+        return metas![0]!.id;
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'unavailable') throw error;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`could not append ${body}`);
+}
+
+async function storeEntries(node: TestNode): Promise<string[]> {
+  const page = await node.store.read('b', 's', { from: 1, limit: 10_000 });
+  return page.entries.map((entry) => `${entry.seq}:${entry.payload.toString()}`);
+}
+
+describe('the replica host', () => {
+  test('appends commit on a majority and reach every store; the leader stops, another leads; the stopped node catches up from its disk', async () => {
+    const names = ['h1@127.0.0.1', 'h2@127.0.0.1', 'h3@127.0.0.1'];
+    const nodes = await Promise.all(names.map((name) => start(name)));
+    for (const node of nodes) node.host.open(0, names);
+    const acknowledged = new Map<number, string>();
+    for (let index = 0; index < 50; index++) acknowledged.set(await append(nodes, 0, `one-${index}`), `"one-${index}"`);
+    expect([...acknowledged.keys()]).toEqual(Array.from({ length: 50 }, (_, index) => index + 1));
+
+    // A read through the leader shows everything acknowledged.
+    const leader = leaderOf(nodes, 0)!;
+    const read = await leader.host.serve(0, () => leader.store.read('b', 's', { from: 1, limit: 100 }));
+    expect(read.entries.map((entry) => entry.payload.toString())).toEqual([...acknowledged.values()]);
+
+    // Stop the leader: the other two elect one of themselves and go on.
+    const dataDir = leader.dataDir;
+    await stop(leader);
+    const survivors = nodes.filter((node) => node !== leader);
+    for (let index = 0; index < 50; index++) acknowledged.set(await append(survivors, 0, `two-${index}`), `"two-${index}"`);
+    expect(leaderOf(survivors, 0)).toBeDefined();
+
+    // It comes back from its disk and catches up.
+    const back = await start(leader.name, dataDir);
+    back.host.open(0, names);
+    const all = [...survivors, back];
+    const expected = [...acknowledged].sort((a, b) => a[0] - b[0]).map(([seq, body]) => `${seq}:${body}`);
+    for (const node of all) {
+      await until(`${node.name} to apply everything`, () => (node.host.status(0)!.applied >= 100 ? true : undefined));
+      expect(await storeEntries(node), node.name).toEqual(expected);
+    }
+  }, 60_000);
+
+  test('a change of the group brings a fourth node in as a learner, then a voter, and takes one out; nothing is lost', async () => {
+    const names = ['g1@127.0.0.1', 'g2@127.0.0.1', 'g3@127.0.0.1'];
+    const nodes = await Promise.all(names.map((name) => start(name)));
+    for (const node of nodes) node.host.open(1, names);
+    for (let index = 0; index < 30; index++) await append(nodes, 1, `before-${index}`);
+    const newcomer = await start('g4@127.0.0.1');
+    newcomer.host.open(1, []);
+    const leader = leaderOf(nodes, 1)!;
+    const out = names.find((name) => name !== leader.name)!;
+    const voters = [...names.filter((name) => name !== out), newcomer.name];
+    await leader.host.reconfigure(1, voters);
+    const group = [...nodes, newcomer];
+    for (let index = 0; index < 30; index++) await append(group, 1, `after-${index}`);
+    await until('the newcomer to apply everything', () => (newcomer.host.status(1)!.applied >= leaderOf(group, 1)!.host.status(1)!.commit ? true : undefined));
+    expect(newcomer.host.status(1)!.config.voters).toEqual(voters);
+    const page = await newcomer.store.read('b', 's', { from: 1, limit: 100 });
+    expect(page.entries.map((entry) => entry.seq)).toEqual(Array.from({ length: 60 }, (_, index) => index + 1));
+  }, 60_000);
+});

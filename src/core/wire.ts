@@ -171,6 +171,9 @@ export const MessageType = {
   replicationLeaseGrant: 1021,
   /** Everything a node's replicas send one peer in one event-loop turn (cluster/replication/host.ts). */
   replicationBatch: 1030,
+  /** A follower behind its leader's compaction point asks for the partition's streams, then their records. */
+  replicationStateStreams: 1031,
+  replicationStateRecords: 1032,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

@@ -20,6 +20,10 @@ import { openMeta, type MetaStore } from '../../src/store/meta.js';
 import { PartitionLogs } from '../../src/store/partition-log.js';
 import { openStreamStore, type StreamStore } from '../../src/store/stream-store.js';
 import { systemClock } from '../helpers/clock.js';
+import { partitionOf } from '../../src/core/hash.js';
+
+/** The partition of the stream b/s in a ring of 64: a state transfer copies the streams the store keeps under it. */
+const partitionOfBS = partitionOf('b', 's', 64);
 
 const logger = pino({ level: 'silent' });
 const secret = 'host-test-secret';
@@ -46,7 +50,7 @@ afterEach(async () => {
 
 const timing = { heartbeatMs: 30, electionTimeoutMs: 300, electionStepMs: 60, electionJitterMs: 60, leaseMs: 240 };
 
-async function start(name: string, dataDir?: string): Promise<TestNode> {
+async function start(name: string, dataDir?: string, keepOps?: number): Promise<TestNode> {
   const folder = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'iorio-host-'));
   if (dataDir === undefined) folders.push(folder);
   const transport = new Transport({ self: name, host: '127.0.0.1', port: 0, secret, resolve: (peer) => book.get(peer), connectTimeoutMs: 1_000, requestTimeoutMs: 5_000, queueBytesMax: 8 * 1024 * 1024, logger, clock: systemClock });
@@ -56,7 +60,7 @@ async function start(name: string, dataDir?: string): Promise<TestNode> {
   const meta = openMeta(path.join(folder, 'meta'));
   const store = await openStreamStore({ dataDir: folder, meta, config, clock: systemClock, logger });
   const logs = new PartitionLogs(path.join(folder, 'replication'));
-  const host = new ReplicaHost({ self: name, w: 2, transport, store, logs, clock: systemClock, logger, timing, tickMs: 10 });
+  const host = new ReplicaHost({ self: name, w: 2, transport, store, logs, clock: systemClock, logger, timing, tickMs: 10, ...(keepOps === undefined ? {} : { keepOps }) });
   const node: TestNode = { name, dataDir: folder, transport, meta, store, logs, host };
   running.add(node);
   return node;
@@ -136,6 +140,26 @@ describe('the replica host', () => {
       await until(`${node.name} to apply everything`, () => (node.host.status(0)!.applied >= 100 ? true : undefined));
       expect(await storeEntries(node), node.name).toEqual(expected);
     }
+  }, 60_000);
+
+  test('the log is compacted behind what is applied; a follower that was away longer takes the leader\'s state, then the log', async () => {
+    const names = ['c1@127.0.0.1', 'c2@127.0.0.1', 'c3@127.0.0.1'];
+    const nodes = await Promise.all(names.map((name) => start(name, undefined, 10)));
+    for (const node of nodes) node.host.open(partitionOfBS, names);
+    for (let index = 0; index < 10; index++) await append(nodes, partitionOfBS, `first-${index}`);
+    const away = nodes.find((node) => node !== leaderOf(nodes, partitionOfBS))!;
+    const awayDir = away.dataDir;
+    await stop(away);
+    const rest = nodes.filter((node) => node !== away);
+    for (let index = 0; index < 100; index++) await append(rest, partitionOfBS, `while-away-${index}`);
+    await until('the leader to compact', () => (leaderOf(rest, partitionOfBS)!.host.status(partitionOfBS)!.lastOp - 0 > 0 && (leaderOf(rest, partitionOfBS)!.host as unknown as { hosted: Map<number, { replica: { compactedThrough: number } }> }).hosted.get(partitionOfBS)!.replica.compactedThrough > 20 ? true : undefined));
+    const back = await start(away.name, awayDir, 10);
+    back.host.open(partitionOfBS, names);
+    for (let index = 0; index < 10; index++) await append([...rest, back], partitionOfBS, `after-${index}`);
+    await until('the returning node to apply everything', () => (back.host.status(partitionOfBS)!.applied >= 120 ? true : undefined));
+    const leader = leaderOf([...rest, back], partitionOfBS)!;
+    expect(await storeEntries(back)).toEqual(await storeEntries(leader));
+    expect((await storeEntries(back)).length).toBe(120);
   }, 60_000);
 
   test('a change of the group brings a fourth node in as a learner, then a voter, and takes one out; nothing is lost', async () => {

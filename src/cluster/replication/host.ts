@@ -16,9 +16,12 @@
  *   knows committed is applied: only committed entries are ever in the
  *   stream store, so a listener never sees an entry a failover takes back.
  *
+ * - The log is compacted `keepOps` behind what is applied; a follower behind
+ *   that takes the leader's stream store for the partition (as handoff
+ *   copies it), then goes on from the log.
+ *
  * What is not here yet: which partitions a node replicates comes from the
- * caller (the ring's preflist, next), and state transfer for a follower
- * behind the compaction point (so nothing is compacted yet).
+ * caller (the ring's preflist; wiring into the node is next).
  */
 
 import type { Logger } from 'pino';
@@ -29,7 +32,7 @@ import { encodeRecord } from '../../core/record.js';
 import type { GroupConfig, LogEntry, ProposeResult, ReplicaTiming, ReplicationMessage, WriteRequest } from '../../core/replication.js';
 import { MessageType } from '../../core/wire.js';
 import type { OpPayload, PartitionLogs } from '../../store/partition-log.js';
-import type { AppendMeta, AppendRequest } from '../../store/types.js';
+import type { AppendMeta, AppendRequest, ExportedRecords, StreamPosition } from '../../store/types.js';
 import type { ClusterTransport } from '../transport.js';
 import { majorityOf, type ReconfigureResult, Replica } from './replica.js';
 
@@ -38,7 +41,15 @@ export interface ReplicatedStateMachine {
   importRecords(batch: { bucket: string; stream: string; records: Buffer; deletedAt: number }): Promise<void>;
   deleteStream(bucket: string, stream: string): Promise<void>;
   lastSeqNow(bucket: string, stream: string): number;
+  /** A partition's streams and how far each goes (for a state transfer). */
+  partitionStreams(partition: number): StreamPosition[];
+  exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords>;
 }
+
+/** Ops a replica keeps in memory (and in its partition log) behind what it applied; older ones are compacted. */
+const keepOpsDefault = 10_000;
+/** A state-transfer batch, at most. */
+const stateBatchBytes = 1024 * 1024;
 
 export interface ReplicaHostOptions {
   readonly self: string;
@@ -53,6 +64,8 @@ export interface ReplicaHostOptions {
   readonly tickMs?: number;
   /** Called when a partition's leader changes as this node sees it (routes and listeners follow). */
   readonly onLeaderChange?: (partition: number, leader: string | undefined) => void;
+  /** Ops kept behind the applied point before compaction (default 10,000). */
+  readonly keepOps?: number;
 }
 
 interface Hosted {
@@ -64,6 +77,13 @@ interface Hosted {
   applying: Promise<void>;
   readonly appliedWaiters: { op: number; resolve: () => void }[];
   leader: string | undefined;
+}
+
+interface StateRecordsRequest {
+  readonly p: number;
+  readonly bucket: string;
+  readonly stream: string;
+  readonly after: number;
 }
 
 interface Envelope {
@@ -103,7 +123,14 @@ export class ReplicaHost {
 
   constructor(private readonly options: ReplicaHostOptions) {
     this.logger = options.logger.child({ component: 'replication' });
-    this.unsubscribe = options.transport.on(MessageType.replicationBatch, (body, from) => this.receive(body, from));
+    const offBatch = options.transport.on(MessageType.replicationBatch, (body, from) => this.receive(body, from));
+    const offStreams = options.transport.handle(MessageType.replicationStateStreams, (body) => this.serveStateStreams(body as { p: number }));
+    const offRecords = options.transport.handle(MessageType.replicationStateRecords, (body) => this.serveStateRecords(body as StateRecordsRequest));
+    this.unsubscribe = () => {
+      offBatch();
+      offStreams();
+      offRecords();
+    };
     this.timer = setInterval(() => this.tick(), options.tickMs ?? 20);
     this.timer.unref();
   }
@@ -130,6 +157,19 @@ export class ReplicaHost {
         committedLastSeq: (key) => {
           const { bucket, stream } = splitKey(key);
           return this.options.store.lastSeqNow(bucket, stream);
+        },
+        fetchState: (from, upTo, done) => {
+          this.fetchState(hosted, from, upTo).then(
+            () => {
+              // The store now holds every op up to `upTo` (the replica's apply point moves there).
+              this.markApplied(hosted, upTo);
+              done(true);
+            },
+            (error: unknown) => {
+              this.logger.warn({ err: error, partition, from }, 'replication: a state transfer failed; it will be asked again');
+              done(false);
+            },
+          );
         },
       },
     });
@@ -242,21 +282,63 @@ export class ReplicaHost {
           }
         }
       }
-      hosted.applied = entry.op;
-      for (let index = hosted.appliedWaiters.length - 1; index >= 0; index--) {
-        const waiter = hosted.appliedWaiters[index]!;
-        if (waiter.op <= entry.op) {
-          hosted.appliedWaiters.splice(index, 1);
-          waiter.resolve();
-        }
-      }
+      this.markApplied(hosted, entry.op);
     });
     hosted.applying.catch((error: unknown) => this.logger.error({ err: error, partition: hosted.partition, op: entry.op }, 'replication: a committed op could not be applied to the stream store'));
+  }
+
+  private markApplied(hosted: Hosted, op: number): void {
+    if (op <= hosted.applied) return;
+    hosted.applied = op;
+    for (let index = hosted.appliedWaiters.length - 1; index >= 0; index--) {
+      const waiter = hosted.appliedWaiters[index]!;
+      if (waiter.op <= op) {
+        hosted.appliedWaiters.splice(index, 1);
+        waiter.resolve();
+      }
+    }
   }
 
   private appliedThrough(hosted: Hosted, op: number): Promise<void> {
     if (hosted.applied >= op) return Promise.resolve();
     return new Promise((resolve) => hosted.appliedWaiters.push({ op, resolve }));
+  }
+
+  // --- State transfer (a follower behind the leader's compaction point) ---------
+
+  /**
+   * Copies the leader's stream store for the partition: every stream past
+   * what this node holds, in bounded batches, as handoff does (records with
+   * their seqnums, timestamps and epochs). The leader has applied at least
+   * `upTo`; what it sends may go further, and applying those ops again later
+   * writes nothing twice.
+   */
+  private async fetchState(hosted: Hosted, from: string, upTo: number): Promise<void> {
+    const request = <T>(type: number, body: object): Promise<T> => this.options.transport.request<T>(from, type, body, { timeoutMs: 30_000 });
+    const streams = await request<StreamPosition[]>(MessageType.replicationStateStreams, { p: hosted.partition, upTo });
+    for (const position of streams) {
+      let after = this.options.store.lastSeqNow(position.bucket, position.stream);
+      while (after < position.last) {
+        const batch = await request<{ records: Buffer; lastSeq: number; deletedAt: number }>(MessageType.replicationStateRecords, { p: hosted.partition, bucket: position.bucket, stream: position.stream, after });
+        await this.options.store.importRecords({ bucket: position.bucket, stream: position.stream, records: Buffer.from(batch.records), deletedAt: batch.deletedAt });
+        if (batch.lastSeq <= after) break;
+        after = batch.lastSeq;
+      }
+      if (position.deletedAt > 0 && position.deletedAt >= position.last) await this.options.store.deleteStream(position.bucket, position.stream);
+    }
+    this.logger.info({ partition: hosted.partition, from, upTo, streams: streams.length }, 'replication: took the state of a partition from its leader');
+  }
+
+  private serveStateStreams(body: { p: number }): StreamPosition[] {
+    const hosted = this.hostedOrThrow(body.p);
+    if (hosted.replica.role !== 'leader') throw new IorioError('unavailable', `this node does not lead partition ${body.p} now`);
+    return this.options.store.partitionStreams(body.p);
+  }
+
+  private async serveStateRecords(body: StateRecordsRequest): Promise<{ records: Buffer; lastSeq: number; deletedAt: number }> {
+    this.hostedOrThrow(body.p);
+    const batch = await this.options.store.exportRecords(body.bucket, body.stream, body.after, stateBatchBytes);
+    return { records: batch.records, lastSeq: batch.lastSeq, deletedAt: batch.deletedAt };
   }
 
   // --- Messages ----------------------------------------------------------------
@@ -295,9 +377,13 @@ export class ReplicaHost {
   }
 
   private tick(): void {
+    const keep = this.options.keepOps ?? keepOpsDefault;
     for (const hosted of this.hosted.values()) {
       hosted.replica.tick();
       this.noticeLeader(hosted);
+      // Bounded memory: what is applied here and `keep` ops old goes; a follower further behind takes the state.
+      const replica = hosted.replica;
+      if (hosted.applied - replica.compactedThrough > 2 * keep) replica.compact(hosted.applied - keep);
     }
   }
 

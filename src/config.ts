@@ -499,6 +499,20 @@ export const configSpec = {
     max: Number.MAX_SAFE_INTEGER,
     doc: 'Bytes per second all transfers of a node may send together; 0 = no limit (changeable at run time with iorio-admin transfer-limit).',
   },
+  'request.n': {
+    kind: 'integer',
+    default: '1',
+    min: 1,
+    max: 7,
+    doc: 'Replicas of each partition (IorioDB request.n; DESIGN 7b). 1: one copy per partition, moved by handoff. More: each partition is a replica group with a leader per epoch (in this build an opt-in; 3 becomes the default once the cluster suites run on it). With fewer members than n, n is the number of members.',
+  },
+  'request.w': {
+    kind: 'integer',
+    default: '0',
+    min: 0,
+    max: 7,
+    doc: 'Replicas that hold an append durably before it is acknowledged; 0 = a majority of request.n. Below a majority is refused: two leaders could then each acknowledge writes the other never sees.',
+  },
   'ring.size': {
     kind: 'integer',
     default: '64',
@@ -925,6 +939,19 @@ const crossChecks: readonly CrossCheck[] = [
     !config['http.enabled'] && !config['https.enabled']
       ? { keys: ['http.enabled', 'https.enabled'], problem: 'http.enabled = no needs https.enabled = yes: the node would serve nothing' }
       : undefined,
+  (config) => {
+    const n = config['request.n'];
+    const w = config['request.w'];
+    const majority = Math.floor(n / 2) + 1;
+    if (w === 0) return undefined;
+    if (w < majority) {
+      return {
+        keys: ['request.w', 'request.n'],
+        problem: `request.w = ${w} is below a majority of request.n = ${n} (${majority}): two sides of a partition could each acknowledge writes the other never sees, and a failover would lose them; use ${majority}${majority < n ? ` to ${n}` : ''}, or 0 for a majority`,
+      };
+    }
+    return w > n ? { keys: ['request.w', 'request.n'], problem: `request.w = ${w} is more than request.n = ${n} replicas` } : undefined;
+  },
   (config) =>
     config['auth.admin.username'] === config['auth.anonymous.username']
       ? { keys: ['auth.admin.username', 'auth.anonymous.username'], problem: 'the admin and anonymous users must differ' }

@@ -38,8 +38,19 @@ import type { ClusterTransport } from './transport.js';
 /** A request may be forwarded this many times (owner, then a handoff's target) before it is refused. */
 const hopsMax = 2;
 
+/** Stream operations on a partition this node leads, through its replica group (request.n > 1). */
+export interface ReplicatedOps {
+  hosts(partition: number): boolean;
+  append(partition: number, requests: readonly AppendRequest[]): Promise<AppendMeta[][]>;
+  deleteStream(partition: number, bucket: string, stream: string): Promise<void>;
+  /** Runs a read here if this node leads within its lease, with everything committed applied. */
+  serve<T>(partition: number, read: () => Promise<T>): Promise<T>;
+}
+
 export interface ClusterStoreOptions {
   readonly local: StreamStore;
+  /** With request.n > 1. */
+  readonly replicated?: ReplicatedOps;
   readonly transport: ClusterTransport;
   readonly routes: PartitionRoutes;
   readonly ring: () => Ring;
@@ -89,32 +100,60 @@ export class ClusterStore implements Store {
     }
   }
 
+  /** The replica group of the partition when this node runs one (request.n > 1). */
+  private group(partition: number): ReplicatedOps | undefined {
+    const replicated = this.options.replicated;
+    return replicated !== undefined && replicated.hosts(partition) ? replicated : undefined;
+  }
+
+  /** A read here: through the group's leader check when the partition is replicated. */
+  private served<T>(partition: number, read: () => Promise<T>): () => Promise<T> {
+    const group = this.group(partition);
+    return group === undefined ? read : () => group.serve(partition, read);
+  }
+
   append(request: AppendRequest, hops = 0): Promise<AppendMeta[]> {
-    return this.routed(this.partition(request.bucket, request.stream), hops, MessageType.streamAppend, { request }, () => this.local.append(request), true);
+    const partition = this.partition(request.bucket, request.stream);
+    const group = this.group(partition);
+    return this.routed(partition, hops, MessageType.streamAppend, { request }, () => (group === undefined ? this.local.append(request) : group.append(partition, [request]).then((metas) => metas[0]!)), true);
   }
 
   appendAtomic(requests: readonly AppendRequest[], hops = 0): Promise<AppendMeta[][]> {
     const first = requests[0]!;
-    return this.routed(this.partition(first.bucket, first.stream), hops, MessageType.streamAppendAtomic, { requests }, () => this.local.appendAtomic(requests), true);
+    const partition = this.partition(first.bucket, first.stream);
+    const group = this.group(partition);
+    return this.routed(partition, hops, MessageType.streamAppendAtomic, { requests }, () => (group === undefined ? this.local.appendAtomic(requests) : group.append(partition, requests)), true);
   }
 
   read(bucket: string, stream: string, options: ReadOptions, hops = 0): Promise<ReadResult> {
-    return this.routed(this.partition(bucket, stream), hops, MessageType.streamRead, { bucket, stream, options }, () => this.local.read(bucket, stream, options), false);
+    const partition = this.partition(bucket, stream);
+    return this.routed(partition, hops, MessageType.streamRead, { bucket, stream, options }, this.served(partition, () => this.local.read(bucket, stream, options)), false);
   }
 
   lastSeq(bucket: string, stream: string, hops = 0): Promise<number> {
-    return this.routed(this.partition(bucket, stream), hops, MessageType.streamLastSeq, { bucket, stream }, () => this.local.lastSeq(bucket, stream), false);
+    const partition = this.partition(bucket, stream);
+    return this.routed(partition, hops, MessageType.streamLastSeq, { bucket, stream }, this.served(partition, () => this.local.lastSeq(bucket, stream)), false);
   }
 
   streamInfo(bucket: string, stream: string, hops = 0): Promise<StreamInfo | null> {
-    return this.routed(this.partition(bucket, stream), hops, MessageType.streamInfo, { bucket, stream }, async () => {
-      const info = await this.local.streamInfo(bucket, stream);
-      return info === null ? null : { ...info, node: this.options.self };
-    }, false);
+    const partition = this.partition(bucket, stream);
+    return this.routed(
+      partition,
+      hops,
+      MessageType.streamInfo,
+      { bucket, stream },
+      this.served(partition, async () => {
+        const info = await this.local.streamInfo(bucket, stream);
+        return info === null ? null : { ...info, node: this.options.self };
+      }),
+      false,
+    );
   }
 
   deleteStream(bucket: string, stream: string, hops = 0): Promise<void> {
-    return this.routed(this.partition(bucket, stream), hops, MessageType.streamDelete, { bucket, stream }, () => this.local.deleteStream(bucket, stream), true);
+    const partition = this.partition(bucket, stream);
+    const group = this.group(partition);
+    return this.routed(partition, hops, MessageType.streamDelete, { bucket, stream }, () => (group === undefined ? this.local.deleteStream(bucket, stream) : group.deleteStream(partition, bucket, stream)), true);
   }
 
   subscribe(bucket: string, stream: string, listener: StreamListener): () => void {

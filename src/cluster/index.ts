@@ -13,6 +13,7 @@ import type { StagedChange } from '../core/plan.js';
 import { memberOf, memberStatus, ownerOf, type MemberInfo, type Ring } from '../core/ring.js';
 import type { MetaStore } from '../store/meta.js';
 import type { StreamStore } from '../store/stream-store.js';
+import type { AppendRequest } from '../store/types.js';
 import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from './admin-api.js';
 import { ClusterStore } from './cluster-store.js';
 import { HandoffManager } from './handoff-manager.js';
@@ -24,6 +25,11 @@ import { PartitionRoutes } from './partition-routes.js';
 import { RingManager } from './ring-manager.js';
 import { Transport } from './transport.js';
 import { MessageType } from '../core/wire.js';
+import path from 'node:path';
+import { PartitionLogs } from '../store/partition-log.js';
+import { ReplicationGroups } from './replication/groups.js';
+import { ReplicaHost } from './replication/host.js';
+import { majorityOf } from './replication/replica.js';
 
 /** Bounds of the cluster's own traffic. */
 const requestTimeoutMs = 10_000;
@@ -114,7 +120,39 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     requestTimeoutMs,
     canJoin: () => joinRefusal(local),
   });
-  const store = new ClusterStore({ local, transport, routes, ring: () => ring.current, self: name, requestTimeoutMs, reachable: (node) => membership.reachable(node), logger: options.logger, ...(options.onForward === undefined ? {} : { onForward: options.onForward }) });
+  // request.n > 1: every partition is a replica group (DESIGN 7b); handoff becomes a change of the group.
+  const n = config['request.n'];
+  let onLeaderChange: (partition: number) => void = () => undefined;
+  const replication =
+    n > 1
+      ? (() => {
+          const logs = new PartitionLogs(path.join(config['paths.data'], 'replication'));
+          const host = new ReplicaHost({ self: name, w: config['request.w'] === 0 ? majorityOf(n) : config['request.w'], transport, store: local, logs, clock, logger: options.logger, onLeaderChange: (partition) => onLeaderChange(partition) });
+          return { logs, host };
+        })()
+      : undefined;
+  const store = new ClusterStore({
+    local,
+    transport,
+    routes,
+    ring: () => ring.current,
+    self: name,
+    requestTimeoutMs,
+    reachable: (node) => membership.reachable(node),
+    logger: options.logger,
+    ...(options.onForward === undefined ? {} : { onForward: options.onForward }),
+    ...(replication === undefined
+      ? {}
+      : {
+          replicated: {
+            hosts: (partition: number) => replication.host.status(partition) !== undefined,
+            append: (partition: number, requests: readonly AppendRequest[]) => replication.host.append(partition, requests),
+            deleteStream: (partition: number, bucket: string, stream: string) => replication.host.deleteStream(partition, bucket, stream),
+            serve: <T>(partition: number, read: () => Promise<T>) => replication.host.serve(partition, read),
+          },
+        }),
+  });
+  onLeaderChange = (partition) => store.routesChanged(partition);
   const receiver = new HandoffReceiver(transport, local, routes, () => ring.current, name, logger);
   const handoff = new HandoffManager({
     transport,
@@ -130,17 +168,36 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     complete: (partition, target) => membership.transferComplete(partition, target),
     tickMs: handoffTickMs,
   });
+  const groups =
+    replication === undefined
+      ? undefined
+      : new ReplicationGroups({ self: name, n, host: replication.host, ring: () => ring.current, complete: (partition, target) => membership.transferComplete(partition, target), logger: options.logger });
+  if (replication !== undefined && groups !== undefined) {
+    const { host } = replication;
+    // The partition's leader serves it; a replica that knows none answers 503; a node outside the group asks a member.
+    routes.replicateWith((partition) => {
+      const leader = host.leaderOf(partition);
+      if (leader !== undefined) return { node: leader, reason: 'leader' };
+      if (host.status(partition) !== undefined) return { node: name, reason: 'replica' };
+      const members = groups.members(partition);
+      return { node: members.find((member) => member !== name && membership.reachable(member)) ?? members[0] ?? name, reason: 'replica' };
+    });
+  }
   const metadata = new Metadata({ meta, transport, ring: () => ring.current, self: name, clock, logger: options.logger, requestTimeoutMs, antiEntropyMs });
   routes.onChange((partition) => store.routesChanged(partition));
   const offRing = ring.onChange((current) => {
     store.routesChanged(-1);
-    void handoff.ringChanged(current).catch((error: unknown) => logger.error({ err: error }, 'handoff: reacting to a new ring failed'));
+    if (groups !== undefined) groups.settle();
+    else void handoff.ringChanged(current).catch((error: unknown) => logger.error({ err: error }, 'handoff: reacting to a new ring failed'));
   });
   transport.handle(MessageType.handoffStatus, () => handoff.rows());
   metadata.start();
   membership.start();
-  handoff.start();
-  void handoff.ringChanged(ring.current).catch((error: unknown) => logger.error({ err: error }, 'handoff: settling at start failed'));
+  // With replica groups, partitions move by changes of the group, never by copies behind the log.
+  if (groups === undefined) {
+    handoff.start();
+    void handoff.ringChanged(ring.current).catch((error: unknown) => logger.error({ err: error }, 'handoff: settling at start failed'));
+  }
   let unregister = registerNode(self);
 
   const admin: ClusterAdmin = {
@@ -197,11 +254,16 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     async close() {
       unregister();
       offRing();
+      groups?.close();
       membership.close();
       metadata.close();
       await handoff.close();
       receiver.close();
       await store.close();
+      if (replication !== undefined) {
+        await replication.host.close();
+        await replication.logs.close();
+      }
       await transport.close();
     },
   };

@@ -29,7 +29,7 @@ export interface Route {
   /** The node that serves the partition now. */
   readonly node: string;
   /** Why, for error messages. */
-  readonly reason: 'owner' | 'handed-off' | 'taken-over';
+  readonly reason: 'owner' | 'handed-off' | 'taken-over' | 'leader' | 'replica';
 }
 
 export type RouteListener = (partition: number) => void;
@@ -53,7 +53,16 @@ export class PartitionRoutes {
     this.takenOver = new Set((meta.ring.get(takenOverKey) as number[] | undefined) ?? []);
   }
 
+  /** With request.n > 1: partitions are served by their group's leader (cluster/replication). */
+  private replicated: ((partition: number) => Route | undefined) | undefined;
+
+  replicateWith(route: (partition: number) => Route | undefined): void {
+    this.replicated = route;
+  }
+
   route(partition: number): Route {
+    const replicated = this.replicated?.(partition);
+    if (replicated !== undefined) return replicated;
     const target = this.handedOff.get(partition);
     if (target !== undefined) return { node: target, reason: 'handed-off' };
     if (this.takenOver.has(partition)) return { node: this.self, reason: 'taken-over' };

@@ -1,0 +1,109 @@
+/**
+ * Which replica groups a node runs, from the ring (request.n > 1).
+ *
+ * A partition's group is its preflist: the owners of the partition and of
+ * the next ones until n distinct nodes (fewer with fewer members). Every
+ * partition is a group, even of one node, so that a cluster that grows
+ * changes groups rather than copying data behind the log's back:
+ *
+ * - a node in a partition's group now, or in the group it will have once
+ *   the ring's pending transfers are done, runs its replica (a node only in
+ *   the future group starts as a learner, with no voters of its own);
+ * - the leader of a group whose voters differ from the future group
+ *   changes it (host.reconfigure: learners catch up, joint, new group);
+ * - a pending transfer this node is the source of is reported complete to
+ *   the claimant once the group is the future one: ownership handoff *is*
+ *   the change of the group (DESIGN §6), and the ring settles after it.
+ *
+ * A node that left a group keeps its copy for now (dropping it is next).
+ */
+
+import type { Logger } from 'pino';
+import { preflist } from '../../core/preflist.js';
+import type { Ring } from '../../core/ring.js';
+import type { ReplicaHost } from './host.js';
+
+export interface ReplicationGroupsOptions {
+  readonly self: string;
+  readonly n: number;
+  readonly host: ReplicaHost;
+  readonly ring: () => Ring;
+  readonly complete: (partition: number, target: string) => Promise<unknown>;
+  readonly logger: Logger;
+  readonly tickMs?: number;
+}
+
+export function groupNow(ring: Ring, partition: number, n: number): string[] {
+  return preflist(ring, partition, n).primaries.map((entry) => entry.node);
+}
+
+/** The group once the ring's pending transfers are done. */
+export function groupAfterTransfers(ring: Ring, partition: number, n: number): string[] {
+  if (ring.next.length === 0) return groupNow(ring, partition, n);
+  const owners = [...ring.owners];
+  for (const transfer of ring.next) owners[transfer.partition] = transfer.target;
+  return groupNow({ ...ring, owners }, partition, n);
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
+}
+
+export class ReplicationGroups {
+  private readonly timer: NodeJS.Timeout;
+  private readonly changing = new Set<number>();
+  private readonly completing = new Set<number>();
+  private readonly logger: Logger;
+
+  constructor(private readonly options: ReplicationGroupsOptions) {
+    this.logger = options.logger.child({ component: 'replication' });
+    this.timer = setInterval(() => this.settle(), options.tickMs ?? 500);
+    this.timer.unref();
+    this.settle();
+  }
+
+  /** Whether this node runs the partition's replica. */
+  hosts(partition: number): boolean {
+    return this.options.host.status(partition) !== undefined;
+  }
+
+  /** The nodes to ask about a partition when this node holds no replica of it: its group now. */
+  members(partition: number): string[] {
+    return groupNow(this.options.ring(), partition, this.options.n);
+  }
+
+  /** Opens replicas, drives group changes, reports transfers done; on every ring change and every tick. */
+  settle(): void {
+    const ring = this.options.ring();
+    const { self, n, host } = this.options;
+    for (let partition = 0; partition < ring.size; partition++) {
+      const now = groupNow(ring, partition, n);
+      const after = groupAfterTransfers(ring, partition, n);
+      if (now.includes(self)) host.open(partition, now);
+      else if (after.includes(self)) host.open(partition, []);
+      const status = host.status(partition);
+      if (status === undefined) continue;
+      if (status.role === 'leader' && status.config.old === undefined && !sameSet(status.config.voters, after) && !this.changing.has(partition)) {
+        this.changing.add(partition);
+        this.logger.info({ partition, from: status.config.voters, to: after }, 'replication: changing a partition group');
+        host
+          .reconfigure(partition, after)
+          .catch((error: unknown) => this.logger.warn({ err: error, partition }, 'replication: a group change did not finish; it will be tried again'))
+          .finally(() => this.changing.delete(partition));
+      }
+      for (const transfer of ring.next) {
+        if (transfer.partition !== partition || transfer.source !== self || this.completing.has(partition)) continue;
+        if (status.config.old !== undefined || !sameSet(status.config.voters, after)) continue;
+        this.completing.add(partition);
+        void this.options
+          .complete(partition, transfer.target)
+          .catch((error: unknown) => this.logger.warn({ err: error, partition }, 'replication: reporting a transfer done failed; it will be tried again'))
+          .finally(() => this.completing.delete(partition));
+      }
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * request.n = 3 on real node processes (DESIGN §7b): a cluster that grows
+ * from one node to three changes every partition's group (learners, joint,
+ * new group) instead of copying data; appends through any node reach the
+ * partition's leader and are acknowledged once a majority holds them; kill
+ * -9 of a stream's leader, and appends resume through the others with
+ * nothing acknowledged lost; the killed node comes back and catches up.
+ */
+
+import { afterEach, describe, expect, test } from 'vitest';
+import { TestCluster, waitFor } from './cluster-harness.js';
+
+let cluster: TestCluster | undefined;
+
+afterEach(async () => {
+  await cluster?.stopAll();
+  cluster = undefined;
+});
+
+/** Appends through node `index`, retrying 503s (a failover, an election) a bounded number of times; the seqnum. */
+async function append(index: number, stream: string, body: unknown): Promise<{ seq: number; retries: number }> {
+  for (let attempt = 0; attempt < 400; attempt++) {
+    const answer = await cluster!.call(index, 'POST', `/streams/rep/${stream}`, { body });
+    if (answer.status === 201) return { seq: Number(answer.body.meta.id), retries: attempt };
+    if (answer.status !== 503) throw new Error(`append answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error('append kept answering 503');
+}
+
+async function readAll(index: number, stream: string): Promise<unknown[]> {
+  const answer = await waitFor(`a read of ${stream} through node ${index}`, 30_000, async () => {
+    const read = await cluster!.call(index, 'GET', `/streams/rep/${stream}?limit=1000`);
+    return read.status === 200 ? read : undefined;
+  });
+  return (answer.body as { data: unknown }[]).map((entry) => entry.data);
+}
+
+describe('request.n = 3 on real processes', () => {
+  test('a growing cluster changes groups; a leader killed with kill -9 is replaced, nothing acknowledged is lost, and it catches up when back', async () => {
+    cluster = new TestCluster({ 'request.n': '3' });
+    await cluster.start(1);
+    // One node: every partition is a group of one.
+    const before = await append(1, 's', { n: 0 });
+    expect(before.seq).toBe(1);
+    await Promise.all([2, 3].map((index) => cluster!.start(index)));
+    await cluster.joinAll([2, 3]);
+    const bodies: unknown[] = [{ n: 0 }];
+    for (let n = 1; n < 30; n++) {
+      const { seq } = await append(1 + (n % 3), 's', { n });
+      expect(seq).toBe(n + 1);
+      bodies.push({ n });
+    }
+    for (const index of [1, 2, 3]) expect(await readAll(index, 's'), `read through node ${index}`).toEqual(bodies);
+
+    // The node that serves the stream now is its partition's leader.
+    const info = await cluster.call(1, 'GET', '/streams/rep/s/info');
+    expect(info.status).toBe(200);
+    const leaderName = info.body.node as string;
+    const leaderIndex = [1, 2, 3].find((index) => cluster!.nameOf(index) === leaderName)!;
+    await cluster.kill(leaderIndex);
+    const others = [1, 2, 3].filter((index) => index !== leaderIndex);
+    let retries = 0;
+    for (let n = 30; n < 60; n++) {
+      const answer = await append(others[n % 2]!, 's', { n });
+      expect(answer.seq).toBe(n + 1);
+      retries += answer.retries;
+      bodies.push({ n });
+    }
+    console.log(`kill -9 of the leader ${leaderName}: the first append after it was retried ${retries} times (25 ms apart) before a new leader took it`);
+    for (const index of others) expect(await readAll(index, 's'), `read through node ${index}`).toEqual(bodies);
+
+    // Back: it follows the new leader and serves reads through it.
+    await cluster.start(leaderIndex);
+    await append(leaderIndex, 's', { n: 60 });
+    bodies.push({ n: 60 });
+    expect(await readAll(leaderIndex, 's')).toEqual(bodies);
+  }, 240_000);
+});

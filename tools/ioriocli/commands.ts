@@ -6,6 +6,7 @@
 import { ApiError, IorioClient, isRecord, streamPath, type Subscription } from '../common/client.js';
 import { sleep } from '../common/stats.js';
 import { parsePolicySettings, policyPath, PolicySyntaxError } from '../../src/cli/policy.js';
+import { formatStreamInfo, streamInfoPath, type StreamInfoAnswer } from '../../src/cli/stream-info.js';
 import { unknownCommandText } from '../../src/cli/suggest.js';
 import { versionLine } from '../../src/version.js';
 import { parseJsonArgument } from './args.js';
@@ -195,6 +196,17 @@ export const commands: readonly Command[] = [
     async run(session, [bucket, stream, from, count], signal) {
       await tail(session, bucket as string, stream as string, seqnumArgument('from', from, 1), seqnumArgument('count', count, 1), signal);
       return undefined;
+    },
+  },
+  {
+    name: 'info',
+    params: ['bucket', 'stream', '[--json]'],
+    completes: 'bucket-stream',
+    summary: "a stream's first and last seqnum, entries, bytes, chunks and the policy in force (--json: the node's answer)",
+    async run(session, [bucket, stream, json]) {
+      if (json !== undefined && json !== '--json') throw new UsageError(`usage: ${usageOf(this)}`);
+      const info = (await session.client.expect([200], 'GET', streamInfoPath(bucket as string, stream as string))).body as StreamInfoAnswer;
+      return json === undefined ? formatStreamInfo(info) : info;
     },
   },
   {

@@ -207,6 +207,21 @@ describe('ioriocli', () => {
     expect(help.stdout).toContain('info <bucket> <stream> [--json]');
   });
 
+  it('grant without a bucket is global (viewstats), access without one lists the global grants', async () => {
+    expect((await finish(spawnCli(url, [...admin, 'useradd', 'dan', 'dan-pw']))).code).toBe(0);
+    const granted = await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'to', 'dan']));
+    expect(granted).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(granted.stdout)).toEqual({ ok: true });
+    const listed = await finish(spawnCli(url, [...admin, 'access']));
+    expect(JSON.parse(listed.stdout).users).toContainEqual({ name: 'dan', grants: ['viewstats'] });
+    expect((await finish(spawnCli(url, [...admin, 'revoke', 'viewstats', 'from', 'dan']))).code).toBe(0);
+    expect(JSON.parse((await finish(spawnCli(url, [...admin, 'access']))).stdout).users).not.toContainEqual(expect.objectContaining({ name: 'dan' }));
+    const onBucket = await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'on', 'somebucket', 'to', 'dan']));
+    expect(onBucket.code).toBe(1);
+    expect(JSON.parse(onBucket.stderr)).toMatchObject({ status: 400, type: 'invalid-field' });
+    expect((await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'on', 'dan']))).code).toBe(2);
+  });
+
   it('finds the node as iorio and iorio-admin do: the running node\'s iorio.url, unless -P or --url names another address', async () => {
     await writeFile(join(dataDir, 'iorio.url'), `${url}\n`);
     const env = { IORIO_PATHS_DATA: dataDir };
@@ -255,7 +270,7 @@ describe('ioriocli', () => {
     const result = await finish(spawnCli(url, admin), 'get cli one\nbogus\nget nobucket nostream\nrevoke get on cli to bob\nping\n');
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/unknown command "bogus"/);
-    expect(result.stderr).toMatch(/usage: revoke <permission> on/);
+    expect(result.stderr).toMatch(/usage: revoke <permission> \[on <bucket>\[\/<stream>\]\] from/);
     expect(result.stdout).toContain('"pong"');
   });
 

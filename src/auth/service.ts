@@ -358,8 +358,9 @@ export class AuthService implements Auth {
   // -------------------------------------------------------------------------
   // Grants
 
-  async changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void> {
-    checkName('bucket', bucket);
+  async changeAccess(actor: string, bucket: string | undefined, stream: string | undefined, change: GrantChange): Promise<void> {
+    if (bucket !== undefined) checkName('bucket', bucket);
+    if (stream !== undefined && bucket === undefined) throw new IorioError('invalid-param', 'a stream needs its bucket');
     if (stream !== undefined) checkName('stream', stream);
     const parsed = parseGrantChange(change, (name) => this.options.users.exists(name), (name) => this.groupExists(name));
     this.authorizeGrant(actor, parsed.permission, bucket, stream);
@@ -373,12 +374,15 @@ export class AuthService implements Auth {
     this.logger.info({ actor, ...parsed, bucket: key.scope.bucket, stream: key.scope.stream }, 'access changed');
   }
 
-  listAccess(actor: string, bucket: string, stream: string | undefined): AccessListing {
-    checkName('bucket', bucket);
+  listAccess(actor: string, bucket: string | undefined, stream: string | undefined): AccessListing {
+    if (bucket !== undefined) checkName('bucket', bucket);
+    if (stream !== undefined && bucket === undefined) throw new IorioError('invalid-param', 'a stream needs its bucket');
     if (stream !== undefined) checkName('stream', stream);
-    this.check(actor, 'grant', bucket, stream);
+    // The global scope holds adminusers and viewstats: who has them is an admin's business.
+    if (bucket === undefined) this.check(actor, 'adminusers');
+    else this.check(actor, 'grant', bucket, stream);
     const listing: AccessListing = { users: [], groups: [] };
-    for (const grant of this.options.grants.listScope({ bucket, stream: stream ?? '' })) {
+    for (const grant of this.options.grants.listScope({ bucket: bucket ?? '', stream: stream ?? '' })) {
       const permissions = [...grant.permissions].sort() as Permission[];
       if (grant.kind === PrincipalKind.user) listing.users.push({ name: grant.principal, grants: permissions });
       else listing.groups.push({ name: grant.principal, grants: permissions });
@@ -529,7 +533,7 @@ export class AuthService implements Auth {
    * bucket); global permissions (adminusers, viewstats) are changed by
    * g-admin members only, whatever the bucket named.
    */
-  private authorizeGrant(actor: string, permission: Permission, bucket: string, stream: string | undefined): void {
+  private authorizeGrant(actor: string, permission: Permission, bucket: string | undefined, stream: string | undefined): void {
     if (!isGlobalPermission(permission)) return this.check(actor, 'grant', bucket, stream);
     if (!this.isAdminUser(actor)) {
       throw new IorioError('no-perm', `${permission} is a global permission: only a g-admin member may grant or revoke it`);

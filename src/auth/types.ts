@@ -91,7 +91,12 @@ export interface Auth {
   /** Its sessions end with it; a user created again under the name does not inherit them. */
   deleteUser(actor: string, username: string): Promise<void>;
   listUsers(actor: string): { username: string }[];
-  changeAccess(actor: string, bucket: string, stream: string | undefined, change: GrantChange): Promise<void>;
+  /**
+   * bucket undefined: the global scope, where adminusers and viewstats live
+   * (granting those takes a g-admin member; a resource permission granted
+   * there covers every bucket and takes `grant` globally).
+   */
+  changeAccess(actor: string, bucket: string | undefined, stream: string | undefined, change: GrantChange): Promise<void>;
   /** Groups: every operation needs `adminusers`; changing who is in g-admin takes a g-admin member. */
   createGroup(actor: string, name: string): Promise<void>;
   /** Its grants and memberships go with it. */
@@ -101,5 +106,6 @@ export interface Auth {
   /** Idempotent: a member already is one afterwards. */
   addGroupMember(actor: string, group: string, username: string): Promise<void>;
   removeGroupMember(actor: string, group: string, username: string): Promise<void>;
-  listAccess(actor: string, bucket: string, stream: string | undefined): AccessListing;
+  /** bucket undefined: the global scope's grants (needs adminusers). */
+  listAccess(actor: string, bucket: string | undefined, stream: string | undefined): AccessListing;
 }

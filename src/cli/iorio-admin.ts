@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { resourcePermissions, type Permission } from '../auth/types.js';
+import { resourcePermissions, type GroupDetails, type GroupSummary, type Permission } from '../auth/types.js';
 import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
 import { ConfigError, formatDuration as formatConfigDuration, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
 import { nodeNameProblem } from '../core/ring.js';
+import { globalPermissions } from '../core/acl.js';
 import {
   formatMemberStatus,
   formatPlan,
@@ -19,6 +20,7 @@ import { versionLine } from '../version.js';
 import { exitCodes } from './exit-codes.js';
 import { flagsNameAddress, nodeUrlOf } from './node-url.js';
 import { parsePolicySettings, policyPath, policyText, PolicySyntaxError, type PolicyBody } from './policy.js';
+import { formatStreamInfo, streamInfoPath, type StreamInfoAnswer } from './stream-info.js';
 import { unknownCommandText } from './suggest.js';
 
 /**
@@ -57,13 +59,25 @@ const commandEntries: readonly CommandEntry[] = [
   { section: 'commands', synopsis: 'user del <name>', summary: 'delete a user' },
   { section: 'commands', synopsis: 'user list', summary: 'list the users' },
   { section: 'commands', synopsis: 'user revoke-sessions <name>', summary: 'end every session of a user (its tokens stop working)' },
+  { section: 'commands', synopsis: 'group add <name>', summary: 'create a group' },
+  { section: 'commands', synopsis: 'group del <name>', summary: 'delete a group, its grants and memberships' },
+  { section: 'commands', synopsis: 'group list', summary: 'list the groups (built-in ones marked)' },
+  { section: 'commands', synopsis: 'group show <name>', summary: 'a group and its members' },
+  { section: 'commands', synopsis: 'group add-user <group> <user>', summary: 'make a user a member of a group' },
+  { section: 'commands', synopsis: 'group remove-user <group> <user>', summary: 'take a user out of a group' },
   {
     section: 'commands',
     synopsis: 'grant <permission>[,<permission>...] on <bucket>[/<stream>] to <user>|group:<group>',
     summary: `give permissions (${resourcePermissions.join(', ')})`,
   },
   { section: 'commands', synopsis: 'revoke <permission>[,<permission>...] on <bucket>[/<stream>] from <user>|group:<group>', summary: 'take permissions back' },
-  { section: 'commands', synopsis: 'access <bucket>[/<stream>]', summary: 'list the grants on a bucket or a stream' },
+  {
+    section: 'commands',
+    synopsis: 'grant <permission>[,<permission>...] to <user>|group:<group>',
+    summary: `give permissions globally (${globalPermissions.join(', ')}; viewstats reads /stats and /metrics remotely)`,
+  },
+  { section: 'commands', synopsis: 'revoke <permission>[,<permission>...] from <user>|group:<group>', summary: 'take global permissions back' },
+  { section: 'commands', synopsis: 'access [<bucket>[/<stream>]]', summary: 'list the grants on a bucket or a stream (without one: the global grants)' },
   { section: 'commands', synopsis: 'policy get <bucket>[/<stream>]', summary: 'the eviction policy set on a bucket or stream ({} when none)' },
   {
     section: 'commands',
@@ -71,6 +85,7 @@ const commandEntries: readonly CommandEntry[] = [
     summary: 'set it (sizes like 512MB, durations like 7d; the stream policy overrides the bucket one)',
   },
   { section: 'commands', synopsis: 'policy del <bucket>[/<stream>]', summary: 'remove it (the bucket policy or the config default applies)' },
+  { section: 'commands', synopsis: 'stream info <bucket>/<stream>', summary: "a stream's seqnums, entries, bytes, chunks and the policy in force" },
   { section: 'commands', synopsis: 'status', summary: "the node's ping answer and counters" },
   { section: 'commands', synopsis: 'services', summary: 'the services this node runs, as riak-admin prints them: [iorio]' },
   { section: 'commands', synopsis: 'wait-for-service <service> [<node>]', summary: 'wait until <node> (default: this node) runs <service> (iorio: its HTTP API)' },
@@ -269,14 +284,19 @@ export type AdminCommand =
   | { readonly kind: 'user-add' | 'user-passwd'; readonly username: string; readonly password: string }
   | { readonly kind: 'user-del' | 'user-revoke-sessions'; readonly username: string }
   | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' | 'transfers' | 'cluster-plan' }
+  /** bucket undefined: the global scope (POST /access). */
   | {
       readonly kind: 'grant' | 'revoke';
       readonly permissions: readonly Permission[];
-      readonly bucket: string;
+      readonly bucket: string | undefined;
       readonly stream: string | undefined;
       readonly target: GrantTarget;
     }
-  | { readonly kind: 'access'; readonly bucket: string; readonly stream: string | undefined }
+  | { readonly kind: 'access'; readonly bucket: string | undefined; readonly stream: string | undefined }
+  | { readonly kind: 'group-add' | 'group-del' | 'group-show'; readonly group: string }
+  | { readonly kind: 'group-list' }
+  | { readonly kind: 'group-add-user' | 'group-remove-user'; readonly group: string; readonly username: string }
+  | { readonly kind: 'stream-info'; readonly bucket: string; readonly stream: string }
   /** join, leave, force-remove, replace, force-replace, commit, clear, down: one POST, then Riak's line. */
   | { readonly kind: 'cluster-change'; readonly change: ClusterChange; readonly node: string | undefined; readonly by: string | undefined }
   /** Both undefined: show the limits. */
@@ -313,9 +333,13 @@ export function parseCommand(words: readonly string[], rate?: string): AdminComm
     case 'revoke':
       return parseGrantCommand(command, rest);
     case 'access': {
-      expectCount('access <bucket>[/<stream>]', rest, 1);
-      return { kind: 'access', ...parseResource(rest[0]!) };
+      if (rest.length > 1) throw new UsageError('expected: access [<bucket>[/<stream>]]');
+      return rest[0] === undefined ? { kind: 'access', bucket: undefined, stream: undefined } : { kind: 'access', ...parseResource(rest[0]) };
     }
+    case 'group':
+      return parseGroupCommand(rest);
+    case 'stream':
+      return parseStreamCommand(rest);
     case 'status':
     case 'member-status':
     case 'ring-status':
@@ -450,6 +474,43 @@ function parsePolicyArguments(settings: readonly string[]): PolicyBody {
   }
 }
 
+const groupSubcommands = ['add', 'del', 'list', 'show', 'add-user', 'remove-user'] as const;
+
+/** `group add|del|show <name>`, `group list`, `group add-user|remove-user <group> <user>`. */
+function parseGroupCommand(words: readonly string[]): AdminCommand {
+  const [subcommand, ...rest] = words;
+  switch (subcommand) {
+    case 'add':
+    case 'del':
+    case 'show':
+      expectCount(`group ${subcommand} <name>`, rest, 1);
+      return { kind: `group-${subcommand}`, group: rest[0]! };
+    case 'list':
+      expectCount('group list', rest, 0);
+      return { kind: 'group-list' };
+    case 'add-user':
+    case 'remove-user':
+      expectCount(`group ${subcommand} <group> <user>`, rest, 2);
+      return { kind: `group-${subcommand}`, group: rest[0]!, username: rest[1]! };
+    default:
+      throw new UsageError(
+        subcommand === undefined ? `group needs one of ${groupSubcommands.join(', ')}` : unknownCommandText(subcommand, groupSubcommands, 'group command'),
+      );
+  }
+}
+
+/** `stream info <bucket>/<stream>`. */
+function parseStreamCommand(words: readonly string[]): AdminCommand {
+  const [subcommand, ...rest] = words;
+  if (subcommand !== 'info') {
+    throw new UsageError(subcommand === undefined ? 'stream needs info' : unknownCommandText(subcommand, ['info'], 'stream command'));
+  }
+  expectCount('stream info <bucket>/<stream>', rest, 1);
+  const { bucket, stream } = parseResource(rest[0]!);
+  if (stream === undefined) throw new UsageError(`"${rest[0]}" is not <bucket>/<stream>`);
+  return { kind: 'stream-info', bucket, stream };
+}
+
 function parseUserCommand(words: readonly string[]): AdminCommand {
   const [subcommand, ...rest] = words;
   switch (subcommand) {
@@ -473,18 +534,22 @@ function parseUserCommand(words: readonly string[]): AdminCommand {
   }
 }
 
-/** `<permissions> on <bucket>[/<stream>] to|from <user>|group:<group>`. */
+/** `<permissions> on <bucket>[/<stream>] to|from <user>|group:<group>`, or without `on ...`: globally. */
 function parseGrantCommand(kind: 'grant' | 'revoke', words: readonly string[]): AdminCommand {
   const preposition = kind === 'grant' ? 'to' : 'from';
-  const form = `${kind} <permission>[,<permission>...] on <bucket>[/<stream>] ${preposition} <user>|group:<group>`;
-  if (words.length !== 5 || words[1] !== 'on' || words[3] !== preposition) throw new UsageError(`expected: ${form}`);
+  const form = `${kind} <permission>[,<permission>...] [on <bucket>[/<stream>]] ${preposition} <user>|group:<group>`;
+  const global = words.length === 3 && words[1] === preposition;
+  if (!global && (words.length !== 5 || words[1] !== 'on' || words[3] !== preposition)) throw new UsageError(`expected: ${form}`);
   const permissions = words[0]!.split(',');
+  const known: readonly string[] = [...resourcePermissions, ...globalPermissions];
   for (const permission of permissions) {
-    if (!resourcePermissions.includes(permission as Permission)) {
-      throw new UsageError(`unknown permission "${permission}": the permissions are ${resourcePermissions.join(', ')}`);
+    if (!known.includes(permission)) throw new UsageError(`${unknownCommandText(permission, known, 'permission')} (the permissions are ${known.join(', ')})`);
+    if (!global && (globalPermissions as readonly string[]).includes(permission)) {
+      throw new UsageError(`${permission} is global, not a bucket's: ${kind} ${permission} ${preposition} ${words[4]}`);
     }
   }
-  return { kind, permissions: [...new Set(permissions)] as Permission[], ...parseResource(words[2]!), target: parseTarget(words[4]!) };
+  const resource = global ? { bucket: undefined, stream: undefined } : parseResource(words[2]!);
+  return { kind, permissions: [...new Set(permissions)] as Permission[], ...resource, target: parseTarget(words[global ? 2 : 4]!) };
 }
 
 function parseResource(word: string): { bucket: string; stream: string | undefined } {
@@ -868,8 +933,20 @@ async function execute(command: RunnableCommand, client: AdminClient, nowMs: () 
       return changeAccess(command, client);
     case 'access': {
       const json = await client.call('GET', accessPath(command.bucket, command.stream));
-      return { text: formatAccess(resourceName(command.bucket, command.stream), json as AccessAnswer), json };
+      const title = command.bucket === undefined ? 'global access (every bucket)' : `access to ${resourceName(command.bucket, command.stream)}`;
+      return { text: formatAccess(title, json as AccessAnswer), json };
     }
+    case 'stream-info': {
+      const json = await client.call('GET', streamInfoPath(command.bucket, command.stream));
+      return { text: formatStreamInfo(json as StreamInfoAnswer), json };
+    }
+    case 'group-add':
+    case 'group-del':
+    case 'group-show':
+    case 'group-list':
+    case 'group-add-user':
+    case 'group-remove-user':
+      return executeGroup(command, client);
     case 'policy-get': {
       const json = await client.call('GET', policyPath(command.bucket, command.stream));
       return { text: formatPolicy(resourceName(command.bucket, command.stream), json as PolicyBody), json };
@@ -898,6 +975,38 @@ async function execute(command: RunnableCommand, client: AdminClient, nowMs: () 
 }
 
 const clusterPath = '/admin/cluster';
+
+type GroupCommand = Extract<AdminCommand, { kind: `group-${string}` }>;
+
+async function executeGroup(command: GroupCommand, client: AdminClient): Promise<CommandOutput> {
+  if (command.kind === 'group-list') {
+    const json = await client.call('GET', '/groups');
+    return { text: formatGroups(json as GroupSummary[]), json };
+  }
+  const path = `/groups/${encodeURIComponent(command.group)}`;
+  switch (command.kind) {
+    case 'group-add': {
+      const json = await client.call('POST', '/groups', { name: command.group });
+      return { text: `group ${command.group} added`, json };
+    }
+    case 'group-del': {
+      const json = await client.call('DELETE', path);
+      return { text: `group ${command.group} deleted`, json };
+    }
+    case 'group-show': {
+      const json = await client.call('GET', path);
+      return { text: formatGroup(json as GroupDetails), json };
+    }
+    case 'group-add-user': {
+      const json = await client.call('POST', `${path}/users`, { username: command.username });
+      return { text: `user ${command.username} added to group ${command.group}`, json };
+    }
+    case 'group-remove-user': {
+      const json = await client.call('DELETE', `${path}/users/${encodeURIComponent(command.username)}`);
+      return { text: `user ${command.username} removed from group ${command.group}`, json };
+    }
+  }
+}
 
 async function executeCluster(command: RunnableCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
   switch (command.kind) {
@@ -983,7 +1092,7 @@ async function nodeNameOf(client: AdminClient): Promise<string> {
 
 /** One POST /access per permission; stops at the first refusal (the earlier ones stay applied, and are reported). */
 async function changeAccess(command: Extract<AdminCommand, { kind: 'grant' | 'revoke' }>, client: AdminClient): Promise<CommandOutput> {
-  const resource = resourceName(command.bucket, command.stream);
+  const resource = command.bucket === undefined ? 'globally' : `on ${resourceName(command.bucket, command.stream)}`;
   const target = 'group' in command.target ? `group ${command.target.group}` : `user ${command.target.username}`;
   const answers: unknown[] = [];
   for (const [index, permission] of command.permissions.entries()) {
@@ -992,14 +1101,14 @@ async function changeAccess(command: Extract<AdminCommand, { kind: 'grant' | 're
     } catch (error) {
       if (index > 0 && error instanceof AnswerError) {
         const done = command.permissions.slice(0, index).join(',');
-        throw new AnswerError(error.status, error.type, `${error.reason} (${command.kind} ${done} on ${resource} was applied before this)`);
+        throw new AnswerError(error.status, error.type, `${error.reason} (${command.kind} ${done} ${resource} was applied before this)`);
       }
       throw error;
     }
   }
   const verb = command.kind === 'grant' ? 'granted' : 'revoked';
   const preposition = command.kind === 'grant' ? 'to' : 'from';
-  return { text: `${verb} ${command.permissions.join(',')} on ${resource} ${preposition} ${target}`, json: answers.length === 1 ? answers[0] : answers };
+  return { text: `${verb} ${command.permissions.join(',')} ${resource} ${preposition} ${target}`, json: answers.length === 1 ? answers[0] : answers };
 }
 
 export function formatPolicy(resource: string, policy: PolicyBody): string {
@@ -1007,7 +1116,8 @@ export function formatPolicy(resource: string, policy: PolicyBody): string {
   return own === 'none' ? `policy of ${resource}: none of its own (its bucket's policy or the config default applies)` : `policy of ${resource}: ${own}`;
 }
 
-function accessPath(bucket: string, stream: string | undefined): string {
+function accessPath(bucket: string | undefined, stream: string | undefined): string {
+  if (bucket === undefined) return '/access';
   return `/access/${encodeURIComponent(bucket)}${stream === undefined ? '' : `/${encodeURIComponent(stream)}`}`;
 }
 
@@ -1047,8 +1157,21 @@ export function formatUsers(users: readonly { username: string }[]): string {
     .join('\n');
 }
 
-export function formatAccess(resource: string, access: AccessAnswer): string {
-  const lines = [`access to ${resource}`];
+export function formatGroups(groups: readonly GroupSummary[]): string {
+  if (groups.length === 0) return '(no groups)';
+  return groups.map((group) => (group.builtin ? `${group.name}  (built in)` : group.name)).join('\n');
+}
+
+export function formatGroup(group: GroupDetails): string {
+  const lines = [`group ${group.name}${group.builtin ? ' (built in)' : ''}`, 'users:'];
+  if (group.users.length === 0) lines.push('  (none)');
+  for (const user of [...group.users].sort()) lines.push(`  ${user}`);
+  return lines.join('\n');
+}
+
+/** `title`: `access to <bucket>[/<stream>]`, or the global scope's. */
+export function formatAccess(title: string, access: AccessAnswer): string {
+  const lines = [title];
   const section = (title: string, rows: { name: string; permissions: string[] }[]) => {
     lines.push(`${title}:`);
     if (rows.length === 0) lines.push('  (none)');

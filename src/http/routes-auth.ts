@@ -73,18 +73,44 @@ export function registerAuthRoutes(app: FastifyInstance, context: RouteContext):
     app.post(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {
       const { bucket, stream } = resourceParams(request.params);
       const change = objectBodyOf(request);
+      if (isGlobalAlias(bucket, stream)) {
+        await auth.changeAccess(request.username, undefined, undefined, change);
+        return { ok: true };
+      }
       // Global permissions are not a bucket's or a stream's to give.
       if (typeof change['permission'] === 'string' && !(resourcePermissions as readonly string[]).includes(change['permission'])) {
-        throw invalidField('permission', change['permission'], `field "permission" must be one of ${resourcePermissions.join(', ')}`);
+        throw invalidField(
+          'permission',
+          change['permission'],
+          `field "permission" must be one of ${resourcePermissions.join(', ')} (${change['permission']} is global: POST /access)`,
+        );
       }
       await auth.changeAccess(request.username, bucket, stream, change);
       return { ok: true };
     });
     app.get(path, { onRequest: requirePermission(auth, 'grant', 'resource') }, async (request) => {
       const { bucket, stream } = resourceParams(request.params);
-      return auth.listAccess(request.username, bucket, stream);
+      return isGlobalAlias(bucket, stream) ? auth.listAccess(request.username, undefined, undefined) : auth.listAccess(request.username, bucket, stream);
     });
   }
+  // NEW: the global scope (adminusers, viewstats, or a resource permission on every bucket). The service decides who
+  // may: adminusers to list, a g-admin member to give a global permission, `grant` everywhere for a resource one.
+  app.post('/access', { onRequest: requirePermission(auth, 'adminusers', 'global') }, async (request) => {
+    await auth.changeAccess(request.username, undefined, undefined, objectBodyOf(request));
+    return { ok: true };
+  });
+  app.get('/access', { onRequest: requirePermission(auth, 'adminusers', 'global') }, async (request) => auth.listAccess(request.username, undefined, undefined));
+}
+
+/**
+ * IorioDB keeps global permissions on the bucket `$$iorio.permissions$$`
+ * (iorio.hrl's PERM_MAGIC_BUCKET; iorio_app.erl grants adminusers there):
+ * /access on that bucket is /access, so its clients keep working.
+ */
+export const globalAccessBucket = '$$iorio.permissions$$';
+
+function isGlobalAlias(bucket: string, stream: string | undefined): boolean {
+  return bucket === globalAccessBucket && stream === undefined;
 }
 
 /** A user changes their own password; changing someone else's needs `adminusers`. */

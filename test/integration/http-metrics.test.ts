@@ -56,8 +56,9 @@ describe('/stats and /metrics: loopback or viewstats', () => {
 
   test('a viewstats grant opens both to a user from afar', async () => {
     const bob = await createUser(node, 'bob');
-    // A global permission is not a bucket's to give over /access: the admin gives it through the auth service.
-    await node.node.auth.changeAccess('admin', 'anything', undefined, { username: 'bob', permission: 'viewstats', action: 'grant' });
+    // A global permission: POST /access, without a bucket (test/integration/http-global-access.test.ts).
+    const granted = await call(node, 'POST', '/access', { token: node.adminToken, json: { username: 'bob', permission: 'viewstats', action: 'grant' } });
+    expect(granted.status).toBe(200);
     expect((await fromAfar('/stats', bob)).status).toBe(200);
     expect((await fromAfar('/metrics', bob)).status).toBe(200);
   });

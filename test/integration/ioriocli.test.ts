@@ -177,6 +177,51 @@ describe('ioriocli', () => {
     expect(bad.stderr).toMatch(/^ioriocli: max_bytes must be a size/);
   });
 
+  it("info prints a stream's seqnums, entries, bytes, chunks and policy; --json the node's answer; 404 and usage errors", async () => {
+    for (const n of [1, 2, 3]) expect((await finish(spawnCli(url, [...admin, 'put', 'cliinfo', 's', `{"n": ${n}}`]))).code).toBe(0);
+    expect((await finish(spawnCli(url, [...admin, 'policy', 'set', 'cliinfo', 'max_count=100']))).code).toBe(0);
+    const shown = await finish(spawnCli(url, [...admin, 'info', 'cliinfo', 's']));
+    expect(shown).toMatchObject({ code: 0, stderr: '' });
+    const lines = shown.stdout.trimEnd().split('\n');
+    expect(lines).toContain('seqnums:          1 to 3');
+    expect(lines).toContain('entries:          3');
+    expect(lines).toContain('chunks:           1');
+    expect(lines).toContain("policy:           max_count=100 (its bucket's)");
+
+    const json = await finish(spawnCli(url, [...admin, 'info', 'cliinfo', 's', '--json']));
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ bucket: 'cliinfo', stream: 's', first: 1, last: 3, entries: 3, chunks: 1, policy: { max_count: 100 }, policy_source: 'bucket' });
+
+    const missing = await finish(spawnCli(url, [...admin, 'info', 'cliinfo', 'never']));
+    expect(missing.code).toBe(1);
+    expect(JSON.parse(missing.stderr)).toMatchObject({ status: 404, type: 'not-found' });
+    const anonymous = await finish(spawnCli(url, ['info', 'cliinfo', 's']));
+    expect(anonymous.code).toBe(1);
+    expect(JSON.parse(anonymous.stderr)).toMatchObject({ status: 401, type: 'no-perm' });
+    expect((await finish(spawnCli(url, [...admin, 'info', 'cliinfo']))).code).toBe(2);
+    expect((await finish(spawnCli(url, [...admin, 'info', 'cliinfo', 's', '--yaml']))).code).toBe(2);
+    const misspelt = await finish(spawnCli(url, [...admin, 'inf', 'cliinfo', 's']));
+    expect(misspelt.code).toBe(2);
+    expect(misspelt.stderr).toContain('did you mean info?');
+    const help = await finish(spawnCli(url, ['help', 'info']));
+    expect(help.stdout).toContain('info <bucket> <stream> [--json]');
+  });
+
+  it('grant without a bucket is global (viewstats), access without one lists the global grants', async () => {
+    expect((await finish(spawnCli(url, [...admin, 'useradd', 'dan', 'dan-pw']))).code).toBe(0);
+    const granted = await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'to', 'dan']));
+    expect(granted).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(granted.stdout)).toEqual({ ok: true });
+    const listed = await finish(spawnCli(url, [...admin, 'access']));
+    expect(JSON.parse(listed.stdout).users).toContainEqual({ name: 'dan', grants: ['viewstats'] });
+    expect((await finish(spawnCli(url, [...admin, 'revoke', 'viewstats', 'from', 'dan']))).code).toBe(0);
+    expect(JSON.parse((await finish(spawnCli(url, [...admin, 'access']))).stdout).users).not.toContainEqual(expect.objectContaining({ name: 'dan' }));
+    const onBucket = await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'on', 'somebucket', 'to', 'dan']));
+    expect(onBucket.code).toBe(1);
+    expect(JSON.parse(onBucket.stderr)).toMatchObject({ status: 400, type: 'invalid-field' });
+    expect((await finish(spawnCli(url, [...admin, 'grant', 'viewstats', 'on', 'dan']))).code).toBe(2);
+  });
+
   it('finds the node as iorio and iorio-admin do: the running node\'s iorio.url, unless -P or --url names another address', async () => {
     await writeFile(join(dataDir, 'iorio.url'), `${url}\n`);
     const env = { IORIO_PATHS_DATA: dataDir };
@@ -225,7 +270,7 @@ describe('ioriocli', () => {
     const result = await finish(spawnCli(url, admin), 'get cli one\nbogus\nget nobucket nostream\nrevoke get on cli to bob\nping\n');
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/unknown command "bogus"/);
-    expect(result.stderr).toMatch(/usage: revoke <permission> on/);
+    expect(result.stderr).toMatch(/usage: revoke <permission> \[on <bucket>\[\/<stream>\]\] from/);
     expect(result.stdout).toContain('"pong"');
   });
 
@@ -278,6 +323,8 @@ describe('ioriocli', () => {
       expect(await ask('get compl')).toEqual([['completion '], 'compl']);
       expect(await ask('tail completion ')).toEqual([['alpha ', 'beta '], '']);
       expect(await ask('tail completion b')).toEqual([['beta '], 'b']);
+      expect((await ask('inf'))[0]).toContain('info ');
+      expect(await ask('info completion a')).toEqual([['alpha '], 'a']);
     } finally {
       client.close();
     }

@@ -6,6 +6,7 @@
 import { ApiError, IorioClient, isRecord, streamPath, type Subscription } from '../common/client.js';
 import { sleep } from '../common/stats.js';
 import { parsePolicySettings, policyPath, PolicySyntaxError } from '../../src/cli/policy.js';
+import { formatStreamInfo, streamInfoPath, type StreamInfoAnswer } from '../../src/cli/stream-info.js';
 import { unknownCommandText } from '../../src/cli/suggest.js';
 import { versionLine } from '../../src/version.js';
 import { parseJsonArgument } from './args.js';
@@ -73,14 +74,20 @@ function granteeArgument(raw: string): { username: string } | { group: string } 
   return { username: raw };
 }
 
+/** `<permission> on <bucket>[/<stream>] to|from <grantee>`, or `<permission> to|from <grantee>`: globally (POST /access). */
 async function changeAccess(session: Session, args: readonly string[], action: 'grant' | 'revoke'): Promise<unknown> {
-  const [permission, on, resource, to, grantee] = args as [string, string, string, string, string];
-  if (on !== 'on' || to !== (action === 'grant' ? 'to' : 'from')) {
-    throw new UsageError(`usage: ${action} <permission> on <bucket>[/<stream>] ${action === 'grant' ? 'to' : 'from'} <user|group:name>`);
+  const preposition = action === 'grant' ? 'to' : 'from';
+  const global = args.length === 3;
+  const [permission, on, resource, to, grantee] = (global ? [args[0], 'on', undefined, args[1], args[2]] : args) as [string, string, string | undefined, string, string];
+  if ((args.length !== 3 && args.length !== 5) || on !== 'on' || to !== preposition) {
+    throw new UsageError(`usage: ${action} <permission> [on <bucket>[/<stream>]] ${preposition} <user|group:name>`);
   }
   if (!(permissions as readonly string[]).includes(permission)) throw new UsageError(`permission must be one of ${permissions.join(', ')}`);
-  const { bucket, stream } = resourceArgument(resource);
-  const path = stream === undefined ? `/access/${encodeURIComponent(bucket)}` : `/access/${encodeURIComponent(bucket)}/${encodeURIComponent(stream)}`;
+  let path = '/access';
+  if (resource !== undefined) {
+    const { bucket, stream } = resourceArgument(resource);
+    path = stream === undefined ? `/access/${encodeURIComponent(bucket)}` : `/access/${encodeURIComponent(bucket)}/${encodeURIComponent(stream)}`;
+  }
   const body = { ...granteeArgument(grantee), permission, action };
   return (await session.client.expect([200, 201], 'POST', path, { body: JSON.stringify(body) })).body;
 }
@@ -198,6 +205,17 @@ export const commands: readonly Command[] = [
     },
   },
   {
+    name: 'info',
+    params: ['bucket', 'stream', '[--json]'],
+    completes: 'bucket-stream',
+    summary: "a stream's first and last seqnum, entries, bytes, chunks and the policy in force (--json: the node's answer)",
+    async run(session, [bucket, stream, json]) {
+      if (json !== undefined && json !== '--json') throw new UsageError(`usage: ${usageOf(this)}`);
+      const info = (await session.client.expect([200], 'GET', streamInfoPath(bucket as string, stream as string))).body as StreamInfoAnswer;
+      return json === undefined ? formatStreamInfo(info) : info;
+    },
+  },
+  {
     name: 'delete',
     params: ['bucket', 'stream'],
     completes: 'bucket-stream',
@@ -241,27 +259,28 @@ export const commands: readonly Command[] = [
   },
   {
     name: 'grant',
-    params: ['permission', 'on', 'bucket[/stream]', 'to', 'user|group:name'],
-    summary: `grant a permission (${permissions.join(', ')})`,
+    params: ['permission', '[on]', '[bucket[/stream]]', 'to', 'user|group:name'],
+    summary: `grant a permission (${permissions.join(', ')}); without on <bucket>: globally (adminusers, viewstats)`,
     async run(session, args) {
       return changeAccess(session, args, 'grant');
     },
   },
   {
     name: 'revoke',
-    params: ['permission', 'on', 'bucket[/stream]', 'from', 'user|group:name'],
-    summary: 'revoke a permission',
+    params: ['permission', '[on]', '[bucket[/stream]]', 'from', 'user|group:name'],
+    summary: 'revoke a permission (without on <bucket>: a global one)',
     async run(session, args) {
       return changeAccess(session, args, 'revoke');
     },
   },
   {
     name: 'access',
-    params: ['bucket[/stream]'],
+    params: ['[bucket[/stream]]'],
     completes: 'bucket',
-    summary: 'who may do what on a bucket or stream',
+    summary: 'who may do what on a bucket or stream (without one: the global grants)',
     async run(session, [resource]) {
-      const { bucket, stream } = resourceArgument(resource as string);
+      if (resource === undefined) return (await session.client.expect([200], 'GET', '/access')).body;
+      const { bucket, stream } = resourceArgument(resource);
       const path = stream === undefined ? `/access/${encodeURIComponent(bucket)}` : `/access/${encodeURIComponent(bucket)}/${encodeURIComponent(stream)}`;
       return (await session.client.expect([200], 'GET', path)).body;
     },

@@ -73,8 +73,10 @@ interface Hosted {
   readonly replica: Replica<OpPayload>;
   /** Ops applied to the stream store. */
   applied: number;
-  /** The apply of the next committed op waits for this one. */
+  /** The apply of the next committed ops waits for this one. */
   applying: Promise<void>;
+  /** Committed ops waiting to be applied. */
+  readonly queue: LogEntry<OpPayload>[];
   readonly appliedWaiters: { op: number; resolve: () => void }[];
   leader: string | undefined;
 }
@@ -140,7 +142,7 @@ export class ReplicaHost {
     if (this.closed || this.hosted.has(partition)) return;
     const durable = this.options.logs.recover(partition);
     if (durable.damaged !== undefined) this.logger.warn({ partition, damaged: durable.damaged }, 'replication: damaged ops set aside; the replica repairs from its leader before it votes or leads');
-    const hosted: Hosted = { partition, applied: durable.base ?? 0, applying: Promise.resolve(), appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
+    const hosted: Hosted = { partition, applied: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
     const replica = new Replica<OpPayload>({
       self: this.options.self,
       members,
@@ -269,22 +271,53 @@ export class ReplicaHost {
 
   // --- Applying committed ops ------------------------------------------------
 
+  /**
+   * Queues a committed op for the stream store. Ops committed while an
+   * apply runs are applied together, one import per stream (a group
+   * commit: one store sync for many ops, not one each), in op order; a
+   * delete ends a group.
+   */
   private apply(hosted: Hosted, entry: LogEntry<OpPayload>): void {
-    hosted.applying = hosted.applying.then(async () => {
-      if (entry.writes.length > 0) {
+    hosted.queue.push(entry);
+    if (hosted.queue.length > 1) return;
+    hosted.applying = hosted.applying.then(() => this.drain(hosted));
+    hosted.applying.catch((error: unknown) => this.logger.error({ err: error, partition: hosted.partition }, 'replication: committed ops could not be applied to the stream store'));
+  }
+
+  private async drain(hosted: Hosted): Promise<void> {
+    // Yield once so ops committed in this turn join the group.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (hosted.queue.length > 0) {
+      const batch = hosted.queue.splice(0, hosted.queue.length);
+      const pending = new Map<string, Buffer[]>();
+      const flush = async (): Promise<void> => {
+        const groups = [...pending];
+        pending.clear();
+        await Promise.all(
+          groups.map(([key, records]) => {
+            const { bucket, stream } = splitKey(key);
+            return this.options.store.importRecords({ bucket, stream, records: Buffer.concat(records), deletedAt: 0 });
+          }),
+        );
+      };
+      for (const entry of batch) {
+        if (entry.writes.length === 0) continue;
         const bodies = decodePayload(entry.payload);
         for (const [index, write] of entry.writes.entries()) {
-          const { bucket, stream } = splitKey(write.stream);
-          if (write.delete === true) await this.options.store.deleteStream(bucket, stream);
-          else {
-            const records = Buffer.concat((bodies[index] ?? []).map((body, offset) => encodeRecord(write.firstSeq + offset, entry.t, entry.epoch, body)));
-            await this.options.store.importRecords({ bucket, stream, records, deletedAt: 0 });
+          if (write.delete === true) {
+            await flush();
+            const { bucket, stream } = splitKey(write.stream);
+            await this.options.store.deleteStream(bucket, stream);
+            continue;
           }
+          const records = pending.get(write.stream) ?? [];
+          for (const [offset, body] of (bodies[index] ?? []).entries()) records.push(encodeRecord(write.firstSeq + offset, entry.t, entry.epoch, body));
+          pending.set(write.stream, records);
         }
       }
-      this.markApplied(hosted, entry.op);
-    });
-    hosted.applying.catch((error: unknown) => this.logger.error({ err: error, partition: hosted.partition, op: entry.op }, 'replication: a committed op could not be applied to the stream store'));
+      await flush();
+      this.markApplied(hosted, batch[batch.length - 1]!.op);
+    }
   }
 
   private markApplied(hosted: Hosted, op: number): void {

@@ -12,8 +12,17 @@
  *                does not own the stream (forwarded over the cluster
  *                connection) beside the same sent to the owner.
  *
- * Options (--key value): groups (handoff,forwarding), mb (1024), streams (256),
- * concurrency (handoff.concurrency, 2), connections (64).
+ *   replication  appends of 100-byte entries (sync = always, 64 connections)
+ *                to one node with request.n = 1 (baseline) and to the leader
+ *                of a stream on three nodes with request.n = 3, W = 2 (target
+ *                ratio >= 0.54, Kafka's 3x synchronous / no-replication ratio
+ *                in LinkedIn's 2014 benchmark); then <kills> times kill -9 of
+ *                the stream's leader and the time until an append through
+ *                another node is acknowledged (p50 / max; target < 2 s).
+ *
+ * Options (--key value): groups (handoff,forwarding,replication), mb (1024),
+ * streams (256), concurrency (handoff.concurrency, 2), connections (64),
+ * kills (20).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -41,8 +50,12 @@ function option(context: BenchContext, name: string, fallback: number): number {
   return value;
 }
 
+/** Data folders by node name: a node started again (after kill -9) gets its own back. */
+const dataDirs = new Map<string, string>();
+
 async function startNode(context: BenchContext, name: string, flags: Record<string, string>): Promise<BenchNode> {
-  const dataDir = await context.tempDir(name.replace(/[^a-z0-9]/g, ''));
+  const dataDir = dataDirs.get(name) ?? (await context.tempDir(name.replace(/[^a-z0-9]/g, '')));
+  dataDirs.set(name, dataDir);
   const all = { nodename: name, 'paths.data': path.join(dataDir, 'data'), 'http.port': '0', 'cluster.port': '0', 'auth.bcrypt.rounds': '4', 'http.ratelimit.enabled': 'no', 'metrics.enabled': 'no', ...flags };
   const child = spawn(process.execPath, [mainScript, 'console', ...Object.entries(all).flatMap(([key, value]) => [`--${key}`, value])], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
@@ -203,6 +216,101 @@ async function forwardingRows(context: BenchContext): Promise<BenchRow[]> {
   }
 }
 
+/** The node serving a stream now (its partition's leader with request.n > 1), from stream info. */
+async function servingNode(url: string, token: string, bucket: string, stream: string): Promise<string> {
+  for (let attempt = 0; attempt < 400; attempt++) {
+    const info = await call(url, 'GET', `/streams/${bucket}/${stream}/info`, { token });
+    if (info.status === 200) return info.body.node as string;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`no node serves ${bucket}/${stream}`);
+}
+
+async function appendUntilAcknowledged(url: string, token: string, route: string, body: string, deadlineMs: number): Promise<void> {
+  while (performance.now() < deadlineMs) {
+    try {
+      const answer = await call(url, 'POST', route, { token, body });
+      if (answer.status === 201) return;
+    } catch {
+      // The node may be the one just killed: try again.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`no append acknowledged through ${url} in time`);
+}
+
+async function replicationRows(context: BenchContext): Promise<BenchRow[]> {
+  const connections = option(context, 'connections', 64);
+  const kills = option(context, 'kills', 20);
+  const suffix = randomBytes(3).toString('hex');
+  const body = jsonOfBytes(100);
+  const json = { 'content-type': 'application/json' };
+  const common = { connections, durationSecs: context.seconds };
+  const notes = (outcome: { non2xx: number; errors: number }) => [outcome.non2xx > 0 ? `non2xx=${outcome.non2xx}` : '', outcome.errors > 0 ? `errors=${outcome.errors}` : ''].filter(Boolean).join(' ');
+
+  // Baseline: one node, one copy.
+  const single = await startNode(context, `bench${suffix}s@127.0.0.1`, { 'storage.sync': 'always' });
+  let baseline;
+  try {
+    const token = await login(single.url);
+    context.log('replication: POST to one node, request.n = 1');
+    baseline = await runLoad({ kind: 'autocannon', method: 'POST', url: `${single.url}/streams/rep/s`, headers: { ...json, 'x-session': token }, body, ...common });
+  } finally {
+    await stopNode(single);
+  }
+
+  const flags = { 'storage.sync': 'always', 'request.n': '3' };
+  const names = ['r1', 'r2', 'r3'].map((tag) => `bench${suffix}${tag}@127.0.0.1`);
+  const nodes: BenchNode[] = [];
+  for (const name of names) nodes.push(await startNode(context, name, flags));
+  try {
+    for (const node of nodes.slice(1)) {
+      const joined = await call(node.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: nodes[0]!.name }) });
+      if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
+    }
+    await call(nodes[0]!.url, 'GET', '/admin/cluster/plan', { secret: true });
+    await call(nodes[0]!.url, 'POST', '/admin/cluster/commit', { secret: true });
+    await waitSettled(nodes[0]!.url, 120_000);
+    const tokens = await Promise.all(nodes.map((node) => login(node.url)));
+    // Stream info knows a stream once it holds an entry.
+    await appendUntilAcknowledged(nodes[0]!.url, tokens[0]!, '/streams/rep/s', body, performance.now() + 30_000);
+    const leaderName = await servingNode(nodes[0]!.url, tokens[0]!, 'rep', 's');
+    const leaderIndex = nodes.findIndex((node) => node.name === leaderName);
+    context.log('replication: POST to the leader, 3 nodes, request.n = 3, W = 2');
+    const replicated = await runLoad({ kind: 'autocannon', method: 'POST', url: `${nodes[leaderIndex]!.url}/streams/rep/s`, headers: { ...json, 'x-session': tokens[leaderIndex]! }, body, ...common });
+
+    // Failover: kill -9 of the stream's leader, then appends through another node until one is acknowledged.
+    const failovers: number[] = [];
+    for (let round = 0; round < kills; round++) {
+      const asked = (round + 1) % 3;
+      const current = await servingNode(nodes[asked]!.url, tokens[asked]!, 'rep', 's').catch(() => '');
+      const index = nodes.findIndex((node) => node.name === current);
+      if (index < 0) throw new Error('the leader could not be found');
+      const other = (index + 1) % 3;
+      await appendUntilAcknowledged(nodes[other]!.url, tokens[other]!, '/streams/rep/s', body, performance.now() + 30_000);
+      const exited = new Promise((resolve) => nodes[index]!.child.once('exit', resolve));
+      const killedAt = performance.now();
+      nodes[index]!.child.kill('SIGKILL');
+      await appendUntilAcknowledged(nodes[other]!.url, tokens[other]!, '/streams/rep/s', body, killedAt + 30_000);
+      failovers.push(performance.now() - killedAt);
+      context.log(`replication: failover ${round + 1}/${kills}: ${(failovers[failovers.length - 1]! / 1000).toFixed(2)} s`);
+      await exited;
+      nodes[index] = await startNode(context, nodes[index]!.name, flags);
+      tokens[index] = await login(nodes[index]!.url);
+    }
+    const sorted = [...failovers].sort((a, b) => a - b);
+    const p50 = sorted[Math.floor(sorted.length / 2)] ?? 0;
+    const max = sorted[sorted.length - 1] ?? 0;
+    return [
+      { variant: '1 node, request.n = 1 (baseline)', group: 'replicated POST', baseline: true, opsPerSec: baseline.requestsPerSec, unit: 'req/s', p50Ms: baseline.p50Ms, p99Ms: baseline.p99Ms, notes: notes(baseline) },
+      { variant: '3 nodes, request.n = 3, W = 2, to the leader', group: 'replicated POST', opsPerSec: replicated.requestsPerSec, unit: 'req/s', p50Ms: replicated.p50Ms, p99Ms: replicated.p99Ms, target: { ratioMin: 0.54 }, notes: notes(replicated) },
+      { variant: `failover after kill -9 of the leader (${failovers.length} kills)`, group: 'failover', opsPerSec: failovers.length, unit: 'kills', p50Ms: p50, p99Ms: max, target: { p99MsMax: 2000 }, notes: `p50 ${(p50 / 1000).toFixed(2)} s, max ${(max / 1000).toFixed(2)} s (p99 column: max); target < 2 s` },
+    ];
+  } finally {
+    await Promise.all(nodes.map((node) => stopNode(node)));
+  }
+}
+
 /** Owner of every partition, from the nodes' own answers (a read on a node reports nothing of ownership, so ask the ring). */
 async function ownersOf(url: string, size: number): Promise<string[]> {
   const answer = await call(url, 'GET', '/admin/cluster/ring', { secret: true });
@@ -213,14 +321,15 @@ async function ownersOf(url: string, size: number): Promise<string[]> {
 
 /** What `npm run bench -- cluster` accepts, checked before anything runs. */
 export const options: Readonly<Record<string, BenchOption>> = {
-  groups: listOption('which groups run (forwarding,handoff)', ['forwarding', 'handoff']),
+  groups: listOption('which groups run (forwarding,handoff,replication)', ['forwarding', 'handoff', 'replication']),
   mb: positiveOption('megabytes written before the handoff (1024)'),
   streams: positiveOption('streams they are spread over (256)'),
   concurrency: positiveOption('handoff.concurrency of the nodes (2)'),
-  connections: positiveOption('autocannon connections for the forwarding rows (64)'),
+  connections: positiveOption('autocannon connections for the forwarding and replication rows (64)'),
+  kills: positiveOption('kill -9s of the leader the replication group times (20)'),
 };
 
 export async function run(context: BenchContext): Promise<BenchRow[]> {
-  const groups = (context.options['groups'] ?? 'forwarding,handoff').split(',');
-  return runGroups(context, groups, (group) => (group === 'forwarding' ? forwardingRows(context) : handoffRows(context)));
+  const groups = (context.options['groups'] ?? 'forwarding,handoff,replication').split(',');
+  return runGroups(context, groups, (group) => (group === 'forwarding' ? forwardingRows(context) : group === 'replication' ? replicationRows(context) : handoffRows(context)));
 }

@@ -15,6 +15,7 @@
  */
 import type {
   MembersAnswer,
+  PartitionsAnswer,
   PlanAnswer,
   RingAnswer,
   RingReadyAnswer,
@@ -260,6 +261,35 @@ export function humanTime(ms: number): string {
 /** Riak's datetime_str, in UTC: `2026-11-21 10:00:00`. */
 export function datetime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+}
+
+/**
+ * `iorio-admin partitions`: each partition's replica group as its leader
+ * reports it (leader, epoch, voters, commit, how far each follower lags),
+ * a partition with no leader marked, a group that is changing marked with
+ * its old voters; then a summary line.
+ */
+export function formatPartitions(answer: PartitionsAnswer): string {
+  if (answer.n <= 1) return 'request.n = 1: each partition has one copy (no replica groups); see ring-status for its owner\n';
+  const short = (node: string): string => node.split('@')[0]!;
+  const byPartition = new Map<number, PartitionsAnswer['rows'][number][]>();
+  for (const row of answer.rows) byPartition.set(row.partition, [...(byPartition.get(row.partition) ?? []), row]);
+  const lines = [banner('Partitions'), `${'Partition'.padEnd(10)}${'Leader'.padEnd(22)}${'Epoch'.padStart(6)}  ${'Voters'.padEnd(26)}${'Commit'.padStart(8)}  Lag`, rule];
+  let led = 0;
+  let changing = 0;
+  for (const [partition, rows] of [...byPartition].sort((a, b) => a[0] - b[0])) {
+    const leader = rows.find((row) => row.role === 'leader' && row.leader === row.node);
+    const view = leader ?? rows.reduce((a, b) => (b.epoch > a.epoch ? b : a));
+    if (leader !== undefined) led++;
+    if (view.old !== null) changing++;
+    const voters = view.voters.map(short).join(',') + (view.old === null ? '' : ` (from ${view.old.map(short).join(',')})`);
+    const lag = leader === undefined ? '-' : leader.followers.map((follower) => `${short(follower.replica)} ${follower.lag}`).join(', ') || '-';
+    lines.push(`${String(partition).padEnd(10)}${(leader === undefined ? 'none' : `'${leader.node}'`).padEnd(22)}${String(view.epoch).padStart(6)}  ${voters.padEnd(26)}${String(view.commit).padStart(8)}  ${lag}`);
+  }
+  lines.push(rule);
+  const without = byPartition.size - led;
+  lines.push(`${byPartition.size} partitions: ${led} with a leader, ${without} without; ${changing} changing their group; unreachable: ${answer.unreachable.length === 0 ? 'none' : answer.unreachable.join(', ')}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /**

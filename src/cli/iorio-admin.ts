@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resourcePermissions, type GroupDetails, type GroupSummary, type Permission } from '../auth/types.js';
-import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
+import type { MembersAnswer, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
 import { ConfigError, formatDuration as formatConfigDuration, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
 import { nodeNameProblem } from '../core/ring.js';
 import { globalPermissions } from '../core/acl.js';
@@ -11,6 +11,7 @@ import {
   formatRingStatus,
   formatTransferLimits,
   formatTransferLimitSet,
+  formatPartitions,
   formatTransfers,
   refusalText,
   stagedText,
@@ -104,6 +105,7 @@ const commandEntries: readonly CommandEntry[] = [
   { section: 'cluster', synopsis: 'ring-status', summary: 'claimant, ring readiness, pending ownership transfers, unreachable nodes' },
   { section: 'cluster', synopsis: 'ringready', summary: 'whether every member agrees on the ring (exit 1 when not)' },
   { section: 'cluster', synopsis: 'transfers', summary: 'partitions waiting to be handed off, and the transfers running' },
+  { section: 'cluster', synopsis: 'partitions', summary: "each partition's replica group: leader, epoch, voters, commit, follower lag (request.n > 1)" },
   { section: 'cluster', synopsis: 'transfer-limit [<concurrency>] [--rate <size>]', summary: "show, or set, this node's handoff concurrency and rate (0 = no limit)" },
   { section: 'cluster', synopsis: 'transfer cancel <partition>', summary: 'cancel the transfer of one partition' },
 ];
@@ -283,7 +285,7 @@ export type ClusterChange = Exclude<ClusterContext['command'], 'plan'>;
 export type AdminCommand =
   | { readonly kind: 'user-add' | 'user-passwd'; readonly username: string; readonly password: string }
   | { readonly kind: 'user-del' | 'user-revoke-sessions'; readonly username: string }
-  | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' | 'transfers' | 'cluster-plan' }
+  | { readonly kind: 'user-list' | 'status' | 'member-status' | 'ring-status' | 'ringready' | 'transfers' | 'partitions' | 'cluster-plan' }
   /** bucket undefined: the global scope (POST /access). */
   | {
       readonly kind: 'grant' | 'revoke';
@@ -345,6 +347,7 @@ export function parseCommand(words: readonly string[], rate?: string): AdminComm
     case 'ring-status':
     case 'ringready':
     case 'transfers':
+    case 'partitions':
       expectCount(command, rest, 0);
       return { kind: command };
     case 'cluster':
@@ -1025,6 +1028,12 @@ async function executeCluster(command: RunnableCommand, client: AdminClient, now
     case 'transfers': {
       const json = (await client.callCluster('GET', `${clusterPath}/transfers`)) as TransfersAnswer;
       return { text: formatTransfers(json, nowMs()), json };
+    }
+    case 'partitions': {
+      const json = (await client.callCluster('GET', `${clusterPath}/partitions`)) as PartitionsAnswer;
+      const leaderless = new Set(json.rows.map((row) => row.partition));
+      for (const row of json.rows) if (row.role === 'leader' && row.leader === row.node) leaderless.delete(row.partition);
+      return { text: formatPartitions(json), json, failed: json.n > 1 && leaderless.size > 0 };
     }
     case 'cluster-plan': {
       const json = (await client.callCluster('GET', `${clusterPath}/plan`)) as PlanAnswer;

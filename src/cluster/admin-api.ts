@@ -110,6 +110,33 @@ export interface TransferLimits {
   readonly rateBytesPerSec: number;
 }
 
+/** One replica of one partition, as the node that holds it reports it (request.n > 1). */
+export interface PartitionRow {
+  readonly partition: number;
+  /** The node reporting (it holds this replica). */
+  readonly node: string;
+  readonly role: string;
+  readonly epoch: number;
+  readonly leader: string | null;
+  readonly voters: readonly string[];
+  /** While the group changes: the voters before. */
+  readonly old: readonly string[] | null;
+  readonly lastOp: number;
+  readonly commit: number;
+  readonly applied: number;
+  readonly recovering: boolean;
+  /** From a leader: each follower's acknowledged op, and how far behind the leader's log it is. */
+  readonly followers: readonly { readonly replica: string; readonly match: number; readonly lag: number }[];
+}
+
+export interface PartitionsAnswer {
+  /** request.n of the asked node (1: no replica groups, no rows). */
+  readonly n: number;
+  /** Every replica every reachable member holds, by partition then node. */
+  readonly rows: readonly PartitionRow[];
+  readonly unreachable: readonly string[];
+}
+
 export interface TransfersAnswer {
   /** Transfers every reachable member reports (each sender reports its own), by partition. */
   readonly transfers: readonly TransferRow[];

@@ -14,7 +14,7 @@ import { memberOf, memberStatus, ownerOf, type MemberInfo, type Ring } from '../
 import type { MetaStore } from '../store/meta.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { AppendRequest } from '../store/types.js';
-import type { MembersAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from './admin-api.js';
+import type { MembersAnswer, PartitionRow, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from './admin-api.js';
 import { ClusterStore } from './cluster-store.js';
 import { HandoffManager } from './handoff-manager.js';
 import { HandoffReceiver } from './handoff-receiver.js';
@@ -65,6 +65,8 @@ export interface ClusterAdmin {
   clear(): Promise<unknown>;
   down(node: string): Promise<{ version: number }>;
   transfers(): Promise<TransfersAnswer>;
+  /** Every replica group's leader, epoch, voters and lag, from every reachable member (request.n > 1). */
+  partitions(): Promise<PartitionsAnswer>;
   transferLimit(change: { concurrency?: number; rate?: number }): TransferLimits;
   cancelTransfer(partition: number): boolean;
   /** The HTTP address the node listens on, once it does. */
@@ -191,6 +193,31 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     else void handoff.ringChanged(current).catch((error: unknown) => logger.error({ err: error }, 'handoff: reacting to a new ring failed'));
   });
   transport.handle(MessageType.handoffStatus, () => handoff.rows());
+  const partitionRows = (): PartitionRow[] => {
+    if (replication === undefined) return [];
+    const { host } = replication;
+    return host.partitions().flatMap((partition) => {
+      const status = host.status(partition);
+      if (status === undefined) return [];
+      return [
+        {
+          partition,
+          node: name,
+          role: status.role,
+          epoch: status.epoch,
+          leader: status.leader ?? null,
+          voters: status.config.voters,
+          old: status.config.old ?? null,
+          lastOp: status.lastOp,
+          commit: status.commit,
+          applied: status.applied,
+          recovering: status.recovering,
+          followers: status.followers.map((follower) => ({ ...follower, lag: Math.max(0, status.lastOp - follower.match) })),
+        },
+      ];
+    });
+  };
+  transport.handle(MessageType.replicationStatus, () => partitionRows());
   metadata.start();
   membership.start();
   // With replica groups, partitions move by changes of the group, never by copies behind the log.
@@ -232,6 +259,22 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           }),
       );
       return { transfers: rows.sort((a, b) => a.partition - b.partition), limits: handoff.transferLimits, unreachable: unreachable.sort(), received: { ...receiver.stats } };
+    },
+    partitions: async () => {
+      const rows = partitionRows();
+      const unreachable: string[] = [];
+      await Promise.all(
+        ring.current.members
+          .filter((member) => member.name !== name)
+          .map(async (member) => {
+            try {
+              rows.push(...(await transport.request<PartitionRow[]>(member.name, MessageType.replicationStatus, null, { timeoutMs: 3_000 })));
+            } catch {
+              unreachable.push(member.name);
+            }
+          }),
+      );
+      return { n, rows: rows.sort((a, b) => a.partition - b.partition || (a.node < b.node ? -1 : 1)), unreachable: unreachable.sort() };
     },
     transferLimit: (change) => handoff.setLimits(change),
     cancelTransfer: (partition) => handoff.cancel(partition),

@@ -174,6 +174,8 @@ export const MessageType = {
   /** A follower behind its leader's compaction point asks for the partition's streams, then their records. */
   replicationStateStreams: 1031,
   replicationStateRecords: 1032,
+  /** A node's replicas, for iorio-admin partitions. */
+  replicationStatus: 1033,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

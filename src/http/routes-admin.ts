@@ -68,6 +68,7 @@ export function registerAdminRoutes(app: FastifyInstance, context: RouteContext)
   app.post(`${base}/clear`, { onRequest }, async () => ({ ok: true, ...((await cluster.clear()) as object) }));
   app.post(`${base}/down`, { onRequest }, async (request) => ({ ok: true, ...(await cluster.down(nodeField(body(request), 'node', true)!)) }));
   app.get(`${base}/transfers`, { onRequest }, async () => cluster.transfers());
+  app.get(`${base}/partitions`, { onRequest }, async () => cluster.partitions());
   app.post(`${base}/transfer-limit`, { onRequest }, async (request) => {
     const fields = body(request);
     const concurrency = fields['concurrency'];

@@ -8,6 +8,7 @@
  */
 
 import { afterEach, describe, expect, test } from 'vitest';
+import { formatPartitions } from '../../src/cli/admin-format.js';
 import { TestCluster, waitFor } from './cluster-harness.js';
 
 let cluster: TestCluster | undefined;
@@ -52,6 +53,18 @@ describe('request.n = 3 on real processes', () => {
       bodies.push({ n });
     }
     for (const index of [1, 2, 3]) expect(await readAll(index, 's'), `read through node ${index}`).toEqual(bodies);
+
+    // iorio-admin partitions: every partition a group of the three, each with one leader.
+    const partitions = await waitFor('a leader in every partition', 30_000, async () => {
+      const answer = await cluster!.admin(1, 'GET', 'partitions');
+      const rows = answer.body.rows as { partition: number; node: string; role: string; leader: string | null; voters: string[] }[];
+      const leaders = new Set(rows.filter((row) => row.role === 'leader' && row.leader === row.node).map((row) => row.partition));
+      return answer.status === 200 && leaders.size === 64 ? answer.body : undefined;
+    });
+    expect(partitions.n).toBe(3);
+    for (const row of partitions.rows) expect([...row.voters].sort()).toEqual([1, 2, 3].map((index) => cluster!.nameOf(index)).sort());
+    const table = formatPartitions(partitions);
+    expect(table).toContain('64 partitions: 64 with a leader, 0 without; 0 changing their group; unreachable: none');
 
     // The node that serves the stream now is its partition's leader.
     const info = await cluster.call(1, 'GET', '/streams/rep/s/info');

@@ -194,7 +194,7 @@ describe('message types', () => {
         metadataUsers: 800, metadataGrants: 801, metadataPolicies: 802, metadataSecret: 803, metadataChanges: 804, metadataCatchUp: 810,
         replicationPrepare: 1000, replicationPrepareOk: 1001, replicationCommit: 1002,
         replicationStartViewChange: 1010, replicationDoViewChange: 1011, replicationStartView: 1012,
-        replicationHeartbeat: 1020, replicationLeaseGrant: 1021, replicationBatch: 1030, replicationStateStreams: 1031, replicationStateRecords: 1032,
+        replicationHeartbeat: 1020, replicationLeaseGrant: 1021, replicationBatch: 1030, replicationStateStreams: 1031, replicationStateRecords: 1032, replicationStatus: 1033,
       }),
     );
   });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -288,9 +288,14 @@ async function runConsole(config: Config): Promise<number> {
  * writable: the node serves anyway (the lock file names its pid).
  */
 function writeNodeFiles(config: Config, url: string, logger: ReturnType<typeof createLogger>): void {
+  // Written aside, then renamed: a tool reading them never sees a file created but not yet written.
+  const writeWhole = (file: string, text: string): void => {
+    writeFileSync(`${file}.tmp`, text);
+    renameSync(`${file}.tmp`, file);
+  };
   try {
-    writeFileSync(pidFileOf(config), `${process.pid}\n`);
-    writeFileSync(urlFileOf(config), `${url}\n`);
+    writeWhole(pidFileOf(config), `${process.pid}\n`);
+    writeWhole(urlFileOf(config), `${url}\n`);
   } catch (error) {
     logger.warn({ code: (error as NodeJS.ErrnoException).code }, 'could not write the pid and URL files in the data folder');
   }

@@ -27,6 +27,7 @@ import { readFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { listenTimeoutMsMax } from './core/limits.js';
 import { nameProblem } from './core/names.js';
+import { majorityOf } from './core/replication.js';
 
 // ---------------------------------------------------------------------------
 // Kinds and units
@@ -942,7 +943,7 @@ const crossChecks: readonly CrossCheck[] = [
   (config) => {
     const n = config['request.n'];
     const w = config['request.w'];
-    const majority = Math.floor(n / 2) + 1;
+    const majority = majorityOf(n);
     if (w === 0) return undefined;
     if (w < majority) {
       return {

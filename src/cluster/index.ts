@@ -147,7 +147,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       ? {}
       : {
           replicated: {
-            hosts: (partition: number) => replication.host.status(partition) !== undefined,
+            hosts: (partition: number) => replication.host.holds(partition),
             append: (partition: number, requests: readonly AppendRequest[]) => replication.host.append(partition, requests),
             deleteStream: (partition: number, bucket: string, stream: string) => replication.host.deleteStream(partition, bucket, stream),
             serve: <T>(partition: number, read: () => Promise<T>) => replication.host.serve(partition, read),
@@ -180,7 +180,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     routes.replicateWith((partition) => {
       const leader = host.leaderOf(partition);
       if (leader !== undefined) return { node: leader, reason: 'leader' };
-      if (host.status(partition) !== undefined) return { node: name, reason: 'replica' };
+      if (host.holds(partition)) return { node: name, reason: 'replica' };
       const members = groups.members(partition);
       return { node: members.find((member) => member !== name && membership.reachable(member)) ?? members[0] ?? name, reason: 'replica' };
     });

@@ -8,6 +8,16 @@
 
 export type ReplicaId = string;
 
+/** A majority of n replicas. */
+export function majorityOf(n: number): number {
+  return Math.floor(n / 2) + 1;
+}
+
+/** The same replicas, in any order. */
+export function sameMembers(a: readonly ReplicaId[], b: readonly ReplicaId[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
+}
+
 /**
  * Who replicates a partition. `voters` decide (elections, commits); while a
  * change is under way the group is *joint*: `old` are the voters before it,

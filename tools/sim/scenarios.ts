@@ -7,6 +7,12 @@
 import type { ReplicaTiming } from '../../src/cluster/replication/types.js';
 import type { Simulation } from './sim.js';
 
+/** A scripted history starts on a quiet network (no loss, no duplicates) with a leader serving; false if none came. */
+function quietStart(sim: Simulation): boolean {
+  sim.quiet();
+  return sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000);
+}
+
 /**
  * Raft's Figure 8 (five replicas). An entry of an old epoch reaches a
  * majority under a later leader, which then dies; a replica holding a
@@ -16,9 +22,7 @@ import type { Simulation } from './sim.js';
  */
 export function figure8(sim: Simulation): void {
   const ids = sim.ids;
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
-  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  if (!quietStart(sim)) return;
   const a = sim.servingLeader()!.id;
   const b = ids.find((id) => id !== a)!;
   // (a) X reaches a and b only.
@@ -71,9 +75,7 @@ export function figure8(sim: Simulation): void {
  */
 export function doubleFailover(sim: Simulation): void {
   const ids = sim.ids;
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
-  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  if (!quietStart(sim)) return;
   const a = sim.servingLeader()!.id;
   for (let index = 0; index < 6; index++) sim.appendAt(a, 's1', `A${index}`);
   sim.runUntil(sim.time + 50);
@@ -106,9 +108,7 @@ export function doubleFailover(sim: Simulation): void {
  * answer neither (its lease ran out by its own monotonic clock), then follow.
  */
 export function deposedLeader(sim: Simulation): void {
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
-  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  if (!quietStart(sim)) return;
   const a = sim.servingLeader()!.id;
   const first = sim.appendAt(a, 's1', 'before');
   sim.runUntilTrue(() => first.outcome !== 'pending', 1_000);
@@ -134,9 +134,7 @@ export function deposedLeader(sim: Simulation): void {
  * leader's complete log and drop committed ops.
  */
 export function shortCatchUp(sim: Simulation): void {
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
-  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  if (!quietStart(sim)) return;
   const a = sim.servingLeader()!.id;
   const [b, c] = sim.ids.filter((id) => id !== a) as [string, string];
   sim.isolate(c);
@@ -170,9 +168,7 @@ export function shortCatchUp(sim: Simulation): void {
  * voters elect a leader without them.
  */
 export function swapCutShort(sim: Simulation): void {
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
-  if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 5_000)) return;
+  if (!quietStart(sim)) return;
   const leader = sim.servingLeader()!;
   const a = leader.id;
   const voters = leader.replica!.config.voters;
@@ -208,8 +204,7 @@ export function swapCutShort(sim: Simulation): void {
  * serves. The checker then checks the run as any other.
  */
 export function leaderKills(sim: Simulation): void {
-  sim.dropRate = 0;
-  sim.duplicateRate = 0;
+  sim.quiet();
   for (let round = 0; round < 20; round++) {
     if (!sim.runUntilTrue(() => sim.servingLeader() !== undefined, 10_000)) return;
     const leader = sim.servingLeader()!;

@@ -663,6 +663,12 @@ export class Simulation {
     return op;
   }
 
+  /** No message loss or duplication from now on (scripted histories control faults themselves). */
+  quiet(): void {
+    this.dropRate = 0;
+    this.duplicateRate = 0;
+  }
+
   /** A client read of one stream at one node (recorded for the checker like any other). */
   readAt(nodeId: string, stream: string): void {
     this.clientReadAt(nodeId, stream);
@@ -778,8 +784,7 @@ export class Simulation {
     this.keptDown = keepDown;
     this.failoverFrom = undefined;
     this.heal();
-    this.dropRate = 0;
-    this.duplicateRate = 0;
+    this.quiet();
     for (const node of this.nodes) {
       if (node.id === keepDown) {
         this.crash(node);

@@ -20,6 +20,7 @@
 
 import type { Logger } from 'pino';
 import { preflist } from '../../core/preflist.js';
+import { sameMembers } from '../../core/replication.js';
 import type { Ring } from '../../core/ring.js';
 import type { ReplicaHost } from './host.js';
 
@@ -45,9 +46,6 @@ export function groupAfterTransfers(ring: Ring, partition: number, n: number): s
   return groupNow({ ...ring, owners }, partition, n);
 }
 
-function sameSet(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((id) => b.includes(id));
-}
 
 export class ReplicationGroups {
   private readonly timer: NodeJS.Timeout;
@@ -60,11 +58,6 @@ export class ReplicationGroups {
     this.timer = setInterval(() => this.settle(), options.tickMs ?? 500);
     this.timer.unref();
     this.settle();
-  }
-
-  /** Whether this node runs the partition's replica. */
-  hosts(partition: number): boolean {
-    return this.options.host.status(partition) !== undefined;
   }
 
   /** The nodes to ask about a partition when this node holds no replica of it: its group now. */
@@ -83,7 +76,7 @@ export class ReplicationGroups {
       else if (after.includes(self)) host.open(partition, []);
       const status = host.status(partition);
       if (status === undefined) continue;
-      if (status.role === 'leader' && status.config.old === undefined && !sameSet(status.config.voters, after) && !this.changing.has(partition)) {
+      if (status.role === 'leader' && status.config.old === undefined && !sameMembers(status.config.voters, after) && !this.changing.has(partition)) {
         this.changing.add(partition);
         this.logger.info({ partition, from: status.config.voters, to: after }, 'replication: changing a partition group');
         host
@@ -93,7 +86,7 @@ export class ReplicationGroups {
       }
       for (const transfer of ring.next) {
         if (transfer.partition !== partition || transfer.source !== self || this.completing.has(partition)) continue;
-        if (status.config.old !== undefined || !sameSet(status.config.voters, after)) continue;
+        if (status.config.old !== undefined || !sameMembers(status.config.voters, after)) continue;
         this.completing.add(partition);
         void this.options
           .complete(partition, transfer.target)

@@ -183,6 +183,11 @@ export class ReplicaHost {
     return [...this.hosted.keys()].sort((a, b) => a - b);
   }
 
+  /** Whether this node runs a replica of the partition (asked on every request: no allocation). */
+  holds(partition: number): boolean {
+    return this.hosted.has(partition);
+  }
+
   /** The partition's leader as this node knows it (itself when it leads). */
   leaderOf(partition: number): string | undefined {
     return this.hosted.get(partition)?.replica.leader;

@@ -47,6 +47,8 @@ import {
   type InstallMessage,
   type GroupConfig,
   type KeyRecord,
+  majorityOf,
+  sameMembers,
   type StreamWrite,
   defaultTiming,
   type DurableState,
@@ -83,9 +85,7 @@ type Waiter = (result: ProposeResult) => void;
 
 export type ReconfigureResult = { readonly ok: true } | { readonly ok: false; readonly code: 'not-leader' | 'unavailable' | 'invalid' };
 
-function sameSet(a: readonly ReplicaId[], b: readonly ReplicaId[]): boolean {
-  return a.length === b.length && a.every((id) => b.includes(id));
-}
+
 
 interface Follower {
   /** The next op to send. */
@@ -102,9 +102,7 @@ interface Follower {
   lastProgressAt: number;
 }
 
-export function majorityOf(n: number): number {
-  return Math.floor(n / 2) + 1;
-}
+export { majorityOf } from '../../core/replication.js';
 
 export class Replica<P> {
   readonly self: ReplicaId;
@@ -152,9 +150,8 @@ export class Replica<P> {
   private installing = false;
 
   // Durability: writes complete in order; callbacks wait for the last issued.
-  private readonly writeQueue: { lastOp: number; normalEpoch: number; after: (() => void)[] }[] = [];
+  private readonly writeQueue: { lastOp: number; after: (() => void)[] }[] = [];
   private durableLastOp: number;
-  private durableNormal: number;
 
   constructor(options: ReplicaOptions<P>) {
     this.self = options.self;
@@ -184,7 +181,6 @@ export class Replica<P> {
     this.appliedOp = this.base;
     this.verifiedThrough = this.base;
     this.durableLastOp = this.lastOp;
-    this.durableNormal = this.normal;
     if (this.lastOp < meta.lastOp) this.recoverTo = meta.lastOp;
     // A restarted replica promises no one for an election timeout: a leader's lease may rest on it.
     this.lastLeaderContact = this.env.monotonic();
@@ -825,7 +821,7 @@ export class Replica<P> {
     if (this.roleNow !== 'leader') return done({ ok: false, code: this.leaderId !== undefined && this.leaderId !== this.self ? 'not-leader' : 'unavailable' });
     if (voters.length === 0 || new Set(voters).size !== voters.length) return done({ ok: false, code: 'invalid' });
     if (this.change !== undefined || this.config.old !== undefined) return done({ ok: false, code: 'unavailable' });
-    if (sameSet(this.config.voters, voters)) return done({ ok: true });
+    if (sameMembers(this.config.voters, voters)) return done({ ok: true });
     this.change = { voters, payload, done };
     this.addFollowers(this.env.monotonic());
     this.replicate();
@@ -847,7 +843,7 @@ export class Replica<P> {
       if (!config.voters.includes(this.self) && configOp <= this.commitOp) this.stepDown();
       return;
     }
-    if (sameSet(config.voters, change.voters)) {
+    if (sameMembers(config.voters, change.voters)) {
       if (configOp > this.commitOp) return;
       this.change = undefined;
       change.done({ ok: true });
@@ -903,14 +899,13 @@ export class Replica<P> {
   /** Writes the entries (after an optional truncation) with the current meta; `after` runs once durable. */
   private persist(change: { truncateAfter?: number; entries: readonly LogEntry<P>[]; base?: { op: number; epoch: number; config?: GroupConfig } }, after?: () => void): void {
     const write: LogWrite<P> = { ...change, meta: this.meta() };
-    const pending = { lastOp: this.lastOp, normalEpoch: this.normal, after: after === undefined ? [] : [after] };
+    const pending = { lastOp: this.lastOp, after: after === undefined ? [] : [after] };
     this.writeQueue.push(pending);
     this.storage.write(write, (error) => {
       const done = this.writeQueue.shift();
       if (done !== pending) throw new Error(`${this.self}: storage completed writes out of order`);
       if (error !== undefined) return this.fail(error);
       this.durableLastOp = pending.lastOp;
-      this.durableNormal = pending.normalEpoch;
       for (const callback of pending.after) callback();
       if (this.roleNow === 'leader') this.advanceCommit();
     });
@@ -929,8 +924,4 @@ export class Replica<P> {
     this.failWaiters('unknown');
   }
 
-  /** For checks: what the disk is known to hold. */
-  durable(): { lastOp: number; normalEpoch: number } {
-    return { lastOp: this.durableLastOp, normalEpoch: this.durableNormal };
-  }
 }

@@ -244,6 +244,8 @@ export interface KeyRecord {
   readonly firstSeqs: readonly number[];
   readonly epoch: number;
   readonly digest: string | undefined;
+  /** The op's wall-clock stamp, when known (a retry is answered with the first write's). */
+  readonly t?: number;
 }
 
 /** One stream's part of a client's write. */
@@ -265,7 +267,7 @@ export interface ProposeRequest<P> {
 }
 
 export type ProposeResult =
-  | { readonly ok: true; readonly firstSeqs: readonly number[]; readonly op: number; readonly epoch: number; readonly duplicate: boolean }
+  | { readonly ok: true; readonly firstSeqs: readonly number[]; readonly op: number; readonly epoch: number; readonly duplicate: boolean; readonly t?: number }
   | {
       readonly ok: false;
       /**

@@ -75,15 +75,19 @@ async function appendHandler(context: RouteContext, request: FastifyRequest, rep
   const expectSeq = expectSeqHeader(request.headers['x-iorio-expect-seqnum']);
   const idempotencyKey = idempotencyKeyHeader(request.headers['idempotency-key']);
   const payloads = body.kind === 'json' ? [body.text] : body.texts;
+  const scope = [request.username, bucket, stream];
+  const digest = idempotencyKey === undefined ? undefined : requestDigest(body.kind, expectSeq, payloads);
+  // The key goes with the append too: a replicated partition keeps it in its log, so a retry through another node after a failover is answered, not written twice.
+  const idempotency = idempotencyKey === undefined ? undefined : { key: JSON.stringify([...scope, idempotencyKey]), digest: digest! };
   const write = async (): Promise<AppendAnswer> => {
     const done = context.latency.append.startTimer();
-    const metas = await context.deps.store.append({ bucket, stream, payloads, ...(expectSeq === undefined ? {} : { expectSeq }) }).finally(done);
+    const metas = await context.deps.store.append({ bucket, stream, payloads, ...(expectSeq === undefined ? {} : { expectSeq }), ...(idempotency === undefined ? {} : { idempotency }) }).finally(done);
     return body.kind === 'json' ? { single: metas[0]! } : { batch: metas };
   };
   const outcome =
     idempotencyKey === undefined
       ? { result: await write(), replayed: false }
-      : await context.idempotency.run([request.username, bucket, stream], idempotencyKey, requestDigest(body.kind, expectSeq, payloads), write);
+      : await context.idempotency.run(scope, idempotencyKey, digest!, write);
   const answer = outcome.result;
   if (outcome.replayed) {
     context.counters.idempotentReplays += 1;

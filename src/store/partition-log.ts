@@ -12,12 +12,20 @@
  * | entries  | [partition, op]   | [epoch, writes, config, t, key, keyDigest, payload, crc] |
  * | state    | partition         | { promised, normalEpoch, lastOp, base, baseEpoch, baseConfig } |
  * | damaged  | [partition, op, recoveredMs] | an entry recovery could not trust, set aside (never deleted) |
+ * | keys     | [partition, sha256(key)] | [op, firstSeqs, epoch, digest, t] of a compacted op that had an idempotency key |
  *
  * A write (truncate a suffix, append entries, record the state, drop what
  * is compacted) is one lmdb transaction, reported done only once lmdb has
  * flushed it (lmdb-js resolves a write at commit, before its sync). lmdb
  * groups the writes of one event-loop turn into one transaction: a group
  * commit across partitions.
+ *
+ * Idempotency keys outlive compaction: the keys of the ops a compaction
+ * drops move to `keys` in the same transaction, and stay while they are
+ * within the idempotency window (`idempotencyWindowMs` after the op's
+ * stamp), so a retry that reaches a new leader after a failover, or a
+ * leader after it compacted, is answered with the first write's seqnums
+ * rather than written twice (Redpanda #3039).
  *
  * Every entry carries a CRC32 of its fields: recovery reads the log back in
  * op order and stops at the first entry that fails it or breaks the
@@ -26,11 +34,13 @@
  * recovering until its leader fills them in again).
  */
 
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { DurableState, GroupConfig, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } from '../core/replication.js';
+import { idempotencyWindowMs } from '../core/limits.js';
+import type { DurableState, GroupConfig, KeyRecord, LogEntry, LogWrite, ReplicaMeta, ReplicaStorage } from '../core/replication.js';
 
 /** An op's payload: the entry's JSON text as UTF-8 bytes (what the stream store keeps). */
 export type OpPayload = Buffer;
@@ -38,6 +48,12 @@ export type OpPayload = Buffer;
 /** Writes as [stream, firstSeq, count, delete] tuples. */
 type StoredWrite = [stream: string, firstSeq: number, count: number, deleted: boolean];
 type StoredEntry = [epoch: number, writes: StoredWrite[], config: GroupConfig | null, t: number, key: string | null, keyDigest: string | null, payload: Buffer, crc: number];
+
+type StoredKey = [op: number, firstSeqs: number[], epoch: number, digest: string | null, t: number];
+
+function keyId(key: string): string {
+  return createHash('sha256').update(key).digest('base64');
+}
 
 interface StoredState extends ReplicaMeta {
   readonly base: number;
@@ -68,6 +84,9 @@ function load(partition: number, op: number, stored: StoredEntry): LogEntry<OpPa
   return { epoch, op, writes, ...(config === null ? {} : { config }), t, ...(key === null ? {} : { key }), ...(keyDigest === null ? {} : { keyDigest }), payload };
 }
 
+/** A remembered key as a state transfer carries it: its id and record. */
+export type StoredKeyRow = [id: string, value: StoredKey];
+
 export interface RecoveredPartition extends DurableState<OpPayload> {
   /** Ops recovery set aside as damaged (first and last), if any. */
   readonly damaged?: { readonly first: number; readonly last: number };
@@ -78,6 +97,7 @@ export class PartitionLogs {
   private readonly entries: Database<StoredEntry, [number, number]>;
   private readonly state: Database<StoredState, number>;
   private readonly damaged: Database<StoredEntry, [number, number, number]>;
+  private readonly keys: Database<StoredKey, [number, string]>;
   /** Per partition, the previous write: writes of one partition complete in order. */
   private readonly tails = new Map<number, Promise<void>>();
   private closed = false;
@@ -88,6 +108,7 @@ export class PartitionLogs {
     this.entries = this.root.openDB<StoredEntry, [number, number]>({ name: 'entries' });
     this.state = this.root.openDB<StoredState, number>({ name: 'state' });
     this.damaged = this.root.openDB<StoredEntry, [number, number, number]>({ name: 'damaged' });
+    this.keys = this.root.openDB<StoredKey, [number, string]>({ name: 'keys' });
   }
 
   /** What recovery reads back for a partition: its state and its entries after the compaction point, up to the first damaged one. */
@@ -136,7 +157,14 @@ export class PartitionLogs {
       }
       for (const entry of write.entries) this.entries.putSync([partition, entry.op], store(partition, entry));
       if (base.op > state.base) {
-        for (const key of this.entries.getKeys({ start: [partition, 0], end: [partition, base.op + 1] })) this.entries.removeSync(key);
+        const oldest = Date.now() - idempotencyWindowMs;
+        for (const { key, value } of this.entries.getRange({ start: [partition, 0], end: [partition, base.op + 1] })) {
+          // The op goes; its idempotency key stays for the window.
+          const stored = value as StoredEntry | undefined;
+          if (Array.isArray(stored) && typeof stored[4] === 'string' && stored[3] >= oldest) this.keys.putSync([partition, keyId(stored[4])], [key[1], stored[1].map((write) => write[1]), stored[0], stored[5], stored[3]]);
+          this.entries.removeSync(key);
+        }
+        for (const { key, value } of this.keys.getRange({ start: [partition, ''], end: [partition + 1, ''] })) if (value[4] < oldest) this.keys.removeSync(key);
       }
       this.state.putSync(partition, { ...write.meta, base: base.op, baseEpoch: base.epoch, ...(base.config === undefined ? {} : { baseConfig: base.config }) });
     });
@@ -157,6 +185,28 @@ export class PartitionLogs {
       entries.push(entry);
     }
     return entries;
+  }
+
+  /** An idempotency key of a compacted op, within the window. */
+  committedKey(partition: number, key: string, nowMs: number = Date.now()): KeyRecord | undefined {
+    const stored = this.keys.get([partition, keyId(key)]);
+    if (stored === undefined || stored[4] < nowMs - idempotencyWindowMs) return undefined;
+    return { op: stored[0], firstSeqs: stored[1], epoch: stored[2], digest: stored[3] ?? undefined, t: stored[4] };
+  }
+
+  /** Every remembered key of a partition within the window (a state transfer carries them to the follower). */
+  keysOf(partition: number, nowMs: number = Date.now()): StoredKeyRow[] {
+    const rows: StoredKeyRow[] = [];
+    for (const { key, value } of this.keys.getRange({ start: [partition, ''], end: [partition + 1, ''] })) if (value[4] >= nowMs - idempotencyWindowMs) rows.push([key[1], value]);
+    return rows;
+  }
+
+  /** Keys taken from a leader with its state. */
+  async putKeys(partition: number, rows: readonly StoredKeyRow[]): Promise<void> {
+    await this.root.transaction(() => {
+      for (const [id, value] of rows) this.keys.putSync([partition, id], value);
+    });
+    await this.root.flushed;
   }
 
   /** For tests: the raw stored entry, to damage it. */

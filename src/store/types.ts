@@ -28,6 +28,13 @@ export interface AppendRequest {
   readonly payloads: readonly Buffer[];
   /** Conditional append: the stream's last seqnum must be this (0: the stream must be empty). */
   readonly expectSeq?: number;
+  /**
+   * The client's idempotency key (scoped to its user, bucket and stream) and
+   * a digest of its request. A replicated partition keeps it in its log, so
+   * a retry after a failover is answered, not written again; a single copy
+   * (request.n = 1) leaves it to the HTTP layer's window.
+   */
+  readonly idempotency?: { readonly key: string; readonly digest: string };
 }
 
 export interface ReadOptions {

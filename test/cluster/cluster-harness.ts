@@ -117,11 +117,11 @@ export class TestCluster {
     return { status: response.status, body: text === '' ? undefined : JSON.parse(text) };
   }
 
-  async call(index: number, method: string, route: string, options: { token?: string; body?: unknown; contentType?: string } = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  async call(index: number, method: string, route: string, options: { token?: string; body?: unknown; contentType?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: any; headers: Headers }> {
     const token = options.token ?? (await this.login(index));
     const response = await fetch(`${this.node(index).url}${route}`, {
       method,
-      headers: { 'x-session': token, ...(options.body === undefined ? {} : { 'content-type': options.contentType ?? 'application/json' }) },
+      headers: { 'x-session': token, ...(options.body === undefined ? {} : { 'content-type': options.contentType ?? 'application/json' }), ...options.headers },
       ...(options.body === undefined ? {} : { body: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) }),
     });
     const text = await response.text();

@@ -29,6 +29,26 @@ async function append(index: number, stream: string, body: unknown): Promise<{ s
   throw new Error('append kept answering 503');
 }
 
+/** An append with an idempotency key through node `index`, retrying 503s (bounded); the seqnum. */
+async function keyedAppend(index: number, key: string, body: unknown): Promise<number> {
+  for (let attempt = 0; attempt < 400; attempt++) {
+    const answer = await cluster!.call(index, 'POST', '/streams/rep/s', { body, headers: { 'idempotency-key': key } });
+    if (answer.status === 201) return Number(answer.body.meta.id);
+    if (answer.status !== 503) throw new Error(`keyed append answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error('keyed append kept answering 503');
+}
+
+/** The node (index) serving a stream now: its partition's leader. */
+async function streamLeader(stream: string): Promise<number> {
+  const info = await waitFor(`the leader of ${stream}`, 30_000, async () => {
+    const answer = await cluster!.call(1, 'GET', `/streams/rep/${stream}/info`);
+    return answer.status === 200 ? answer : undefined;
+  });
+  return [1, 2, 3].find((index) => cluster!.nameOf(index) === info.body.node)!;
+}
+
 async function readAll(index: number, stream: string): Promise<unknown[]> {
   const answer = await waitFor(`a read of ${stream} through node ${index}`, 30_000, async () => {
     const read = await cluster!.call(index, 'GET', `/streams/rep/${stream}?limit=1000`);
@@ -88,5 +108,24 @@ describe('request.n = 3 on real processes', () => {
     await append(leaderIndex, 's', { n: 60 });
     bodies.push({ n: 60 });
     expect(await readAll(leaderIndex, 's')).toEqual(bodies);
+
+    // Idempotency keys and conditions across a failover: a keyed append is acknowledged, its leader is killed,
+    // and the client's retry through another node gets the first answer, not a second entry.
+    // Three different nodes: the first attempt goes through one, the leader is another, the retry goes through the third
+    // (so neither the leader's memory nor the first node's HTTP window can answer it: only the replicated log).
+    const current = await streamLeader('s');
+    const [first, survivor] = [1, 2, 3].filter((index) => index !== current) as [number, number];
+    const keyed = await keyedAppend(first, 'retry-me', { n: 'keyed' });
+    bodies.push({ n: 'keyed' });
+    await cluster.kill(current);
+    expect(await keyedAppend(survivor, 'retry-me', { n: 'keyed' }), 'the retry after a failover').toBe(keyed);
+    expect(await readAll(survivor, 's')).toEqual(bodies);
+    const conflicting = await cluster.call(survivor, 'POST', '/streams/rep/s', { body: { n: 'other' }, headers: { 'idempotency-key': 'retry-me' } });
+    expect(conflicting.status, 'the same key with another body').toBe(409);
+    const conditional = await cluster.call(survivor, 'POST', '/streams/rep/s', { body: { n: 'conditional' }, headers: { 'x-iorio-expect-seqnum': String(keyed) } });
+    expect(conditional.status).toBe(201);
+    expect(conditional.body.meta.id).toBe(keyed + 1);
+    const stale = await cluster.call(survivor, 'POST', '/streams/rep/s', { body: { n: 'stale' }, headers: { 'x-iorio-expect-seqnum': String(keyed) } });
+    expect(stale.status, 'a condition the new leader knows is stale').toBe(409);
   }, 240_000);
 });

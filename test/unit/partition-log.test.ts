@@ -49,6 +49,27 @@ function write(logs: PartitionLogs, partition: number, change: LogWrite<OpPayloa
 const meta = (lastOp: number, promised = 1, normalEpoch = 1) => ({ promised, normalEpoch, lastOp });
 
 describe('the partition log', () => {
+  test('idempotency keys of compacted ops stay (through a reopen) within the window, and go after it', async () => {
+    const folder = tempFolder();
+    let logs = openLogs(folder);
+    const now = Date.now();
+    const keyed = (op: number, key: string, t: number): LogEntry<OpPayload> => ({ ...entry(op, 1), key, keyDigest: `d-${key}`, t });
+    const windowMs = 10 * 60 * 1000;
+    await write(logs, 2, { entries: [keyed(1, 'old', now - windowMs - 1_000), keyed(2, 'fresh', now - 1_000), keyed(3, 'kept-in-log', now)], meta: meta(3) });
+    expect(logs.committedKey(2, 'fresh'), 'in the log, not yet a compacted key').toBeUndefined();
+    await write(logs, 2, { entries: [], meta: meta(3), base: { op: 2, epoch: 1 } });
+    await close(logs);
+    logs = openLogs(folder);
+    expect(logs.committedKey(2, 'fresh')).toEqual({ op: 2, firstSeqs: [2], epoch: 1, digest: 'd-fresh', t: now - 1_000 });
+    expect(logs.committedKey(2, 'old'), 'older than the window when compacted').toBeUndefined();
+    expect(logs.committedKey(3, 'fresh'), 'keys are per partition').toBeUndefined();
+    expect(logs.keysOf(2).length).toBe(1);
+    expect(logs.committedKey(2, 'fresh', now + windowMs), 'past the window').toBeUndefined();
+    // A follower taking a leader's state takes its keys.
+    await logs.putKeys(5, logs.keysOf(2));
+    expect(logs.committedKey(5, 'fresh')?.op).toBe(2);
+  });
+
   test('entries and state come back after a reopen, per partition', async () => {
     const folder = tempFolder();
     let logs = openLogs(folder);

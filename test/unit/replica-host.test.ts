@@ -89,12 +89,13 @@ function leaderOf(nodes: readonly TestNode[], partition: number): TestNode | und
 }
 
 /** Appends through whichever node leads now, retrying 503s (bounded); returns the seqnum. */
-async function append(nodes: readonly TestNode[], partition: number, body: string): Promise<number> {
+async function append(nodes: readonly TestNode[], partition: number, body: string, key?: string): Promise<number> {
+  const idempotency = key === undefined ? {} : { idempotency: { key, digest: `digest of ${body}` } };
   for (let attempt = 0; attempt < 200; attempt++) {
     const leader = leaderOf(nodes, partition);
     if (leader !== undefined) {
       try {
-        const [metas] = await leader.host.append(partition, [{ bucket: 'b', stream: 's', payloads: [Buffer.from(JSON.stringify(body))] }]);
+        const [metas] = await leader.host.append(partition, [{ bucket: 'b', stream: 's', payloads: [Buffer.from(JSON.stringify(body))], ...idempotency }]);
         return metas![0]!.id;
       } catch (error) {
         if ((error as { code?: string }).code !== 'unavailable') throw error;
@@ -179,5 +180,28 @@ describe('the replica host', () => {
     expect(newcomer.host.status(1)!.config.voters).toEqual(voters);
     const page = await newcomer.store.read('b', 's', { from: 1, limit: 100 });
     expect(page.entries.map((entry) => entry.seq)).toEqual(Array.from({ length: 60 }, (_, index) => index + 1));
+  }, 60_000);
+
+  test('an idempotency key is answered with the first write after a failover, and after every replica compacted the op away (Redpanda #3039)', async () => {
+    const names = ['k1@127.0.0.1', 'k2@127.0.0.1', 'k3@127.0.0.1'];
+    const nodes = await Promise.all(names.map((name) => start(name, undefined, 10)));
+    for (const node of nodes) node.host.open(partitionOfBS, names);
+    const early = await append(nodes, partitionOfBS, 'early', 'key-early');
+    const late = await append(nodes, partitionOfBS, 'late', 'key-late');
+    // Enough writes that every replica compacts `early` out of its log (keepOps 10: compaction past 20 applied ops).
+    for (let index = 0; index < 60; index++) await append(nodes, partitionOfBS, `filler-${index}`);
+    for (const node of nodes) await until(`${node.name} to compact`, () => ((node.host as unknown as { hosted: Map<number, { replica: { compactedThrough: number } }> }).hosted.get(partitionOfBS)!.replica.compactedThrough > early ? true : undefined));
+    const leader = leaderOf(nodes, partitionOfBS)!;
+    await stop(leader);
+    const rest = nodes.filter((node) => node !== leader);
+    // The new leader never saw the first attempts as a leader: the keys come from its log (late) and from its compacted keys (early).
+    expect(await append(rest, partitionOfBS, 'early', 'key-early')).toBe(early);
+    expect(await append(rest, partitionOfBS, 'late', 'key-late')).toBe(late);
+    // The same key with another body is a conflict, not a write.
+    const newLeader = leaderOf(rest, partitionOfBS)!;
+    await expect(newLeader.host.append(partitionOfBS, [{ bucket: 'b', stream: 's', payloads: [Buffer.from('"other"')], idempotency: { key: 'key-early', digest: 'another digest' } }])).rejects.toMatchObject({ code: 'conflict' });
+    const entries = await storeEntries(newLeader);
+    expect(entries.length).toBe(62);
+    expect(entries.filter((entry) => entry.endsWith('"early"'))).toEqual([`${early}:"early"`]);
   }, 60_000);
 });

@@ -31,7 +31,7 @@ import { IorioError } from '../../core/errors.js';
 import { encodeRecord } from '../../core/record.js';
 import type { GroupConfig, LogEntry, ProposeResult, ReplicaTiming, ReplicationMessage, WriteRequest } from '../../core/replication.js';
 import { MessageType } from '../../core/wire.js';
-import type { OpPayload, PartitionLogs } from '../../store/partition-log.js';
+import type { OpPayload, PartitionLogs, StoredKeyRow } from '../../store/partition-log.js';
 import type { AppendMeta, AppendRequest, ExportedRecords, StreamPosition } from '../../store/types.js';
 import type { ClusterTransport } from '../transport.js';
 import { majorityOf, type ReconfigureResult, Replica } from './replica.js';
@@ -86,6 +86,12 @@ interface StateRecordsRequest {
   readonly bucket: string;
   readonly stream: string;
   readonly after: number;
+}
+
+/** A leader's answer to a state transfer's first request: its streams and its remembered idempotency keys. */
+interface StateStreams {
+  readonly streams: StreamPosition[];
+  readonly keys: StoredKeyRow[];
 }
 
 interface Envelope {
@@ -156,6 +162,7 @@ export class ReplicaHost {
         random: Math.random,
         send: (to, message) => this.post(to, { p: partition, m: message }),
         applied: (entry) => this.apply(hosted, entry),
+        committedKey: (key) => this.options.logs.committedKey(partition, key),
         committedLastSeq: (key) => {
           const { bucket, stream } = splitKey(key);
           return this.options.store.lastSeqNow(bucket, stream);
@@ -205,7 +212,8 @@ export class ReplicaHost {
   /** Appends to one or more streams of the partition, all or nothing (PATCH: a stream and its -$patch log). */
   async append(partition: number, requests: readonly AppendRequest[]): Promise<AppendMeta[][]> {
     const writes: WriteRequest[] = requests.map((request) => ({ stream: streamKey(request.bucket, request.stream), count: request.payloads.length, ...(request.expectSeq === undefined ? {} : { expectSeq: request.expectSeq }) }));
-    const result = await this.propose(partition, writes, encodePayload(requests.map((request) => request.payloads)));
+    const idempotency = requests[0]?.idempotency;
+    const result = await this.propose(partition, writes, encodePayload(requests.map((request) => request.payloads)), idempotency);
     return requests.map((request, index) => {
       const first = result.firstSeqs[index]!;
       return request.payloads.map((_, offset) => ({ id: first + offset, t: result.t }));
@@ -236,13 +244,12 @@ export class ReplicaHost {
     );
   }
 
-  private propose(partition: number, writes: readonly WriteRequest[], payload: OpPayload): Promise<{ firstSeqs: readonly number[]; t: number }> {
+  private propose(partition: number, writes: readonly WriteRequest[], payload: OpPayload, idempotency?: { key: string; digest: string }): Promise<{ firstSeqs: readonly number[]; t: number }> {
     const hosted = this.hostedOrThrow(partition);
     return new Promise((resolve, reject) => {
-      hosted.replica.propose({ writes, payload }, (result: ProposeResult) => {
+      hosted.replica.propose({ writes, payload, ...(idempotency === undefined ? {} : { key: idempotency.key, keyDigest: idempotency.digest }) }, (result: ProposeResult) => {
         if (!result.ok) return reject(this.refusal(partition, result));
-        const entry = hosted.replica.entry(result.op);
-        const t = entry?.t ?? this.options.clock.now();
+        const t = result.t ?? hosted.replica.entry(result.op)?.t ?? this.options.clock.now();
         // Answered once applied here: a read that follows the answer sees it.
         this.appliedThrough(hosted, result.op).then(() => resolve({ firstSeqs: result.firstSeqs, t }), reject);
       });
@@ -353,7 +360,10 @@ export class ReplicaHost {
    */
   private async fetchState(hosted: Hosted, from: string, upTo: number): Promise<void> {
     const request = <T>(type: number, body: object): Promise<T> => this.options.transport.request<T>(from, type, body, { timeoutMs: 30_000 });
-    const streams = await request<StreamPosition[]>(MessageType.replicationStateStreams, { p: hosted.partition, upTo });
+    const state = await request<StateStreams>(MessageType.replicationStateStreams, { p: hosted.partition, upTo });
+    const { streams } = state;
+    // The leader's remembered idempotency keys come with its state: a retry that reaches this node as leader later is still answered.
+    await this.options.logs.putKeys(hosted.partition, state.keys);
     for (const position of streams) {
       let after = this.options.store.lastSeqNow(position.bucket, position.stream);
       while (after < position.last) {
@@ -367,10 +377,10 @@ export class ReplicaHost {
     this.logger.info({ partition: hosted.partition, from, upTo, streams: streams.length }, 'replication: took the state of a partition from its leader');
   }
 
-  private serveStateStreams(body: { p: number }): StreamPosition[] {
+  private serveStateStreams(body: { p: number }): StateStreams {
     const hosted = this.hostedOrThrow(body.p);
     if (hosted.replica.role !== 'leader') throw new IorioError('unavailable', `this node does not lead partition ${body.p} now`);
-    return this.options.store.partitionStreams(body.p);
+    return { streams: this.options.store.partitionStreams(body.p), keys: this.options.logs.keysOf(body.p) };
   }
 
   private async serveStateRecords(body: StateRecordsRequest): Promise<{ records: Buffer; lastSeq: number; deletedAt: number }> {

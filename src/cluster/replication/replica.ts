@@ -324,7 +324,7 @@ export class Replica<P> {
       const known = this.keyIndex.get(request.key) ?? this.env.committedKey?.(request.key);
       if (known !== undefined) {
         if (known.digest !== request.keyDigest) return done({ ok: false, code: 'conflict' });
-        if (known.op <= this.answerableOp()) return done({ ok: true, firstSeqs: known.firstSeqs, op: known.op, epoch: known.epoch, duplicate: true });
+        if (known.op <= this.answerableOp()) return done({ ok: true, firstSeqs: known.firstSeqs, op: known.op, epoch: known.epoch, duplicate: true, ...(known.t === undefined ? {} : { t: known.t }) });
         this.wait(known.op, known.firstSeqs, known.epoch, (result) => done(result.ok ? { ...result, duplicate: true } : result));
         return;
       }
@@ -668,7 +668,7 @@ export class Replica<P> {
   private index(entry: LogEntry<P>): void {
     for (const write of entry.writes) if (write.count > 0) this.streamLast.set(write.stream, write.firstSeq + write.count - 1);
     if (entry.key !== undefined) {
-      this.keyIndex.set(entry.key, { op: entry.op, firstSeqs: entry.writes.map((write) => write.firstSeq), epoch: entry.epoch, digest: entry.keyDigest });
+      this.keyIndex.set(entry.key, { op: entry.op, firstSeqs: entry.writes.map((write) => write.firstSeq), epoch: entry.epoch, digest: entry.keyDigest, t: entry.t });
       // Bounded: the oldest keys go first (Map keeps insertion order).
       if (this.keyIndex.size > this.timing.keysMax) this.keyIndex.delete(this.keyIndex.keys().next().value!);
     }

@@ -12,6 +12,12 @@
  * - none: written to the kernel (acknowledged then); a process crash loses
  *   nothing, an OS crash may.
  *
+ * A frame appended `lazy` is acknowledged once written, whatever the mode:
+ * its durability comes from another record (a replicated partition's log,
+ * which holds every op the store applies), and the next checkpoint's
+ * rotation syncs it. It is still acknowledged in frame order behind the
+ * batches before it.
+ *
  * Checkpoints (driven by the stream store) rotate to a new segment and drop
  * the segments before it once everything they hold is in fsync'd chunks; the
  * newest dropped one is recycled as the spare.
@@ -321,6 +327,8 @@ export class CommitLog {
   private pending: EncodedFrame[] = [];
   private pendingBytes = 0;
   private pendingWaiters: DurableCallback[] = [];
+  /** Of the pending frames, how many were appended lazy (a batch of lazy frames only needs no fdatasync). */
+  private pendingLazy = 0;
   /** Written batches waiting for their fdatasync (sync = always), oldest first. */
   private readonly inflight: InflightBatch[] = [];
   private nextBatchId = 0;
@@ -374,7 +382,7 @@ export class CommitLog {
    * Callbacks run synchronously in frame order, so whoever applies the frame
    * sees frames in the order they were logged.
    */
-  append(sections: readonly FrameSection[], onDurable: DurableCallback): void {
+  append(sections: readonly FrameSection[], onDurable: DurableCallback, lazy = false): void {
     if (this.failure || this.closed) {
       const error = this.failure ?? new Error('commit log closed');
       queueMicrotask(() => onDurable(error));
@@ -384,6 +392,7 @@ export class CommitLog {
     this.pending.push(frame);
     this.pendingBytes += frame.bytes;
     this.pendingWaiters.push(onDurable);
+    if (lazy) this.pendingLazy++;
     this.scheduleFlush();
   }
 
@@ -415,10 +424,12 @@ export class CommitLog {
     if (!this.canFlush()) return;
     const frames = this.startFrame === undefined ? this.pending : [this.startFrame, ...this.pending];
     const waiters = this.pendingWaiters;
+    const lazyOnly = this.pendingLazy === waiters.length;
     const bytes = this.pendingBytes + (this.startFrame?.bytes ?? 0);
     this.pending = [];
     this.pendingWaiters = [];
     this.pendingBytes = 0;
+    this.pendingLazy = 0;
     const pieces: Buffer[] = [];
     for (const frame of frames) {
       sealFrame(frame, this.segmentId);
@@ -441,6 +452,12 @@ export class CommitLog {
     if (this.options.sync !== 'always') {
       if (this.options.sync === 'batch') this.unsyncedFds.add(fd);
       this.acknowledge(id, waiters);
+      return;
+    }
+    if (lazyOnly) {
+      // Written is enough; in order behind batches still waiting for their sync.
+      if (this.inflight.length === 0) this.acknowledge(id, waiters);
+      else this.inflight.push({ id, fd, waiters, synced: true });
       return;
     }
     this.inflight.push({ id, fd, waiters, synced: false });

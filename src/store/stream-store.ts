@@ -1214,7 +1214,7 @@ export class StreamStore implements Store {
           for (const section of sections) this.applyImported(handle, section);
           resolve();
           this.afterWrite();
-        });
+        }, batch.lazy === true);
       });
     } catch (error) {
       return Promise.reject(error);
@@ -1428,6 +1428,17 @@ export class StreamStore implements Store {
 
   // -------------------------------------------------------------------------
   // Checkpoints, timers, close
+
+  /**
+   * A checkpoint that starts after this call (the one running now may have
+   * begun before writes its caller needs durable): once it resolves, every
+   * write acknowledged before the call, lazy ones included, is durable.
+   */
+  checkpointAfterNow(): Promise<void> {
+    const running = this.checkpointRunning;
+    if (running === undefined) return this.checkpoint();
+    return running.catch(() => undefined).then(() => this.checkpoint());
+  }
 
   /** Makes everything durable so far part of the chunk files, and drops the old log segments. */
   checkpoint(): Promise<void> {

@@ -106,6 +106,12 @@ export interface ImportBatch {
   readonly records: Buffer;
   /** The source's delete tombstone for the stream. */
   readonly deletedAt: number;
+  /**
+   * Acknowledged once written to the commit log, without waiting for its
+   * fdatasync: for a replicated partition, whose log already holds the ops
+   * durably (the replica host compacts its log only behind a checkpoint).
+   */
+  readonly lazy?: boolean;
 }
 
 export interface EvictionPolicy {

@@ -287,6 +287,41 @@ describe('commit-log acknowledgements (fdatasync seam)', () => {
     await closing;
   });
 
+  test('a lazy frame is acknowledged once written, in frame order behind a batch still syncing, and a rotation makes it durable', async () => {
+    const dir = newDir();
+    const files = new HeldSyncs();
+    const log = openLog(dir, { files });
+    const order: string[] = [];
+    const durable = append(log, 1).then(() => order.push('durable 1'));
+    await tick();
+    expect(files.held.length, 'the durable frame waits for its fdatasync').toBe(1);
+    const lazyAfter = new Promise<void>((resolve, reject) => log.append([section(2)], (error) => (error ? reject(error) : resolve()), true)).then(() => order.push('lazy 2'));
+    await tick();
+    await tick();
+    expect(order, 'not before the batch ahead of it').toEqual([]);
+    expect(files.held.length, 'a lazy-only batch starts no fdatasync').toBe(1);
+    files.release(0);
+    await Promise.all([durable, lazyAfter]);
+    expect(order).toEqual(['durable 1', 'lazy 2']);
+    // Nothing in flight: a lazy frame is answered on its write alone.
+    const writeIndex = files.writes.length;
+    await new Promise<void>((resolve, reject) => log.append([section(3)], (error) => (error ? reject(error) : resolve()), true));
+    expect(files.isDurable(writeIndex)).toBe(false);
+    // A rotation (a checkpoint's first step) syncs the segment it retires: the lazy frames are durable then.
+    const rotated = log.rotate();
+    for (let spins = 0; spins < 100 && files.held.length === 0; spins++) await tick();
+    while (files.held.length > 0) files.release(0);
+    await rotated;
+    expect(files.isDurable(writeIndex)).toBe(true);
+    const closing = log.close();
+    for (let spins = 0; spins < 1000 && files.held.length > 0; spins++) {
+      files.release(0);
+      await tick();
+    }
+    await closing;
+    expect(replay(dir).seen).toEqual([1, 2, 3]);
+  });
+
   test('an EIO from fdatasync fails every waiting append, and the log refuses appends after it', async () => {
     const dir = newDir();
     const files = new HeldSyncs();

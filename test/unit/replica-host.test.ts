@@ -50,7 +50,7 @@ afterEach(async () => {
 
 const timing = { heartbeatMs: 30, electionTimeoutMs: 300, electionStepMs: 60, electionJitterMs: 60, leaseMs: 240 };
 
-async function start(name: string, dataDir?: string, keepOps?: number): Promise<TestNode> {
+async function start(name: string, dataDir?: string, keepOps?: number, gate?: Promise<void>): Promise<TestNode> {
   const folder = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'iorio-host-'));
   if (dataDir === undefined) folders.push(folder);
   const transport = new Transport({ self: name, host: '127.0.0.1', port: 0, secret, resolve: (peer) => book.get(peer), connectTimeoutMs: 1_000, requestTimeoutMs: 5_000, queueBytesMax: 8 * 1024 * 1024, logger, clock: systemClock });
@@ -60,7 +60,9 @@ async function start(name: string, dataDir?: string, keepOps?: number): Promise<
   const meta = openMeta(path.join(folder, 'meta'));
   const store = await openStreamStore({ dataDir: folder, meta, config, clock: systemClock, logger });
   const logs = new PartitionLogs(path.join(folder, 'replication'));
-  const host = new ReplicaHost({ self: name, w: 2, transport, store, logs, clock: systemClock, logger, timing, tickMs: 10, ...(keepOps === undefined ? {} : { keepOps }) });
+  // A gate holds back the store's checkpoints as the host sees them (the store still runs its own).
+  const machine = gate === undefined ? store : Object.assign(Object.create(store) as StreamStore, { checkpointAfterNow: () => gate.then(() => store.checkpointAfterNow()) });
+  const host = new ReplicaHost({ self: name, w: 2, transport, store: machine, logs, clock: systemClock, logger, timing, tickMs: 10, ...(keepOps === undefined ? {} : { keepOps }) });
   const node: TestNode = { name, dataDir: folder, transport, meta, store, logs, host };
   running.add(node);
   return node;
@@ -203,5 +205,21 @@ describe('the replica host', () => {
     const entries = await storeEntries(newLeader);
     expect(entries.length).toBe(62);
     expect(entries.filter((entry) => entry.endsWith('"early"'))).toEqual([`${early}:"early"`]);
+  }, 60_000);
+
+  test('the log is compacted only behind a store checkpoint: the store takes applied ops lazily, and until a checkpoint they are durable in the log alone', async () => {
+    const names = ['d1@127.0.0.1', 'd2@127.0.0.1', 'd3@127.0.0.1'];
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const nodes = await Promise.all(names.map((name) => start(name, undefined, 10, gate)));
+    for (const node of nodes) node.host.open(partitionOfBS, names);
+    for (let index = 0; index < 80; index++) await append(nodes, partitionOfBS, `op-${index}`);
+    const compacted = (node: TestNode) => (node.host as unknown as { hosted: Map<number, { replica: { compactedThrough: number } }> }).hosted.get(partitionOfBS)!.replica.compactedThrough;
+    for (const node of nodes) await until(`${node.name} to apply`, () => node.host.status(partitionOfBS)!.applied >= 80);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(nodes.map(compacted), 'no checkpoint yet: nothing compacted').toEqual([0, 0, 0]);
+    open();
+    for (const node of nodes) await until(`${node.name} to compact after the checkpoint`, () => compacted(node) > 0);
+    for (const node of nodes) expect(compacted(node)).toBeLessThanOrEqual(80 - 10);
   }, 60_000);
 });

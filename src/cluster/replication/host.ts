@@ -32,18 +32,20 @@ import { encodeRecord } from '../../core/record.js';
 import type { GroupConfig, LogEntry, ProposeResult, ReplicaTiming, ReplicationMessage, WriteRequest } from '../../core/replication.js';
 import { MessageType } from '../../core/wire.js';
 import type { OpPayload, PartitionLogs, StoredKeyRow } from '../../store/partition-log.js';
-import type { AppendMeta, AppendRequest, ExportedRecords, StreamPosition } from '../../store/types.js';
+import type { AppendMeta, AppendRequest, ExportedRecords, ImportBatch, StreamPosition } from '../../store/types.js';
 import type { ClusterTransport } from '../transport.js';
 import { majorityOf, type ReconfigureResult, Replica } from './replica.js';
 
 /** What the host needs of the node's stream store. */
 export interface ReplicatedStateMachine {
-  importRecords(batch: { bucket: string; stream: string; records: Buffer; deletedAt: number }): Promise<void>;
+  importRecords(batch: ImportBatch): Promise<void>;
   deleteStream(bucket: string, stream: string): Promise<void>;
   lastSeqNow(bucket: string, stream: string): number;
   /** A partition's streams and how far each goes (for a state transfer). */
   partitionStreams(partition: number): StreamPosition[];
   exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords>;
+  /** Resolves once every write acknowledged before the call is durable (lazy imports included). */
+  checkpointAfterNow(): Promise<void>;
 }
 
 /** Ops a replica keeps in memory (and in its partition log) behind what it applied; older ones are compacted. */
@@ -73,6 +75,8 @@ interface Hosted {
   readonly replica: Replica<OpPayload>;
   /** Ops applied to the stream store. */
   applied: number;
+  /** Ops applied and known durable in the stream store (a checkpoint covered them): the log is compacted no further. */
+  durable: number;
   /** The apply of the next committed ops waits for this one. */
   applying: Promise<void>;
   /** Committed ops waiting to be applied. */
@@ -128,6 +132,7 @@ export class ReplicaHost {
   private readonly unsubscribe: () => void;
   private readonly logger: Logger;
   private closed = false;
+  private checkpointing = false;
 
   constructor(private readonly options: ReplicaHostOptions) {
     this.logger = options.logger.child({ component: 'replication' });
@@ -148,7 +153,7 @@ export class ReplicaHost {
     if (this.closed || this.hosted.has(partition)) return;
     const durable = this.options.logs.recover(partition);
     if (durable.damaged !== undefined) this.logger.warn({ partition, damaged: durable.damaged }, 'replication: damaged ops set aside; the replica repairs from its leader before it votes or leads');
-    const hosted: Hosted = { partition, applied: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
+    const hosted: Hosted = { partition, applied: durable.base ?? 0, durable: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
     const replica = new Replica<OpPayload>({
       self: this.options.self,
       members,
@@ -308,7 +313,8 @@ export class ReplicaHost {
         await Promise.all(
           groups.map(([key, records]) => {
             const { bucket, stream } = splitKey(key);
-            return this.options.store.importRecords({ bucket, stream, records: Buffer.concat(records), deletedAt: 0 });
+            // Lazy: the partition log holds these ops durably; the store's checkpoint makes them durable there before the log lets them go.
+            return this.options.store.importRecords({ bucket, stream, records: Buffer.concat(records), deletedAt: 0, lazy: true });
           }),
         );
       };
@@ -368,7 +374,7 @@ export class ReplicaHost {
       let after = this.options.store.lastSeqNow(position.bucket, position.stream);
       while (after < position.last) {
         const batch = await request<{ records: Buffer; lastSeq: number; deletedAt: number }>(MessageType.replicationStateRecords, { p: hosted.partition, bucket: position.bucket, stream: position.stream, after });
-        await this.options.store.importRecords({ bucket: position.bucket, stream: position.stream, records: Buffer.from(batch.records), deletedAt: batch.deletedAt });
+        await this.options.store.importRecords({ bucket: position.bucket, stream: position.stream, records: Buffer.from(batch.records), deletedAt: batch.deletedAt, lazy: true });
         if (batch.lastSeq <= after) break;
         after = batch.lastSeq;
       }
@@ -426,13 +432,37 @@ export class ReplicaHost {
 
   private tick(): void {
     const keep = this.options.keepOps ?? keepOpsDefault;
+    let wantCheckpoint = false;
     for (const hosted of this.hosted.values()) {
       hosted.replica.tick();
       this.noticeLeader(hosted);
       // Bounded memory: what is applied here and `keep` ops old goes; a follower further behind takes the state.
+      // Only what a store checkpoint made durable: the store took those ops lazily, and after a crash they come back from this log.
       const replica = hosted.replica;
-      if (hosted.applied - replica.compactedThrough > 2 * keep) replica.compact(hosted.applied - keep);
+      if (hosted.applied - replica.compactedThrough <= 2 * keep) continue;
+      const upTo = Math.min(hosted.applied - keep, hosted.durable);
+      if (upTo > replica.compactedThrough) replica.compact(upTo);
+      if (hosted.durable < hosted.applied - keep) wantCheckpoint = true;
     }
+    if (wantCheckpoint) this.checkpointStore();
+  }
+
+  /** One store checkpoint at a time, for every partition: what each had applied when it began is durable once it ends. */
+  private checkpointStore(): void {
+    if (this.checkpointing) return;
+    this.checkpointing = true;
+    const appliedBefore = new Map([...this.hosted.values()].map((hosted) => [hosted, hosted.applied] as const));
+    this.options.store
+      .checkpointAfterNow()
+      .then(
+        () => {
+          for (const [hosted, applied] of appliedBefore) hosted.durable = Math.max(hosted.durable, applied);
+        },
+        (error: unknown) => this.logger.warn({ err: error }, 'replication: a store checkpoint failed; the partition logs keep their ops until one succeeds'),
+      )
+      .finally(() => {
+        this.checkpointing = false;
+      });
   }
 
   private noticeLeader(hosted: Hosted): void {

@@ -121,6 +121,8 @@ export interface PartitionRow {
   readonly voters: readonly string[];
   /** While the group changes: the voters before. */
   readonly old: readonly string[] | null;
+  /** Whether this replica knows its configuration (voters, old) committed. */
+  readonly configCommitted?: boolean;
   readonly lastOp: number;
   readonly commit: number;
   readonly applied: number;

@@ -170,10 +170,33 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     complete: (partition, target) => membership.transferComplete(partition, target),
     tickMs: handoffTickMs,
   });
+  /** Whether the partition's leader (asked among its group now) reports a committed group that leaves this node out. */
+  const leaderLeftMeOut = async (partition: number): Promise<boolean> => {
+    for (const member of groups?.members(partition) ?? []) {
+      if (member === name) continue;
+      let rows: PartitionRow[];
+      try {
+        rows = await transport.request<PartitionRow[]>(member, MessageType.replicationStatus, null, { timeoutMs: 3_000 });
+      } catch {
+        continue;
+      }
+      const row = rows.find((candidate) => candidate.partition === partition && candidate.role === 'leader' && candidate.leader === candidate.node);
+      if (row !== undefined) return row.configCommitted === true && row.old === null && !row.voters.includes(name);
+    }
+    return false;
+  };
   const groups =
     replication === undefined
       ? undefined
-      : new ReplicationGroups({ self: name, n, host: replication.host, ring: () => ring.current, complete: (partition, target) => membership.transferComplete(partition, target), logger: options.logger });
+      : new ReplicationGroups({
+          self: name,
+          n,
+          host: replication.host,
+          ring: () => ring.current,
+          complete: (partition, target) => membership.transferComplete(partition, target),
+          leftGroup: (partition) => leaderLeftMeOut(partition),
+          logger: options.logger,
+        });
   if (replication !== undefined && groups !== undefined) {
     const { host } = replication;
     // The partition's leader serves it; a replica that knows none answers 503; a node outside the group asks a member.
@@ -208,6 +231,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           leader: status.leader ?? null,
           voters: status.config.voters,
           old: status.config.old ?? null,
+          configCommitted: status.configCommitted,
           lastOp: status.lastOp,
           commit: status.commit,
           applied: status.applied,

@@ -281,6 +281,8 @@ export type ProposeResult =
       /** With conflict: the stream whose condition failed, and its last seqnum. */
       readonly stream?: string;
       readonly lastSeq?: number;
+      /** With a failed condition: the last seqnum the client expected. */
+      readonly expected?: number;
     };
 
 export type ReadResult<P> =

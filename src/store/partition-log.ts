@@ -141,6 +141,11 @@ export class PartitionLogs {
     return { meta: state, base: state.base, baseEpoch: state.baseEpoch, ...baseConfig, entries, damaged: { first: damagedFrom, last } };
   }
 
+  /** The partitions this log holds a replica's state for. */
+  partitions(): number[] {
+    return [...this.state.getKeys({})].filter((key): key is number => typeof key === 'number');
+  }
+
   /** The storage a partition's replica writes through. */
   storage(partition: number): ReplicaStorage<OpPayload> {
     return { write: (write, done) => this.write(partition, write, done) };
@@ -205,6 +210,22 @@ export class PartitionLogs {
   async putKeys(partition: number, rows: readonly StoredKeyRow[]): Promise<void> {
     await this.root.transaction(() => {
       for (const [id, value] of rows) this.keys.putSync([partition, id], value);
+    });
+    await this.root.flushed;
+  }
+
+  /**
+   * Forgets a partition's log, state and remembered keys: the node left the
+   * partition's group, whose committed configuration no longer names it.
+   * Entries set aside as damaged stay (they are never deleted).
+   */
+  async drop(partition: number): Promise<void> {
+    await (this.tails.get(partition) ?? Promise.resolve()).catch(() => undefined);
+    this.tails.delete(partition);
+    await this.root.transaction(() => {
+      for (const key of this.entries.getKeys({ start: [partition, 0], end: [partition, Number.MAX_SAFE_INTEGER] })) this.entries.removeSync(key);
+      for (const key of this.keys.getKeys({ start: [partition, ''], end: [partition + 1, ''] })) this.keys.removeSync(key);
+      this.state.removeSync(partition);
     });
     await this.root.flushed;
   }

@@ -41,9 +41,15 @@ async function expectSameEverywhere(nodes: readonly number[]): Promise<number> {
   return entries;
 }
 
-describe('handoff under load', () => {
+/** Handoff proper (whole partitions copied) is request.n = 1's; with replica groups the same joins are changes of the groups. */
+const copies = { 'request.n': '1' };
+
+describe.each([
+  ['request.n = 1: partitions copied by handoff', '1'],
+  ['request.n = 3: partitions move by changes of their replica groups', '3'],
+])('joins under load (%s)', (_, n) => {
   test('apitest runs clean on node 1 while three nodes join and partitions move; afterwards every stream reads the same from every node', async () => {
-    cluster = new TestCluster();
+    cluster = new TestCluster({ 'request.n': n });
     await Promise.all([1, 2, 3, 4].map((index) => cluster!.start(index)));
     const parsed = parseApitestArgs(['--url', cluster.node(1).url, '-i', '150', '-B', '4', '-S', '6', '-I', '4', '-Q', '2', '-R', '2', '-L', '1', '--listeners', '3', '--listen-timeout', '2', '-s', '7', '-q']);
     if (parsed.help) throw new Error('unexpected --help');
@@ -60,9 +66,12 @@ describe('handoff under load', () => {
   }, 240_000);
 });
 
-describe('a listener follows its stream', () => {
+describe.each([
+  ['request.n = 1', '1'],
+  ['request.n = 3', '3'],
+])('a listener follows its stream (%s)', (_, n) => {
   test('a WebSocket listener on node 1 sees every entry of streams that move to other nodes exactly once, in order, without reconnecting', async () => {
-    cluster = new TestCluster();
+    cluster = new TestCluster({ 'request.n': n });
     await Promise.all([1, 2, 3].map((index) => cluster!.start(index)));
     const streams = Array.from({ length: 12 }, (_, index) => `f${index}`);
     for (const stream of streams) expect((await cluster.call(1, 'POST', `/streams/follow/${stream}`, { body: { n: 0 } })).status).toBe(201);
@@ -111,7 +120,7 @@ describe('a listener follows its stream', () => {
 describe('kill -9 in the middle of a transfer', () => {
   for (const victim of ['sender', 'receiver'] as const) {
     test(`of the ${victim}: after a restart the transfer resumes from what the receiver holds; nothing lost or duplicated`, async () => {
-      cluster = new TestCluster({ 'handoff.rate': '2MB', 'handoff.concurrency': '1' });
+      cluster = new TestCluster({ ...copies, 'handoff.rate': '2MB', 'handoff.concurrency': '1' });
       await Promise.all([1, 2].map((index) => cluster!.start(index)));
       // About 8 MB on node 1, in 64 streams: four seconds of transfer at 2 MB/s.
       const pad = 'p'.repeat(4000);
@@ -146,7 +155,7 @@ describe('transfer limits and cancel, at run time', () => {
   test('transfer-limit changes the rate and concurrency of running transfers; a cancelled transfer is tried again and finishes; nothing lost', async () => {
     // 256 KB/s gives 64 KB batches: each of the 16 streams (~200 KB) takes several, so a transfer is
     // seen running with bytes moved for most of a second (~1.6 MB moves, ~6 s in all).
-    cluster = new TestCluster({ 'handoff.rate': '256KB', 'handoff.concurrency': '1' });
+    cluster = new TestCluster({ ...copies, 'handoff.rate': '256KB', 'handoff.concurrency': '1' });
     await Promise.all([1, 2].map((index) => cluster!.start(index)));
     const pad = 'q'.repeat(4000);
     for (let index = 0; index < 800; index++) expect((await cluster.call(1, 'POST', `/streams/lim/s${index % 16}`, { body: { index, pad } })).status).toBe(201);
@@ -172,7 +181,7 @@ describe('transfer limits and cancel, at run time', () => {
 
 describe('the cluster secret', () => {
   test('a node with the wrong secret cannot join, and the refusal is logged naming it', async () => {
-    cluster = new TestCluster();
+    cluster = new TestCluster(copies);
     await cluster.start(1);
     await cluster.start(2, { 'cluster.secret': 'not-the-secret' });
     const joined = await fetch(`${cluster.node(2).url}/admin/cluster/join`, {

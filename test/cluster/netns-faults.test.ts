@@ -3,8 +3,8 @@
  * cluster through the admin API (join, plan, commit), then links are cut
  * with iptables inside the test's own network namespace (both ways, one
  * way; DROP and REJECT), a node is paused with SIGSTOP and one is killed
- * with SIGKILL and started again. Today's cluster keeps one copy of each
- * partition, so a node that cannot be reached makes exactly its own
+ * with SIGKILL and started again. These run with request.n = 1, one copy
+ * of each partition, so a node that cannot be reached makes exactly its own
  * partitions unavailable: 503 `unavailable` naming it, everything else
  * served, and once it is back every acknowledged append reads back at its
  * seqnum (the apitest-style check: appends of unknown outcome, a 503, may
@@ -98,7 +98,8 @@ function expectUnavailableNaming(answer: Answer, node: string, what: string): vo
 
 /** A cluster of three, with `streamsPerNode` streams on each node's partitions. */
 function threeNodes(faults: 'auto' | 'proxy'): { cluster: FaultCluster; ledger: () => Ledger; streamsOf: (index: number) => string[]; all: () => string[] } {
-  const cluster = new FaultCluster({ faults });
+  // One copy per partition: a dead owner makes its partitions unavailable (request.n = 3 under the same faults: netns-replication*.test.ts).
+  const cluster = new FaultCluster({ faults, flags: { 'request.n': '1' } });
   let ledger: Ledger | undefined;
   const streams = new Map<number, string[]>();
   beforeAll(async () => {

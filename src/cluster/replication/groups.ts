@@ -15,7 +15,11 @@
  *   the claimant once the group is the future one: ownership handoff *is*
  *   the change of the group (DESIGN §6), and the ring settles after it.
  *
- * A node that left a group keeps its copy for now (dropping it is next).
+ * - a node that holds a replica of a partition whose group, now and after
+ *   the pending transfers, leaves it out, and whose leader reports a
+ *   committed configuration without it, drops its copy (the replica, the
+ *   partition's streams and its log): the new group holds everything.
+ *   Until the leader confirms, the copy stays.
  */
 
 import type { Logger } from 'pino';
@@ -30,6 +34,8 @@ export interface ReplicationGroupsOptions {
   readonly host: ReplicaHost;
   readonly ring: () => Ring;
   readonly complete: (partition: number, target: string) => Promise<unknown>;
+  /** Whether the partition's leader reports a committed group without this node (its copy may go). */
+  readonly leftGroup: (partition: number) => Promise<boolean>;
   readonly logger: Logger;
   readonly tickMs?: number;
 }
@@ -51,6 +57,7 @@ export class ReplicationGroups {
   private readonly timer: NodeJS.Timeout;
   private readonly changing = new Set<number>();
   private readonly completing = new Set<number>();
+  private readonly dropping = new Set<number>();
   private readonly logger: Logger;
 
   constructor(private readonly options: ReplicationGroupsOptions) {
@@ -58,6 +65,8 @@ export class ReplicationGroups {
     this.timer = setInterval(() => this.settle(), options.tickMs ?? 500);
     this.timer.unref();
     this.settle();
+    // After the ring's groups are open (with their members): what is left on disk is a copy of a group this node left while down.
+    options.host.openStored();
   }
 
   /** The nodes to ask about a partition when this node holds no replica of it: its group now. */
@@ -86,13 +95,30 @@ export class ReplicationGroups {
       }
       for (const transfer of ring.next) {
         if (transfer.partition !== partition || transfer.source !== self || this.completing.has(partition)) continue;
-        if (status.config.old !== undefined || !sameMembers(status.config.voters, after)) continue;
+        if (status.config.old !== undefined || !status.configCommitted || !sameMembers(status.config.voters, after)) continue;
         this.completing.add(partition);
         void this.options
           .complete(partition, transfer.target)
           .catch((error: unknown) => this.logger.warn({ err: error, partition }, 'replication: reporting a transfer done failed; it will be tried again'))
           .finally(() => this.completing.delete(partition));
       }
+    }
+    this.dropLeft(ring);
+  }
+
+  /** Drops the copies of partitions whose groups no longer have this node, once their leaders confirm it. */
+  private dropLeft(ring: Ring): void {
+    const { self, n, host } = this.options;
+    for (const partition of host.partitions()) {
+      if (this.dropping.has(partition) || ring.next.some((transfer) => transfer.partition === partition)) continue;
+      if (groupNow(ring, partition, n).includes(self) || groupAfterTransfers(ring, partition, n).includes(self)) continue;
+      if (host.status(partition)?.role === 'leader') continue;
+      this.dropping.add(partition);
+      void this.options
+        .leftGroup(partition)
+        .then((left) => (left ? host.drop(partition) : 0))
+        .catch((error: unknown) => this.logger.warn({ err: error, partition }, 'replication: dropping the copy of a partition this node left failed; it will be tried again'))
+        .finally(() => this.dropping.delete(partition));
     }
   }
 

@@ -44,6 +44,8 @@ export interface ReplicatedStateMachine {
   /** A partition's streams and how far each goes (for a state transfer). */
   partitionStreams(partition: number): StreamPosition[];
   exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords>;
+  /** Forgets every stream of a partition, durably. */
+  dropPartition(partition: number): Promise<number>;
   /** Resolves once every write acknowledged before the call is durable (lazy imports included). */
   checkpointAfterNow(): Promise<void>;
 }
@@ -191,6 +193,17 @@ export class ReplicaHost {
     this.hosted.set(partition, hosted);
   }
 
+  /**
+   * Opens the replica of every partition the partition log holds and that is
+   * not open yet, with no members of its own (its log's configuration, if
+   * any, decides): called at start after the ring's groups are open, so
+   * that a copy of a group this node left while it was down is found, and
+   * dropped once its leader confirms.
+   */
+  openStored(): void {
+    for (const partition of this.options.logs.partitions()) this.open(partition, []);
+  }
+
   partitions(): number[] {
     return [...this.hosted.keys()].sort((a, b) => a - b);
   }
@@ -205,11 +218,30 @@ export class ReplicaHost {
     return this.hosted.get(partition)?.replica.leader;
   }
 
-  status(partition: number): { role: string; epoch: number; leader: string | undefined; lastOp: number; commit: number; applied: number; config: GroupConfig; recovering: boolean; followers: { replica: string; match: number }[] } | undefined {
+  status(partition: number): { role: string; epoch: number; leader: string | undefined; lastOp: number; commit: number; applied: number; config: GroupConfig; configCommitted: boolean; recovering: boolean; followers: { replica: string; match: number }[] } | undefined {
     const hosted = this.hosted.get(partition);
     if (hosted === undefined) return undefined;
     const replica = hosted.replica;
-    return { role: replica.role, epoch: replica.epoch, leader: replica.leader, lastOp: replica.lastOp, commit: replica.commit, applied: hosted.applied, config: replica.config, recovering: replica.recovering, followers: replica.progress() };
+    return { role: replica.role, epoch: replica.epoch, leader: replica.leader, lastOp: replica.lastOp, commit: replica.commit, applied: hosted.applied, config: replica.config, configCommitted: replica.configCommitted, recovering: replica.recovering, followers: replica.progress() };
+  }
+
+  /**
+   * Lets go of this node's copy of a partition whose group no longer has it
+   * (the caller checked that the group's committed configuration leaves it
+   * out): the replica stops, then the partition's streams and its log are
+   * dropped. Resolves with how many streams went.
+   */
+  async drop(partition: number): Promise<number> {
+    const hosted = this.hosted.get(partition);
+    if (hosted === undefined) return 0;
+    hosted.replica.retire();
+    this.hosted.delete(partition);
+    this.options.onLeaderChange?.(partition, undefined);
+    await hosted.applying.catch(() => undefined);
+    const streams = await this.options.store.dropPartition(partition);
+    await this.options.logs.drop(partition);
+    this.logger.info({ partition, streams }, 'replication: dropped the copy of a partition this node no longer replicates');
+    return streams;
   }
 
   // --- Writes and reads ----------------------------------------------------
@@ -266,7 +298,7 @@ export class ReplicaHost {
       case 'conflict':
         return result.stream === undefined
           ? new IorioError('conflict', 'the idempotency key was used for another request')
-          : new IorioError('conflict', `expected another last seqnum; the stream is at ${result.lastSeq}`, { got: result.lastSeq });
+          : new IorioError('conflict', `expected last seqnum ${result.expected}, the stream is at ${result.lastSeq}`, { expected: result.expected, got: result.lastSeq });
       case 'unknown':
         return new IorioError('unavailable', `partition ${partition} changed leader while the write was in flight: it may or may not have been written; retry (with the same idempotency key)`);
       case 'not-leader':

@@ -185,6 +185,9 @@ export class Replica<P> {
     // A restarted replica promises no one for an election timeout: a leader's lease may rest on it.
     this.lastLeaderContact = this.env.monotonic();
     this.resetElectionDeadline(this.lastLeaderContact);
+    // The only voter of its group (a single node): no other leader can exist, so it leads at its first tick instead of after a timeout.
+    const config = this.config;
+    if (config.old === undefined && config.voters.length === 1 && config.voters[0] === this.self) this.electionDeadline = this.lastLeaderContact;
   }
 
   // --- What others may ask -------------------------------------------------
@@ -205,6 +208,11 @@ export class Replica<P> {
   get config(): GroupConfig {
     const op = this.configOps[this.configOps.length - 1];
     return op === undefined ? this.baseConfig : this.entry(op)!.config!;
+  }
+
+  /** Whether `config` is committed (a replica outside a committed group may let its copy go). */
+  get configCommitted(): boolean {
+    return (this.configOps[this.configOps.length - 1] ?? this.base) <= this.commitOp;
   }
 
   /** Every replica the group's decisions need now: the voters, and the old voters while the group is joint. */
@@ -333,7 +341,7 @@ export class Replica<P> {
     const writes: StreamWrite[] = [];
     for (const write of request.writes) {
       const last = this.lastSeqOf(write.stream);
-      if (write.expectSeq !== undefined && write.expectSeq !== last) return done({ ok: false, code: 'conflict', stream: write.stream, lastSeq: last });
+      if (write.expectSeq !== undefined && write.expectSeq !== last) return done({ ok: false, code: 'conflict', stream: write.stream, lastSeq: last, expected: write.expectSeq });
       writes.push({ stream: write.stream, firstSeq: last + 1, count: write.delete === true ? 0 : write.count, ...(write.delete === true ? { delete: true } : {}) });
     }
     const entry: LogEntry<P> = {
@@ -915,6 +923,11 @@ export class Replica<P> {
     const last = this.writeQueue[this.writeQueue.length - 1];
     if (last === undefined) callback();
     else last.after.push(callback);
+  }
+
+  /** The node lets this replica go (it left the group): it answers nothing more, and waiting clients get `unknown`. */
+  retire(): void {
+    if (this.failedWith === undefined) this.fail(new Error('the replica was retired: this node left the group'));
   }
 
   private fail(error: Error): void {

@@ -22,6 +22,10 @@ import type {
   TransferLimits,
   TransferRow,
   TransfersAnswer,
+  VerifyAnswer,
+  VerifyReplica,
+  VerifyRow,
+  VerifyVerdict,
 } from '../cluster/admin-api.js';
 
 /** Riak's console width: banners and rules are this many characters. */
@@ -290,6 +294,68 @@ export function formatPartitions(answer: PartitionsAnswer): string {
   const without = byPartition.size - led;
   lines.push(`${byPartition.size} partitions: ${led} with a leader, ${without} without; ${changing} changing their group; unreachable: ${answer.unreachable.length === 0 ? 'none' : answer.unreachable.join(', ')}`);
   return `${lines.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------------------
+// verify
+
+/** The verdicts in the order the summary counts them. */
+const verdictOrder: readonly VerifyVerdict[] = ['ok', 'behind', 'damaged', 'diverged', 'unreachable'];
+
+/** Exit 1 unless every stream compared is ok (after the repairs, when repairing) and every replica answered; request.n = 1 has nothing to compare. */
+export function verifyFailed(answer: VerifyAnswer): boolean {
+  if (answer.n <= 1) return false;
+  return answer.unreachable.length > 0 || verdictOrder.some((verdict) => verdict !== 'ok' && answer.counts[verdict] > 0);
+}
+
+/** `n1 120`, `n2* 120` (the leader), with what it cannot read, its digest when the stream diverged, or `n3 unreachable`. */
+function replicaCell(replica: VerifyReplica, row: VerifyRow): string {
+  const name = `${replica.node.split('@')[0]!}${replica.leader ? '*' : ''}`;
+  if (!replica.reachable) return `${name} unreachable`;
+  const missing = replica.missing.length === 0 ? '' : ` missing ${replica.missing.map((range) => (range.from === range.to ? `${range.from}` : `${range.from}-${range.to}`)).join(',')}`;
+  const digest = row.found === 'diverged' || row.verdict === 'diverged' ? ` #${(replica.digest ?? '').slice(0, 8)}` : '';
+  return `${name} ${replica.last ?? 0}${missing}${digest}`;
+}
+
+function verdictCounts(counts: Readonly<Record<VerifyVerdict, number>>): string {
+  return verdictOrder.map((verdict) => `${verdict.charAt(0).toUpperCase()}${verdict.slice(1)}:${counts[verdict]}`).join(' / ');
+}
+
+/** One repair as a line: who was filled from whom, what was done, where the replaced files went, what was skipped. */
+function repairLine(row: VerifyRow, repair: VerifyRow['repairs'][number]): string {
+  const who = repair.source === null ? quoted(repair.target) : `${quoted(repair.target)} from ${quoted(repair.source)}`;
+  const done =
+    repair.kind === 'tail'
+      ? `${repair.records} records after its last`
+      : `${repair.records} records in ${repair.chunks} chunk${repair.chunks === 1 ? '' : 's'} rebuilt${repair.aside.length === 0 ? '' : `; replaced files set aside: ${repair.aside.join(', ')}`}`;
+  return `  ${row.bucket}/${row.stream} ${who}: ${done}${repair.skipped === null ? '' : `; not done: ${repair.skipped}`}`;
+}
+
+/**
+ * `iorio-admin verify [bucket[/stream]] [--repair]`: one line per stream
+ * (partition, stream, verdict, each replica's last seqnum, the leader
+ * starred, what it cannot read), laid out as `partitions` is; with
+ * --repair the verdict found and the one after (`damaged -> ok`) and a line
+ * per repair; then the counts in member-status's `Valid:2 / ...` style.
+ */
+export function formatVerify(answer: VerifyAnswer): string {
+  if (answer.n <= 1) return 'request.n = 1: each partition has one copy, so there is nothing to compare';
+  const lines = [banner('Verify'), `${'Partition'.padEnd(10)}${'Stream'.padEnd(30)}${'Verdict'.padEnd(20)}Replicas (* leads)`, rule];
+  if (answer.rows.length === 0) lines.push('(no streams)');
+  for (const row of answer.rows) {
+    const verdict = answer.repair && row.found !== row.verdict ? `${row.found} -> ${row.verdict}` : row.verdict;
+    const name = `${row.bucket}/${row.stream}`;
+    lines.push(`${String(row.partition).padEnd(10)}${name.padEnd(29)} ${verdict.padEnd(19)} ${row.replicas.map((replica) => replicaCell(replica, row)).join(', ')}`);
+  }
+  lines.push(rule);
+  const repairs = answer.rows.flatMap((row) => row.repairs.map((repair) => repairLine(row, repair)));
+  if (repairs.length > 0) lines.push('Repairs:', ...repairs, rule);
+  const scope = answer.stream !== null ? `${answer.bucket}/${answer.stream}` : answer.bucket !== null ? `bucket ${answer.bucket}` : 'every bucket';
+  lines.push(`${answer.streams} stream${answer.streams === 1 ? '' : 's'} in ${answer.partitions} partition${answer.partitions === 1 ? '' : 's'} (${scope})${answer.rowsOmitted > 0 ? `; ${answer.rowsOmitted} ok ones not listed` : ''}`);
+  if (answer.repair) lines.push(`Found: ${verdictCounts(answer.found)}`, `Now:   ${verdictCounts(answer.counts)}`);
+  else lines.push(verdictCounts(answer.counts));
+  lines.push(`Unreachable replicas: ${answer.unreachable.length === 0 ? 'none' : nodeList(answer.unreachable)}`);
+  return lines.join('\n');
 }
 
 /**

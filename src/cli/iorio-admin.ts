@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { resourcePermissions, type GroupDetails, type GroupSummary, type Permission } from '../auth/types.js';
-import type { MembersAnswer, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from '../cluster/admin-api.js';
+import type { MembersAnswer, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer, VerifyAnswer } from '../cluster/admin-api.js';
 import { ConfigError, formatDuration as formatConfigDuration, loadConfig, parseDuration, parseSize, type Config } from '../config.js';
 import { nodeNameProblem } from '../core/ring.js';
 import { globalPermissions } from '../core/acl.js';
@@ -13,8 +13,10 @@ import {
   formatTransferLimitSet,
   formatPartitions,
   formatTransfers,
+  formatVerify,
   refusalText,
   stagedText,
+  verifyFailed,
   type ClusterContext,
 } from './admin-format.js';
 import { versionLine } from '../version.js';
@@ -106,12 +108,17 @@ const commandEntries: readonly CommandEntry[] = [
   { section: 'cluster', synopsis: 'ringready', summary: 'whether every member agrees on the ring (exit 1 when not)' },
   { section: 'cluster', synopsis: 'transfers', summary: 'partitions waiting to be handed off, and the transfers running' },
   { section: 'cluster', synopsis: 'partitions', summary: "each partition's replica group: leader, epoch, voters, commit, follower lag (request.n > 1)" },
+  {
+    section: 'cluster',
+    synopsis: 'verify [<bucket>[/<stream>]] [--repair]',
+    summary: "compare each stream's last seqnum and digest across its replicas; --repair fills a replica that lacks records from one that holds them (exit 1 when they differ)",
+  },
   { section: 'cluster', synopsis: 'transfer-limit [<concurrency>] [--rate <size>]', summary: "show, or set, this node's handoff concurrency and rate (0 = no limit)" },
   { section: 'cluster', synopsis: 'transfer cancel <partition>', summary: 'cancel the transfer of one partition' },
 ];
 
-/** The command words iorio-admin knows (the first word of each entry, and verify). */
-export const commandWords: readonly string[] = [...new Set([...commandEntries.map((entry) => entry.synopsis.split(' ')[0]!), 'verify'])];
+/** The command words iorio-admin knows (the first word of each entry). */
+export const commandWords: readonly string[] = [...new Set(commandEntries.map((entry) => entry.synopsis.split(' ')[0]!))];
 
 const synopsisWidth = 34;
 
@@ -134,11 +141,12 @@ const optionsHelp = `options:
   --timeout <duration> how long each request may take, like 5s or 2m (default: $IORIO_ADMIN_TIMEOUT, else 30s)
   --json               print the node's JSON answers instead of text
   --rate <size>        (transfer-limit) bytes per second, like 10MB; 0 = no limit
+  --repair             (verify) fill the replicas that lack records, then compare again
   --                   everything after it is a command argument (a password starting with -)
   -h, --help           this text, or a command's help
   --version            the version`;
 
-const exitStatusHelp = 'exit status: 0 done, 1 the node refused or could not be reached (or ringready is FALSE), or a bad configuration; 2 usage error';
+const exitStatusHelp = 'exit status: 0 done, 1 the node refused or could not be reached (or ringready is FALSE, or verify found replicas that differ or did not answer), or a bad configuration; 2 usage error';
 
 export const usage = `usage: iorio-admin [-c config-file] [--<key> <value> ...] [--url http://host:port]
                    [-u user] [-p password] [--timeout 30s] [--json] <command>
@@ -160,7 +168,7 @@ ${exitStatusHelp}`;
 /** `iorio-admin <command> --help`: that command's lines, how options are given, the exit statuses. */
 export function commandHelpOf(word: string): string {
   const entries = commandEntries.filter((entry) => entry.synopsis.split(' ')[0] === word);
-  if (entries.length === 0) return `usage: iorio-admin [options] ${word}\n\n${word === 'verify' ? verifyUnavailableMessage : ''}\n\n${exitStatusHelp}`;
+  if (entries.length === 0) return `usage: iorio-admin [options] ${word}\n\n${exitStatusHelp}`;
   return `usage:\n${entries.map((entry) => `  iorio-admin [options] ${entry.synopsis}`).join('\n')}\n\n${commandLines(entries)}\n\n(iorio-admin --help lists the options)\n${exitStatusHelp}`;
 }
 
@@ -177,8 +185,6 @@ export const serviceNames = ['iorio'] as const;
 const errorTextCharsMax = 200;
 /** The header the node accepts the cluster secret in, on /admin/cluster/*. */
 export const clusterSecretHeader = 'x-iorio-cluster-secret';
-
-export const verifyUnavailableMessage = 'verify is not available in this build: replication is not implemented yet';
 
 /** Where the command writes, and the environment it reads (tests pass their own). */
 export interface AdminIo {
@@ -211,6 +217,8 @@ export interface AdminArguments {
   /** --timeout, as written. */
   timeout: string | undefined;
   json: boolean;
+  /** verify's --repair. */
+  repair: boolean;
   help: boolean;
   version: boolean;
 }
@@ -240,6 +248,7 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
     rate: undefined,
     timeout: undefined,
     json: false,
+    repair: false,
     help: false,
     version: false,
   };
@@ -255,6 +264,8 @@ export function parseAdminArguments(argv: readonly string[]): AdminArguments {
     const option = valueOptions[name];
     if (argument === '--json') {
       parsed.json = true;
+    } else if (argument === '--repair') {
+      parsed.repair = true;
     } else if (argument === '-h' || argument === '--help') {
       parsed.help = true;
     } else if (argument === '--version') {
@@ -304,15 +315,15 @@ export type AdminCommand =
   /** Both undefined: show the limits. */
   | { readonly kind: 'transfer-limit'; readonly concurrency: number | undefined; readonly rateBytesPerSec: number | undefined }
   | { readonly kind: 'transfer-cancel'; readonly partition: number }
+  /** Both undefined: every stream; bucket alone: its streams. */
+  | { readonly kind: 'verify'; readonly bucket: string | undefined; readonly stream: string | undefined; readonly repair: boolean }
   | { readonly kind: 'policy-get' | 'policy-del'; readonly bucket: string; readonly stream: string | undefined }
   | { readonly kind: 'policy-set'; readonly bucket: string; readonly stream: string | undefined; readonly policy: PolicyBody }
   | { readonly kind: 'services' }
   | { readonly kind: 'wait-for-service'; readonly service: string; readonly node: string | undefined }
   /** Answered without the node: help (of one command when topic is set) and version. */
   | { readonly kind: 'help'; readonly topic: string | undefined }
-  | { readonly kind: 'version' }
-  /** A command this build does not have: print the message, exit 2. */
-  | { readonly kind: 'unavailable'; readonly message: string };
+  | { readonly kind: 'version' };
 
 
 /** Riak's underscore spellings, accepted as riak-admin accepts them. */
@@ -323,11 +334,12 @@ const commandAliases: Readonly<Record<string, string>> = {
   wait_for_service: 'wait-for-service',
 };
 
-/** The command line's words (and transfer-limit's --rate) -> one command. Pure; throws UsageError. */
-export function parseCommand(words: readonly string[], rate?: string): AdminCommand {
+/** The command line's words (and transfer-limit's --rate, verify's --repair) -> one command. Pure; throws UsageError. */
+export function parseCommand(words: readonly string[], rate?: string, repair = false): AdminCommand {
   const [written, ...rest] = words;
   const command = written === undefined ? undefined : (commandAliases[written] ?? written);
   if (rate !== undefined && command !== 'transfer-limit') throw new UsageError('--rate goes with transfer-limit only');
+  if (repair && command !== 'verify') throw new UsageError('--repair goes with verify only');
   switch (command) {
     case 'user':
       return parseUserCommand(rest);
@@ -360,8 +372,11 @@ export function parseCommand(words: readonly string[], rate?: string): AdminComm
     case 'transfer':
       if (rest[0] !== 'cancel' || rest.length !== 2) throw new UsageError('expected: transfer cancel <partition>');
       return { kind: 'transfer-cancel', partition: partitionArgument(rest[1]!) };
-    case 'verify':
-      return { kind: 'unavailable', message: verifyUnavailableMessage };
+    case 'verify': {
+      if (rest.length > 1) throw new UsageError('expected: verify [<bucket>[/<stream>]] [--repair]');
+      const scope = rest[0] === undefined ? { bucket: undefined, stream: undefined } : parseResource(rest[0]);
+      return { kind: 'verify', ...scope, repair };
+    }
     case 'policy':
       return parsePolicyCommand(rest);
     case 'services':
@@ -781,11 +796,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo): Promise<nu
       io.stdout(`${offline}\n`);
       return exitCodes.ok;
     }
-    command = parseCommand(parsed.positionals, parsed.rate);
-    if (command.kind === 'unavailable') {
-      io.stderr(`iorio-admin: ${command.message}\n`);
-      return exitCodes.usage;
-    }
+    command = parseCommand(parsed.positionals, parsed.rate, parsed.repair);
     if (command.kind === 'help' || command.kind === 'version') {
       io.stdout(`${command.kind === 'version' ? versionLine('iorio-admin') : command.topic === undefined ? usage : commandHelpOf(command.topic)}\n`);
       return exitCodes.ok;
@@ -907,9 +918,7 @@ interface CommandOutput {
   failed?: boolean;
 }
 
-type RunnableCommand = Exclude<AdminCommand, { kind: 'unavailable' }>;
-
-async function execute(command: RunnableCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
+async function execute(command: AdminCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
   switch (command.kind) {
     case 'user-add': {
       const json = await client.call('POST', '/users', { username: command.username, password: command.password });
@@ -1011,7 +1020,7 @@ async function executeGroup(command: GroupCommand, client: AdminClient): Promise
   }
 }
 
-async function executeCluster(command: RunnableCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
+async function executeCluster(command: AdminCommand, client: AdminClient, nowMs: () => number): Promise<CommandOutput> {
   switch (command.kind) {
     case 'member-status': {
       const json = (await client.callCluster('GET', `${clusterPath}/members`)) as MembersAnswer;
@@ -1035,6 +1044,8 @@ async function executeCluster(command: RunnableCommand, client: AdminClient, now
       for (const row of json.rows) if (row.role === 'leader' && row.leader === row.node) leaderless.delete(row.partition);
       return { text: formatPartitions(json), json, failed: json.n > 1 && leaderless.size > 0 };
     }
+    case 'verify':
+      return verify(command, client);
     case 'cluster-plan': {
       const json = (await client.callCluster('GET', `${clusterPath}/plan`)) as PlanAnswer;
       return { text: formatPlan(json), json };
@@ -1092,6 +1103,20 @@ async function transferLimit(command: Extract<AdminCommand, { kind: 'transfer-li
   };
   const json = (await client.callCluster('POST', `${clusterPath}/transfer-limit`, body)) as TransferLimits;
   return { text: formatTransferLimitSet(await nodeNameOf(client), json), json };
+}
+
+/** GET /admin/cluster/verify reports; with --repair, a POST repairs first. Exit 1 unless every stream is ok and every replica answered. */
+async function verify(command: Extract<AdminCommand, { kind: 'verify' }>, client: AdminClient): Promise<CommandOutput> {
+  const scope = { ...(command.bucket === undefined ? {} : { bucket: command.bucket }), ...(command.stream === undefined ? {} : { stream: command.stream }) };
+  const json = (
+    command.repair ? await client.callCluster('POST', `${clusterPath}/verify`, { ...scope, repair: true }) : await client.callCluster('GET', `${clusterPath}/verify${queryOf(scope)}`)
+  ) as VerifyAnswer;
+  return { text: formatVerify(json), json, failed: verifyFailed(json) };
+}
+
+function queryOf(fields: Readonly<Record<string, string>>): string {
+  const query = new URLSearchParams(fields).toString();
+  return query === '' ? '' : `?${query}`;
 }
 
 /** This node's name, from GET /ping. */

@@ -21,6 +21,9 @@
  * | GET  /admin/cluster/transfers             |                               | TransfersAnswer |
  * | POST /admin/cluster/transfer-limit        | {concurrency?, rate?}         | TransferLimits |
  * | DELETE /admin/cluster/transfers/:partition|                               | {ok, partition} |
+ * | GET  /admin/cluster/partitions            |                               | PartitionsAnswer |
+ * | GET  /admin/cluster/verify?bucket=&stream=|                               | VerifyAnswer (report only) |
+ * | POST /admin/cluster/verify                | {bucket?, stream?, repair?}   | VerifyAnswer (repair unless repair: false; also ?repair=) |
  *
  * Refusals are the usual `{type, reason}` errors; a refusal of the claimant
  * carries Riak's reason atom in `reason_code` (e.g. `plan_changed`,
@@ -148,4 +151,98 @@ export interface TransfersAnswer {
   readonly unreachable: readonly string[];
   /** What the asked node received as a transfer target since it started (resent batches counted apart). */
   readonly received: { readonly batches: number; readonly bytes: number; readonly duplicateBytes: number };
+}
+
+/** What `verify` finds of a stream across its replicas; the order is also the precedence (the first that applies). */
+export const VerifyVerdict = {
+  /** Two replicas that can read every compared record hold different content (a bug, or disk damage a checksum missed). */
+  diverged: 'diverged',
+  /** A replica cannot read some of its records (lost or damaged chunks). */
+  damaged: 'damaged',
+  /** A replica of the group did not answer (or holds no replica of the partition). */
+  unreachable: 'unreachable',
+  /** A replica's last seqnum stays below another's (applied later, e.g. after a crash). */
+  behind: 'behind',
+  ok: 'ok',
+} as const;
+export type VerifyVerdict = (typeof VerifyVerdict)[keyof typeof VerifyVerdict];
+
+export interface SeqnumRange {
+  readonly from: number;
+  readonly to: number;
+}
+
+/** One replica of one stream, as it answered. */
+export interface VerifyReplica {
+  readonly node: string;
+  /** It answered, holding a replica of the partition. */
+  readonly reachable: boolean;
+  /** It leads the partition. */
+  readonly leader: boolean;
+  /** Oldest and last seqnum it holds (null when not reachable). */
+  readonly first: number | null;
+  readonly last: number | null;
+  /** Seqnum up to which the stream was deleted (0: never). */
+  readonly deletedAt: number | null;
+  /** SHA-256 (hex) over its records from..upTo of the row, as the store exports them (seqnum, timestamp, epoch, body). */
+  readonly digest: string | null;
+  /** Records that digest covers. */
+  readonly count: number | null;
+  /** Seqnum ranges within first..last it cannot read (the first few). */
+  readonly missing: readonly SeqnumRange[];
+  /** Why it could not be asked. */
+  readonly error: string | null;
+}
+
+/** One repair of one replica of a stream (verify --repair). */
+export interface VerifyRepair {
+  /** The replica filled. */
+  readonly target: string;
+  /** The replica the records came from (null: none holds them). */
+  readonly source: string | null;
+  /** `tail`: records after its last seqnum imported; `chunks`: chunks lacking or differing rebuilt. */
+  readonly kind: 'tail' | 'chunks';
+  /** Records filled or replaced. */
+  readonly records: number;
+  /** Chunks rebuilt. */
+  readonly chunks: number;
+  /** Where each replaced chunk file was copied on the target, relative to its data folder. */
+  readonly aside: readonly string[];
+  /** What was left undone and why (null: done). */
+  readonly skipped: string | null;
+}
+
+/** One stream: how its replicas compare. */
+export interface VerifyRow {
+  readonly partition: number;
+  readonly bucket: string;
+  readonly stream: string;
+  /** The seqnums compared (none when from > upTo): the highest first and the lowest last among the replicas. */
+  readonly from: number;
+  readonly upTo: number;
+  /** The verdict as first found. */
+  readonly found: VerifyVerdict;
+  /** The verdict now: after the repairs when repairing, else the one found. */
+  readonly verdict: VerifyVerdict;
+  readonly replicas: readonly VerifyReplica[];
+  readonly repairs: readonly VerifyRepair[];
+}
+
+export interface VerifyAnswer {
+  /** request.n of the asked node (1: one copy per partition, nothing to compare, no rows). */
+  readonly n: number;
+  readonly bucket: string | null;
+  readonly stream: string | null;
+  readonly repair: boolean;
+  /** Partitions and streams compared. */
+  readonly partitions: number;
+  readonly streams: number;
+  /** Streams by verdict as found, and as they are now. */
+  readonly found: Readonly<Record<VerifyVerdict, number>>;
+  readonly counts: Readonly<Record<VerifyVerdict, number>>;
+  /** The streams compared, by partition, bucket and stream; when there are too many, the ok ones are left out first. */
+  readonly rows: readonly VerifyRow[];
+  readonly rowsOmitted: number;
+  /** Replicas that could not be asked. */
+  readonly unreachable: readonly string[];
 }

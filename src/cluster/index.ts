@@ -14,7 +14,7 @@ import { memberOf, memberStatus, ownerOf, type MemberInfo, type Ring } from '../
 import type { MetaStore } from '../store/meta.js';
 import type { StreamStore } from '../store/stream-store.js';
 import type { AppendRequest } from '../store/types.js';
-import type { MembersAnswer, PartitionRow, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer } from './admin-api.js';
+import type { MembersAnswer, PartitionRow, PartitionsAnswer, PlanAnswer, RingAnswer, RingReadyAnswer, TransferLimits, TransfersAnswer, VerifyAnswer } from './admin-api.js';
 import { ClusterStore } from './cluster-store.js';
 import { HandoffManager } from './handoff-manager.js';
 import { HandoffReceiver } from './handoff-receiver.js';
@@ -29,6 +29,7 @@ import path from 'node:path';
 import { PartitionLogs } from '../store/partition-log.js';
 import { ReplicationGroups } from './replication/groups.js';
 import { ReplicaHost } from './replication/host.js';
+import { hostReplicas, ReplicaVerifier, singleCopyAnswer, type VerifyRequest } from './replication/verify.js';
 import { majorityOf } from './replication/replica.js';
 
 /** Bounds of the cluster's own traffic. */
@@ -67,6 +68,8 @@ export interface ClusterAdmin {
   transfers(): Promise<TransfersAnswer>;
   /** Every replica group's leader, epoch, voters and lag, from every reachable member (request.n > 1). */
   partitions(): Promise<PartitionsAnswer>;
+  /** Each stream's replicas compared (last seqnum, digest, unreadable ranges), and with `repair` filled from one another (iorio-admin verify). */
+  verify(request: VerifyRequest): Promise<VerifyAnswer>;
   transferLimit(change: { concurrency?: number; rate?: number }): TransferLimits;
   cancelTransfer(partition: number): boolean;
   /** The HTTP address the node listens on, once it does. */
@@ -208,6 +211,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       return { node: members.find((member) => member !== name && membership.reachable(member)) ?? members[0] ?? name, reason: 'replica' };
     });
   }
+  const verifier = replication === undefined || groups === undefined ? undefined : new ReplicaVerifier({ self: name, n, ringSize: () => ring.current.size, transport, store: local, replicas: hostReplicas(replication.host, groups), logger: options.logger });
   const metadata = new Metadata({ meta, transport, ring: () => ring.current, self: name, clock, logger: options.logger, requestTimeoutMs, antiEntropyMs });
   routes.onChange((partition) => store.routesChanged(partition));
   const offRing = ring.onChange((current) => {
@@ -300,6 +304,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       );
       return { n, rows: rows.sort((a, b) => a.partition - b.partition || (a.node < b.node ? -1 : 1)), unreachable: unreachable.sort() };
     },
+    verify: (request) => (verifier === undefined ? Promise.resolve(singleCopyAnswer(request)) : verifier.verify(request)),
     transferLimit: (change) => handoff.setLimits(change),
     cancelTransfer: (partition) => handoff.cancel(partition),
     setHttpAddress: async (address) => {
@@ -322,6 +327,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       unregister();
       offRing();
       groups?.close();
+      verifier?.close();
       membership.close();
       metadata.close();
       await handoff.close();

@@ -176,6 +176,12 @@ export const MessageType = {
   replicationStateRecords: 1032,
   /** A node's replicas, for iorio-admin partitions. */
   replicationStatus: 1033,
+  /** iorio-admin verify (cluster/replication/verify.ts): a replica's streams of a partition, with first and last seqnums. */
+  replicationVerifyStreams: 1034,
+  /** iorio-admin verify: per stream, a digest over seqnums from..upTo and the seqnum ranges the replica cannot read. */
+  replicationVerifyDigests: 1035,
+  /** iorio-admin verify --repair: a replica fills one stream from another (its missing tail, or chunks rebuilt). */
+  replicationVerifyRepair: 1036,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

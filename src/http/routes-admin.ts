@@ -8,6 +8,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { StagedChange } from '../core/plan.js';
 import { IorioError } from '../core/errors.js';
+import { checkName } from '../core/names.js';
 import { parseSize } from '../config.js';
 import { objectBodyOf } from './body.js';
 import type { RouteContext } from './context.js';
@@ -51,6 +52,28 @@ export function registerAdminRoutes(app: FastifyInstance, context: RouteContext)
     return { ok: true, staged: kind, node: node ?? config.nodename, ...(by === undefined ? {} : { by }) };
   };
 
+  // verify: GET reports; POST repairs when asked to (`?repair=true` or `{"repair": true}`).
+  const verifyScope = (fields: Record<string, unknown>): { bucket?: string; stream?: string } => {
+    const given = (name: string) => (fields[name] === undefined || fields[name] === '' ? undefined : fields[name]);
+    const bucket = given('bucket');
+    const stream = given('stream');
+    if (stream !== undefined && bucket === undefined) throw new IorioError('invalid-param', 'a stream is verified within its bucket: give bucket too');
+    return { ...(bucket === undefined ? {} : { bucket: checkName('bucket', bucket) }), ...(stream === undefined ? {} : { stream: checkName('stream', stream) }) };
+  };
+  const repairOf = (value: unknown): boolean => {
+    if (value === undefined || value === false || value === 'false') return false;
+    if (value === true || value === 'true') return true;
+    throw new IorioError('invalid-param', 'repair must be true or false');
+  };
+  app.get(`${base}/verify`, { onRequest }, async (request) => {
+    const query = request.query as Record<string, unknown>;
+    if (repairOf(query['repair'])) throw new IorioError('invalid-param', 'a repair is a POST to /admin/cluster/verify');
+    return cluster.verify({ ...verifyScope(query), repair: false });
+  });
+  app.post(`${base}/verify`, { onRequest }, async (request) => {
+    const fields = { ...(request.query as Record<string, unknown>), ...body(request) };
+    return cluster.verify({ ...verifyScope(fields), repair: repairOf(fields['repair']) });
+  });
   app.get(`${base}/members`, { onRequest }, async () => cluster.members());
   app.get(`${base}/ring`, { onRequest }, async () => cluster.ringStatus());
   app.get(`${base}/ringready`, { onRequest }, async () => cluster.ringReady());

@@ -37,12 +37,14 @@ import { CommitLog, isNoSpaceError, listSegments, replayCommitLog, type LogFileO
 import { buildSparseIndex, chunkFileName, readChunkRange, validateChunk, SparseIndex } from './chunks.js';
 import { StreamHandle, streamKey, type Chunk, type ChunkSummaryValue, type StreamState } from './stream-handle.js';
 import { StreamLoader } from './stream-loader.js';
-import { fsyncDirectories } from './fsync.js';
+import { fsyncDirectories, fsyncDirectorySync } from './fsync.js';
 import { FilePool } from './file-pool.js';
 import type { MetaStore } from './meta.js';
 import type {
   AppendMeta,
   AppendRequest,
+  ChunkReplaced,
+  ChunkSpan,
   DamageReport,
   ExportedRecords,
   ImportBatch,
@@ -139,6 +141,10 @@ export async function openStreamStore(options: StreamStoreOptions): Promise<Stre
 /** A stream's active-chunk writes are buffered up to this much, and all streams' together up to the second. */
 const writeBufferFlushBytes = 64 * 1024;
 const writeBuffersBytesMax = 32 * 1024 * 1024;
+/** Where replaced chunk files are copied (below the data folder), as the commit log keeps `commitlog/damaged/`. */
+const damagedFolder = 'damaged';
+/** Copies of one chunk file kept aside, at most (`.1`, `.2` ...): repairs of the same chunk beyond that are refused. */
+const asideCopiesMax = 100;
 /** Damage reports kept for stats (each is also logged once). */
 const damageReportsMax = 100;
 /** While writes fail for want of disk space or descriptors, how often they are tried again. */
@@ -1236,6 +1242,141 @@ export class StreamStore implements Store {
     this.applyDurable(handle, section.records, records);
   }
 
+  // -------------------------------------------------------------------------
+  // Repair (iorio-admin verify --repair)
+
+  /**
+   * A stream's chunks and the seqnums each covers: from its first seqnum to
+   * the next chunk's first minus one (the last chunk: to the stream's last),
+   * so entries lost inside a chunk, or between two, belong to one chunk.
+   */
+  chunkSpans(bucket: string, stream: string): ChunkSpan[] {
+    const handle = this.handle(bucket, stream, false);
+    if (handle === undefined) return [];
+    const chunks = handle.chunks;
+    return chunks.flatMap((chunk, index) => {
+      const lastSeq = index + 1 < chunks.length ? chunks[index + 1]!.firstSeq - 1 : handle.durableLast;
+      return chunk.firstSeq <= lastSeq ? [{ firstSeq: chunk.firstSeq, lastSeq, bytes: chunk.bytes, active: index === chunks.length - 1 }] : [];
+    });
+  }
+
+  /**
+   * Rewrites one chunk of a stream with `records`: every seqnum of its span
+   * (chunkSpans), contiguous and intact, taken from another replica. Nothing
+   * is lost: the chunk's file is first copied to `<data>/damaged/` (the same
+   * path below it; an earlier copy is never overwritten), then the new file
+   * is written beside it, synced and renamed over it, and its summary in
+   * lmdb follows. The active chunk is closed first (appends go on in a new
+   * chunk) and a checkpoint records that before its file changes, so
+   * recovery never matches the rebuilt bytes against the commit log as an
+   * active chunk's. A crash before the summary is written leaves the
+   * rebuilt file read only up to the old size: the repair is simply due
+   * again. A span that changed since the caller read it is a conflict: the
+   * caller reads it again.
+   *
+   * Why not the import path: importRecords only extends a stream's tail (it
+   * drops every record at or below the last seqnum), and chunk files are
+   * append-only, so entries missing in the middle can only come back by
+   * rebuilding the chunk that covers them.
+   */
+  async replaceChunk(bucket: string, stream: string, firstSeq: number, records: Buffer): Promise<ChunkReplaced> {
+    const run = checkedRun(records, firstSeq);
+    let handle = this.replaceableChunk(bucket, stream, firstSeq, run.lastSeq);
+    if (handle.chunks[handle.chunks.length - 1]!.firstSeq === firstSeq) {
+      // The active chunk: closed, and recorded so by a checkpoint, before its file changes; recovery then takes it as a closed chunk.
+      this.rollChunk(handle, handle.durableLast + 1);
+      this.markDirty(handle);
+      // A checkpoint already running took its dirty streams before the roll: the next one records it.
+      await this.checkpointRunning?.catch(() => undefined);
+      await this.checkpoint();
+      handle = this.replaceableChunk(bucket, stream, firstSeq, run.lastSeq);
+    }
+    // From here to the rename nothing yields: no append, eviction or read of the chunk's index runs in between.
+    const chunk = handle.chunks.find((candidate) => candidate.firstSeq === firstSeq)!;
+    const file = handle.chunkPath(firstSeq);
+    const aside = this.copyAside(file);
+    this.writeReplacement(handle, file, records);
+    chunk.bytes = records.length;
+    chunk.index = undefined;
+    chunk.lastMs = run.lastMs;
+    if (handle.tail.length > 0 && handle.tail[0]!.seq <= run.lastSeq) {
+      // The tail may hold entries of the old chunk: reads go to the rebuilt file instead.
+      handle.tail = [];
+      handle.tailBytes = 0;
+    }
+    this.forgetDamage(handle, firstSeq, run.lastSeq);
+    const summary: ChunkSummaryValue = { lastSeq: run.lastSeq, lastMs: run.lastMs, bytes: records.length };
+    await this.meta.chunks.put([bucket, stream, firstSeq], summary);
+    await this.meta.root.flushed;
+    this.logger.warn({ bucket, stream, firstSeq, lastSeq: run.lastSeq, bytes: records.length, aside }, 'repair: a chunk was rebuilt from another replica; the replaced file was copied aside');
+    return { firstSeq, lastSeq: run.lastSeq, bytes: records.length, aside };
+  }
+
+  /** The stream's handle, once its chunk from `firstSeq` covers exactly firstSeq..lastSeq and can be rewritten now; throws otherwise. */
+  private replaceableChunk(bucket: string, stream: string, firstSeq: number, lastSeq: number): StreamHandle {
+    this.checkWritable();
+    const handle = this.handle(bucket, stream, false);
+    if (handle === undefined) throw new IorioError('not-found', `no stream ${bucket}/${stream} on this node`);
+    if (handle.inflight > 0) throw new IorioError('unavailable', 'the stream is being written here; try again');
+    const index = handle.chunks.findIndex((chunk) => chunk.firstSeq === firstSeq);
+    if (index < 0) throw new IorioError('conflict', `stream ${bucket}/${stream} has no chunk from seqnum ${firstSeq} now (evicted or deleted since)`);
+    const spanLast = index === handle.chunks.length - 1 ? handle.durableLast : handle.chunks[index + 1]!.firstSeq - 1;
+    if (spanLast !== lastSeq) throw new IorioError('conflict', `the chunk of ${bucket}/${stream} from seqnum ${firstSeq} covers ${firstSeq}..${spanLast} now, the records ${firstSeq}..${lastSeq}; read it again`);
+    if (!this.flushWriteBuffer(handle)) throw new IorioError('unavailable', 'chunk writes are failing here; try again once they succeed');
+    return handle;
+  }
+
+  /** Copies a file to the same path under `<data>/damaged/` (a free name: `.1`, `.2` ... after an earlier copy), synced; its path relative to the data folder, or null when there is no file. */
+  private copyAside(file: string): string | null {
+    const relative = path.relative(this.settings.dataDir, file);
+    const base = path.join(this.settings.dataDir, damagedFolder, relative);
+    fs.mkdirSync(path.dirname(base), { recursive: true });
+    for (let copy = 0; copy < asideCopiesMax; copy++) {
+      const target = copy === 0 ? base : `${base}.${copy}`;
+      try {
+        fs.copyFileSync(file, target, fs.constants.COPYFILE_EXCL);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') continue;
+        if (code === 'ENOENT' && !fs.existsSync(file)) return null;
+        throw error;
+      }
+      const fd = fs.openSync(target, 'r');
+      try {
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      fsyncDirectorySync(path.dirname(target));
+      return path.relative(this.settings.dataDir, target);
+    }
+    throw new IorioError('conflict', `${asideCopiesMax} copies of ${relative} are already set aside in ${damagedFolder}/; move them away first`);
+  }
+
+  /** Writes `data` beside `file`, syncs it, and renames it over `file` (an open descriptor of the old file is closed first). */
+  private writeReplacement(handle: StreamHandle, file: string, data: Buffer): void {
+    const temporary = `${file}.replacing`;
+    fs.mkdirSync(handle.directory, { recursive: true });
+    const fd = fs.openSync(temporary, 'w', 0o644);
+    try {
+      let written = 0;
+      while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.pool.close(file);
+    fs.renameSync(temporary, file);
+    fsyncDirectorySync(handle.directory);
+  }
+
+  /** Damage reports of a stream within first..last are no longer true (the range was rebuilt). */
+  private forgetDamage(handle: StreamHandle, first: number, last: number): void {
+    for (const [key, report] of this.damage) {
+      if (report.bucket === handle.bucket && report.stream === handle.stream && report.from >= first && report.to <= last) this.damage.delete(key);
+    }
+  }
+
   dropPartition(partition: number): Promise<number> {
     if (this.closed) return Promise.reject(new IorioError('unavailable', 'the store is closing'));
     const count = this.partitionStreams(partition).length;
@@ -1623,6 +1764,23 @@ function rawRun(data: Buffer, startSeq: number, fromSeq: number, toSeq: number, 
   }
   if (begin < 0) return count === 0 && expected > toSeq ? { bytes: Buffer.alloc(0), count: 0, lastSeq: toSeq } : undefined;
   return { bytes: data.subarray(begin, offset), count, lastSeq };
+}
+
+/** Records that must be whole, intact and contiguous from `firstSeq` (a chunk's rebuilt content); their last seqnum and newest timestamp. */
+function checkedRun(records: Buffer, firstSeq: number): { lastSeq: number; lastMs: number } {
+  let offset = 0;
+  let expected = firstSeq;
+  let lastMs = 0;
+  while (offset < records.length) {
+    const result = decodeRecord(records, offset);
+    if (result.status !== 'ok') throw new IorioError('invalid-body', `chunk records: ${result.status} record at byte ${offset}`);
+    if (result.record.seq !== expected) throw new IorioError('invalid-body', `chunk records: seqnum ${result.record.seq} where ${expected} belongs`);
+    lastMs = Math.max(lastMs, result.record.t);
+    offset += result.record.bytes;
+    expected++;
+  }
+  if (expected === firstSeq) throw new IorioError('invalid-body', 'chunk records: none');
+  return { lastSeq: expected - 1, lastMs };
 }
 
 function readFully(fd: number, buffer: Buffer, position: number): Promise<number> {

@@ -99,6 +99,24 @@ export interface ExportedRecords {
   readonly deletedAt: number;
 }
 
+/** The seqnums one chunk of a stream covers: its first, up to the next chunk's first minus one (the last chunk: the stream's last). */
+export interface ChunkSpan {
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly bytes: number;
+  /** The chunk appends go to. */
+  readonly active: boolean;
+}
+
+/** A chunk rebuilt by StreamStore.replaceChunk. */
+export interface ChunkReplaced {
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly bytes: number;
+  /** Where the replaced file was copied, relative to the data folder (`damaged/vnodes/...`); null when there was no file. */
+  readonly aside: string | null;
+}
+
 export interface ImportBatch {
   readonly bucket: string;
   readonly stream: string;

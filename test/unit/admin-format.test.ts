@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import type { MembersAnswer, PlanAnswer, RingAnswer, TransferRow, TransfersAnswer } from '../../src/cluster/admin-api.js';
+import type { MembersAnswer, PlanAnswer, RingAnswer, TransferRow, TransfersAnswer, VerifyAnswer, VerifyReplica, VerifyRow } from '../../src/cluster/admin-api.js';
 import {
   banner,
   centre,
@@ -20,10 +20,12 @@ import {
   formatTransferLimits,
   formatTransferLimitSet,
   formatTransfers,
+  formatVerify,
   humanSize,
   humanTime,
   refusalText,
   stagedText,
+  verifyFailed,
 } from '../../src/cli/admin-format.js';
 import { devNodes, devrelTable } from '../../src/cli/devrel.js';
 import { parseCommand, UsageError } from '../../src/cli/iorio-admin.js';
@@ -490,6 +492,121 @@ describe('transfer-limit', () => {
     expect(formatTransferLimitSet(n(2), { concurrency: 4, rateBytesPerSec: 10 * 1024 * 1024 })).toBe(
       "Set transfer limit for 'iorio2@127.0.0.1' to 4 (rate: 10.00 MB/s)",
     );
+  });
+});
+
+describe('verify', () => {
+  const digest = (prefix: string) => prefix.padEnd(64, '0');
+  const replica = (index: number, last: number, overrides: Partial<VerifyReplica> = {}): VerifyReplica => ({
+    node: n(index),
+    reachable: true,
+    leader: index === 1,
+    first: 1,
+    last,
+    deletedAt: 0,
+    digest: digest('ab12cd34'),
+    count: last,
+    missing: [],
+    error: null,
+    ...overrides,
+  });
+  const none = { diverged: 0, damaged: 0, unreachable: 0, behind: 0, ok: 0 };
+  const answer = (rows: VerifyRow[], overrides: Partial<VerifyAnswer> = {}): VerifyAnswer => {
+    const count = (pick: (row: VerifyRow) => string) => rows.reduce((counts, row) => ({ ...counts, [pick(row)]: counts[pick(row) as keyof typeof none] + 1 }), { ...none });
+    return { n: 3, bucket: null, stream: null, repair: false, partitions: 64, streams: rows.length, found: count((row) => row.found), counts: count((row) => row.verdict), rows, rowsOmitted: 0, unreachable: [], ...overrides };
+  };
+  const okRow: VerifyRow = { partition: 7, bucket: 'sensors', stream: 'temperature', from: 1, upTo: 300, found: 'ok', verdict: 'ok', replicas: [replica(1, 300), replica(2, 300), replica(3, 300)], repairs: [] };
+  const damagedRow: VerifyRow = {
+    partition: 12,
+    bucket: 'sensors',
+    stream: 'humidity',
+    from: 1,
+    upTo: 250,
+    found: 'damaged',
+    verdict: 'damaged',
+    replicas: [replica(1, 250), replica(2, 250, { digest: digest('77aa'), missing: [{ from: 101, to: 148 }] }), replica(3, 0, { reachable: false, first: null, last: null, digest: null, error: 'no answer' })],
+    repairs: [],
+  };
+
+  test('a report: one line per stream, the leader starred, what a replica cannot read, the counts; exit 1 unless all ok', () => {
+    const report = answer([okRow, damagedRow], { unreachable: [n(3)] });
+    expect(formatVerify(report)).toBe(
+      [
+        '=================================== Verify ====================================',
+        'Partition Stream                        Verdict             Replicas (* leads)',
+        '-------------------------------------------------------------------------------',
+        '7         sensors/temperature           ok                  iorio1* 300, iorio2 300, iorio3 300',
+        '12        sensors/humidity              damaged             iorio1* 250, iorio2 250 missing 101-148, iorio3 unreachable',
+        '-------------------------------------------------------------------------------',
+        '2 streams in 64 partitions (every bucket)',
+        'Ok:1 / Behind:0 / Damaged:1 / Diverged:0 / Unreachable:0',
+        "Unreachable replicas: ['iorio3@127.0.0.1']",
+      ].join('\n'),
+    );
+    expect(verifyFailed(report)).toBe(true);
+    expect(verifyFailed(answer([okRow]))).toBe(false);
+    // A replica that did not answer fails the command even when every stream compared is ok.
+    expect(verifyFailed(answer([okRow], { unreachable: [n(3)] }))).toBe(true);
+  });
+
+  test('a planted divergence shows each replica\'s digest', () => {
+    const diverged: VerifyRow = { ...okRow, found: 'diverged', verdict: 'diverged', replicas: [replica(1, 300), replica(2, 300), replica(3, 300, { digest: digest('ffee0011') })] };
+    const text = formatVerify(answer([diverged], { stream: 'temperature', bucket: 'sensors', partitions: 1 }));
+    expect(text).toContain('7         sensors/temperature           diverged            iorio1* 300 #ab12cd34, iorio2 300 #ab12cd34, iorio3 300 #ffee0011\n');
+    expect(text).toContain('1 stream in 1 partition (sensors/temperature)\nOk:0 / Behind:0 / Damaged:0 / Diverged:1 / Unreachable:0\n');
+    expect(verifyFailed(answer([diverged]))).toBe(true);
+  });
+
+  test('a repair: the verdict found and the one after, a line per repair with where the replaced bytes went, what was left undone', () => {
+    const repaired: VerifyRow = {
+      ...damagedRow,
+      verdict: 'ok',
+      replicas: [replica(1, 250), replica(2, 250), replica(3, 250)],
+      repairs: [{ target: n(2), source: n(1), kind: 'chunks', records: 48, chunks: 1, aside: ['damaged/vnodes/12/sensors/humidity/00000000000000000101.chunk'], skipped: null }],
+    };
+    const behind: VerifyRow = {
+      ...okRow,
+      stream: 'pressure',
+      found: 'behind',
+      verdict: 'behind',
+      replicas: [replica(1, 300, { missing: [] }), replica(2, 280)],
+      repairs: [{ target: n(2), source: null, kind: 'tail', records: 0, chunks: 0, aside: [], skipped: 'no reachable replica holds seqnums after its last, up to 300' }],
+    };
+    const text = formatVerify(answer([okRow, behind, repaired], { repair: true, bucket: 'sensors' }));
+    expect(text).toBe(
+      [
+        '=================================== Verify ====================================',
+        'Partition Stream                        Verdict             Replicas (* leads)',
+        '-------------------------------------------------------------------------------',
+        '7         sensors/temperature           ok                  iorio1* 300, iorio2 300, iorio3 300',
+        '7         sensors/pressure              behind              iorio1* 300, iorio2 280',
+        '12        sensors/humidity              damaged -> ok       iorio1* 250, iorio2 250, iorio3 250',
+        '-------------------------------------------------------------------------------',
+        'Repairs:',
+        "  sensors/pressure 'iorio2@127.0.0.1': 0 records after its last; not done: no reachable replica holds seqnums after its last, up to 300",
+        "  sensors/humidity 'iorio2@127.0.0.1' from 'iorio1@127.0.0.1': 48 records in 1 chunk rebuilt; replaced files set aside: damaged/vnodes/12/sensors/humidity/00000000000000000101.chunk",
+        '-------------------------------------------------------------------------------',
+        '3 streams in 64 partitions (bucket sensors)',
+        'Found: Ok:1 / Behind:1 / Damaged:1 / Diverged:0 / Unreachable:0',
+        'Now:   Ok:2 / Behind:1 / Damaged:0 / Diverged:0 / Unreachable:0',
+        'Unreachable replicas: none',
+      ].join('\n'),
+    );
+  });
+
+  test('request.n = 1: nothing to compare, exit 0', () => {
+    const single = answer([], { n: 1, partitions: 0 });
+    expect(formatVerify(single)).toBe('request.n = 1: each partition has one copy, so there is nothing to compare');
+    expect(verifyFailed(single)).toBe(false);
+  });
+
+  test('command lines: a bucket, a stream, --repair; --repair elsewhere and extra words are usage errors', () => {
+    expect(parseCommand(['verify'])).toEqual({ kind: 'verify', bucket: undefined, stream: undefined, repair: false });
+    expect(parseCommand(['verify', 'sensors'])).toEqual({ kind: 'verify', bucket: 'sensors', stream: undefined, repair: false });
+    expect(parseCommand(['verify', 'sensors/humidity'], undefined, true)).toEqual({ kind: 'verify', bucket: 'sensors', stream: 'humidity', repair: true });
+    expect(() => parseCommand(['verify', 'a', 'b'])).toThrow(UsageError);
+    expect(() => parseCommand(['verify', 'a/'])).toThrow(UsageError);
+    expect(() => parseCommand(['partitions'], undefined, true)).toThrow(/--repair goes with verify only/);
   });
 });
 

@@ -195,6 +195,7 @@ describe('message types', () => {
         replicationPrepare: 1000, replicationPrepareOk: 1001, replicationCommit: 1002,
         replicationStartViewChange: 1010, replicationDoViewChange: 1011, replicationStartView: 1012,
         replicationHeartbeat: 1020, replicationLeaseGrant: 1021, replicationBatch: 1030, replicationStateStreams: 1031, replicationStateRecords: 1032, replicationStatus: 1033,
+        replicationVerifyStreams: 1034, replicationVerifyDigests: 1035, replicationVerifyRepair: 1036,
       }),
     );
   });

@@ -270,6 +270,17 @@ export class ReplicaHost {
     return read();
   }
 
+  /** Runs `work` between two applies of the partition's committed ops, never racing them (iorio-admin verify --repair writes to the store). */
+  betweenApplies<T>(partition: number, work: () => Promise<T>): Promise<T> {
+    const hosted = this.hostedOrThrow(partition);
+    const run = hosted.applying.catch(() => undefined).then(work);
+    hosted.applying = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
   /** Changes the partition's group (leader only): learners catch up, then joint, then the new group. */
   reconfigure(partition: number, voters: readonly string[]): Promise<void> {
     const hosted = this.hostedOrThrow(partition);

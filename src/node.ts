@@ -73,7 +73,7 @@ export async function startNode(config: Config, options: StartNodeOptions = {}):
     const store = await openStreamStore({ dataDir, meta: parts.meta, config, clock, logger: rootLogger, logFiles });
     parts.store = store;
     const onForward = (type: number) => latency.forward.startTimer({ operation: messageTypeName(type) });
-    const cluster = await startClusterOrExplain({ config, meta: parts.meta, local: store, clock, logger: rootLogger, onForward });
+    const cluster = await startClusterOrExplain({ config, meta: parts.meta, local: store, clock, logger: rootLogger, onForward, timeFlush: () => latency.fsync.startTimer() });
     parts.cluster = cluster;
     const auth = await openAuth({ meta: parts.meta, config, clock, logger: rootLogger });
     parts.auth = auth;

@@ -50,6 +50,8 @@ export interface ClusterOptions {
   readonly logger: Logger;
   /** Forwarded stream operations are timed through it (see ClusterStoreOptions.onForward). */
   readonly onForward?: (type: number) => () => void;
+  /** Times each durable flush of the partition logs (the node's fsync histogram). */
+  readonly timeFlush?: () => () => void;
 }
 
 /** The operations the admin API offers (src/http/routes-admin.ts). */
@@ -131,7 +133,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const replication =
     n > 1
       ? (() => {
-          const logs = new PartitionLogs(path.join(config['paths.data'], 'replication'));
+          const logs = new PartitionLogs(path.join(config['paths.data'], 'replication'), options.timeFlush);
           const host = new ReplicaHost({ self: name, w: config['request.w'] === 0 ? majorityOf(n) : config['request.w'], transport, store: local, logs, clock, logger: options.logger, onLeaderChange: (partition) => onLeaderChange(partition) });
           return { logs, host };
         })()

@@ -194,7 +194,7 @@ export function registerLatencyMetrics(registry: Registry): LatencyMetrics {
   return {
     append: histogram('iorio_append_duration_seconds', 'Time to make an append (single, batch or PATCH) durable, as the HTTP layer waits for it.'),
     read: histogram('iorio_read_duration_seconds', 'Time to read a range of a stream, as the HTTP layer waits for it.'),
-    fsync: histogram('iorio_fsync_duration_seconds', 'Time of each commit-log fdatasync.'),
+    fsync: histogram('iorio_fsync_duration_seconds', 'Time of each commit-log fdatasync, and of each replication-log write until it is flushed.'),
     forward: histogram('iorio_forward_duration_seconds', 'Time of each stream operation forwarded to the node serving its partition, by operation.', ['operation']),
   };
 }

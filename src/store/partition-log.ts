@@ -92,6 +92,24 @@ export interface RecoveredPartition extends DurableState<OpPayload> {
   readonly damaged?: { readonly first: number; readonly last: number };
 }
 
+/**
+ * lmdb-js rejects a failed commit with "Commit failed" and the cause (ENOSPC,
+ * EIO) in a `commitError` promise of its own, which would otherwise go
+ * unhandled and end the process: the cause is what the replica is told.
+ */
+async function commitCause(error: unknown): Promise<never> {
+  const cause = (error as { commitError?: Promise<unknown> } | undefined)?.commitError;
+  if (cause === undefined) throw error;
+  const real = await cause.then(
+    () => error,
+    (reason: unknown) => reason,
+  );
+  throw real instanceof Error ? real : error;
+}
+
+/** Below this much free space, a failed write counts as a full disk. */
+const diskFullBytes = 4 * 1024 * 1024;
+
 export class PartitionLogs {
   private readonly root: RootDatabase;
   private readonly entries: Database<StoredEntry, [number, number]>;
@@ -102,7 +120,11 @@ export class PartitionLogs {
   private readonly tails = new Map<number, Promise<void>>();
   private closed = false;
 
-  constructor(folder: string) {
+  /** `timeFlush` starts a timer a write's flush stops (the node's fsync histogram). */
+  constructor(
+    private readonly folder: string,
+    private readonly timeFlush?: () => () => void,
+  ) {
     fs.mkdirSync(folder, { recursive: true });
     this.root = open({ path: path.join(folder, 'log.mdb'), compression: false });
     this.entries = this.root.openDB<StoredEntry, [number, number]>({ name: 'entries' });
@@ -141,6 +163,16 @@ export class PartitionLogs {
     return { meta: state, base: state.base, baseEpoch: state.baseEpoch, ...baseConfig, entries, damaged: { first: damagedFrom, last } };
   }
 
+  /** Whether the log's file system has (almost) no room left: lmdb may report a full disk as EIO. */
+  diskFull(): boolean {
+    try {
+      const stats = fs.statfsSync(this.folder);
+      return stats.bavail * stats.bsize < diskFullBytes;
+    } catch {
+      return false;
+    }
+  }
+
   /** The partitions this log holds a replica's state for. */
   partitions(): number[] {
     return [...this.state.getKeys({})].filter((key): key is number => typeof key === 'number');
@@ -173,7 +205,9 @@ export class PartitionLogs {
       }
       this.state.putSync(partition, { ...write.meta, base: base.op, baseEpoch: base.epoch, ...(base.config === undefined ? {} : { baseConfig: base.config }) });
     });
-    const flushed = committed.then(() => this.root.flushed);
+    const stop = this.timeFlush?.();
+    const flushed = committed.then(() => this.root.flushed).catch(commitCause);
+    if (stop !== undefined) void flushed.then(() => stop(), () => stop());
     const tail = Promise.all([previous, flushed]).then(
       () => done(),
       (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),

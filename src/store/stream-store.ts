@@ -861,6 +861,11 @@ export class StreamStore implements Store {
   }
 
   /** Why appends are refused right now, if they are: a full disk is 507, anything else 503; both retriable. */
+  /** Why appends are refused now (closing, a failed log, a full disk, failing chunk writes), or undefined. */
+  writeRefusal(): IorioError | undefined {
+    return this.writeTrouble();
+  }
+
   private writeTrouble(): IorioError | undefined {
     if (this.closed) return new IorioError('unavailable', 'the store is closing');
     if (this.log?.failed) return new IorioError('unavailable', `the commit log failed (${(this.log.failed as NodeJS.ErrnoException).code ?? 'error'}); the node must be restarted`);
@@ -1193,7 +1198,13 @@ export class StreamStore implements Store {
    */
   importRecords(batch: ImportBatch): Promise<void> {
     try {
-      this.checkWritable();
+      // A replicated apply (lazy) is of ops already committed and durable in the partition log: only a closed store or a failed log refuses it;
+      // failing chunk writes keep its bytes in memory, as they keep an append's.
+      if (batch.lazy === true) {
+        if (this.closed || this.log?.failed) this.checkWritable();
+      } else {
+        this.checkWritable();
+      }
       const handle = this.handle(batch.bucket, batch.stream, true)!;
       if (handle.inflight > 0) throw new IorioError('unavailable', 'the stream is being written here; a handoff batch cannot be applied now');
       const runs = contiguousRuns(batch.records, handle.durableLast);
@@ -1218,6 +1229,14 @@ export class StreamStore implements Store {
             return reject(this.logFailure(error));
           }
           for (const section of sections) this.applyImported(handle, section);
+          if (batch.lazy === true) {
+            // A replicated partition's appends reach the store as applies of its log: counted as appends here.
+            for (const section of sections) {
+              if (section.op !== FrameOp.append) continue;
+              for (let position = 0; position < section.records.length; position += recordBytesAt(section.records, position)) this.counters.appends++;
+              this.counters.appendBytes += section.records.length;
+            }
+          }
           resolve();
           this.afterWrite();
         }, batch.lazy === true);

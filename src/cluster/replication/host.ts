@@ -46,12 +46,16 @@ export interface ReplicatedStateMachine {
   exportRecords(bucket: string, stream: string, afterSeq: number, bytesMax: number): Promise<ExportedRecords>;
   /** Forgets every stream of a partition, durably. */
   dropPartition(partition: number): Promise<number>;
+  /** Why the store takes no appends now (a full disk, failing writes), or undefined. */
+  writeRefusal(): IorioError | undefined;
   /** Resolves once every write acknowledged before the call is durable (lazy imports included). */
   checkpointAfterNow(): Promise<void>;
 }
 
 /** Ops a replica keeps in memory (and in its partition log) behind what it applied; older ones are compacted. */
 const keepOpsDefault = 10_000;
+/** How long a failed apply, or a replica whose log write failed, waits before it is tried again. */
+const applyRetryMs = 1_000;
 /** A state-transfer batch, at most. */
 const stateBatchBytes = 1024 * 1024;
 
@@ -81,6 +85,12 @@ interface Hosted {
   durable: number;
   /** The apply of the next committed ops waits for this one. */
   applying: Promise<void>;
+  /** Applies that failed in a row (reset by one that succeeds). */
+  applyFailures: number;
+  /** The members the replica was opened with (a failed replica is opened again with them). */
+  readonly members: readonly string[];
+  /** When the replica's partition log write failed (monotonic ms): it is opened again from its log a second later. */
+  failedAt?: number;
   /** Committed ops waiting to be applied. */
   readonly queue: LogEntry<OpPayload>[];
   readonly appliedWaiters: { op: number; resolve: () => void }[];
@@ -106,6 +116,10 @@ interface Envelope {
 }
 
 /** `bucket/stream`: names never hold a '/' (core/names.ts). */
+function noSpaceError(): IorioError {
+  return new IorioError('insufficient-storage', 'the disk of this node is full; appends resume by themselves once space is freed');
+}
+
 function streamKey(bucket: string, stream: string): string {
   return `${bucket}/${stream}`;
 }
@@ -135,6 +149,8 @@ export class ReplicaHost {
   private readonly logger: Logger;
   private closed = false;
   private checkpointing = false;
+  /** Until when (monotonic ms) appends are refused 507 up front: a partition log met a full disk (every partition shares it). */
+  private noSpaceUntil = -Infinity;
 
   constructor(private readonly options: ReplicaHostOptions) {
     this.logger = options.logger.child({ component: 'replication' });
@@ -155,7 +171,7 @@ export class ReplicaHost {
     if (this.closed || this.hosted.has(partition)) return;
     const durable = this.options.logs.recover(partition);
     if (durable.damaged !== undefined) this.logger.warn({ partition, damaged: durable.damaged }, 'replication: damaged ops set aside; the replica repairs from its leader before it votes or leads');
-    const hosted: Hosted = { partition, applied: durable.base ?? 0, durable: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
+    const hosted: Hosted = { partition, members: [...members], applyFailures: 0, applied: durable.base ?? 0, durable: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
     const replica = new Replica<OpPayload>({
       self: this.options.self,
       members,
@@ -294,6 +310,10 @@ export class ReplicaHost {
 
   private propose(partition: number, writes: readonly WriteRequest[], payload: OpPayload, idempotency?: { key: string; digest: string }): Promise<{ firstSeqs: readonly number[]; t: number }> {
     const hosted = this.hostedOrThrow(partition);
+    // Refused up front, as a single copy refuses: the store cannot take more (a full disk, failing writes), or a partition log met a full disk just now.
+    const refusal = this.options.store.writeRefusal();
+    if (refusal !== undefined) return Promise.reject(refusal);
+    if (this.options.clock.monotonic() < this.noSpaceUntil) return Promise.reject(noSpaceError());
     return new Promise((resolve, reject) => {
       hosted.replica.propose({ writes, payload, ...(idempotency === undefined ? {} : { key: idempotency.key, keyDigest: idempotency.digest }) }, (result: ProposeResult) => {
         if (!result.ok) return reject(this.refusal(partition, result));
@@ -305,6 +325,12 @@ export class ReplicaHost {
   }
 
   private refusal(partition: number, result: Extract<ProposeResult, { ok: false }>): IorioError {
+    const failure = this.hosted.get(partition)?.replica.failed;
+    const now = this.options.clock.monotonic();
+    if (failure !== undefined && this.noSpace(failure)) this.noSpaceUntil = Math.max(this.noSpaceUntil, now + applyRetryMs * 2);
+    if (failure !== undefined && now < this.noSpaceUntil && (result.code === 'unknown' || result.code === 'unavailable')) {
+      return new IorioError('insufficient-storage', 'the disk of this node is full; the write may or may not have been taken: retry (with the same idempotency key) once space is freed');
+    }
     switch (result.code) {
       case 'conflict':
         return result.stream === undefined
@@ -361,23 +387,41 @@ export class ReplicaHost {
           }),
         );
       };
-      for (const entry of batch) {
-        if (entry.writes.length === 0) continue;
-        const bodies = decodePayload(entry.payload);
-        for (const [index, write] of entry.writes.entries()) {
-          if (write.delete === true) {
-            await flush();
-            const { bucket, stream } = splitKey(write.stream);
-            await this.options.store.deleteStream(bucket, stream);
-            continue;
+      // Entries batch[0..done) are applied whole: a failure retries from there (appends again are no-ops by seqnum; a delete is never run twice).
+      let done = 0;
+      try {
+        for (const [position, entry] of batch.entries()) {
+          if (entry.writes.length === 0) continue;
+          const bodies = decodePayload(entry.payload);
+          for (const [index, write] of entry.writes.entries()) {
+            if (write.delete === true) {
+              await flush();
+              done = position;
+              const { bucket, stream } = splitKey(write.stream);
+              await this.options.store.deleteStream(bucket, stream);
+              // A delete is an op of its own (ClusterStore.deleteStream): applied whole now.
+              if (entry.writes.length === 1) done = position + 1;
+              continue;
+            }
+            const records = pending.get(write.stream) ?? [];
+            for (const [offset, body] of (bodies[index] ?? []).entries()) records.push(encodeRecord(write.firstSeq + offset, entry.t, entry.epoch, body));
+            pending.set(write.stream, records);
           }
-          const records = pending.get(write.stream) ?? [];
-          for (const [offset, body] of (bodies[index] ?? []).entries()) records.push(encodeRecord(write.firstSeq + offset, entry.t, entry.epoch, body));
-          pending.set(write.stream, records);
         }
+        await flush();
+        this.markApplied(hosted, batch[batch.length - 1]!.op);
+      } catch (error) {
+        // Committed ops are never skipped: what is not applied goes back in front, and is tried again in a second (a full disk, failing chunk writes).
+        if (done > 0) this.markApplied(hosted, batch[done - 1]!.op);
+        hosted.queue.unshift(...batch.slice(done));
+        hosted.applyFailures++;
+        if (hosted.applyFailures === 1 || hosted.applyFailures % 60 === 0) this.logger.warn({ err: error, partition: hosted.partition, failures: hosted.applyFailures }, 'replication: committed ops could not be applied to the stream store; trying again every second');
+        if (this.closed) return;
+        await new Promise((resolve) => setTimeout(resolve, applyRetryMs).unref());
+        if (this.closed || this.hosted.get(hosted.partition) !== hosted) return;
+        continue;
       }
-      await flush();
-      this.markApplied(hosted, batch[batch.length - 1]!.op);
+      hosted.applyFailures = 0;
     }
   }
 
@@ -476,7 +520,20 @@ export class ReplicaHost {
   private tick(): void {
     const keep = this.options.keepOps ?? keepOpsDefault;
     let wantCheckpoint = false;
-    for (const hosted of this.hosted.values()) {
+    for (const hosted of [...this.hosted.values()]) {
+      const failure = hosted.replica.failed;
+      if (failure !== undefined) {
+        // Its partition log could not be written (a full disk, an I/O error): the replica stops, and a second later starts again from its log, as after a restart.
+        const now = this.options.clock.monotonic();
+        if (hosted.failedAt === undefined) {
+          hosted.failedAt = now;
+          if (this.noSpace(failure)) this.noSpaceUntil = Math.max(this.noSpaceUntil, now + applyRetryMs * 2);
+          this.logger.warn({ err: failure, partition: hosted.partition }, 'replication: the partition log could not be written; the replica starts again from its log in a second');
+        } else if (now - hosted.failedAt >= applyRetryMs) {
+          this.reopen(hosted);
+        }
+        continue;
+      }
       hosted.replica.tick();
       this.noticeLeader(hosted);
       // Bounded memory: what is applied here and `keep` ops old goes; a follower further behind takes the state.
@@ -488,6 +545,23 @@ export class ReplicaHost {
       if (hosted.durable < hosted.applied - keep) wantCheckpoint = true;
     }
     if (wantCheckpoint) this.checkpointStore();
+  }
+
+  /** A failed replica, opened again from its partition log; clients waiting for its ops to apply wait on the new one. */
+  private reopen(hosted: Hosted): void {
+    this.hosted.delete(hosted.partition);
+    this.open(hosted.partition, hosted.members);
+    const fresh = this.hosted.get(hosted.partition);
+    if (fresh === undefined) return;
+    fresh.appliedWaiters.push(...hosted.appliedWaiters.splice(0));
+    fresh.applying = hosted.applying.catch(() => undefined);
+  }
+
+  /** A full disk, as the OS or lmdb reports it, or an I/O error while the partition log's file system has no room left. */
+  private noSpace(error: Error): boolean {
+    const code = (error as NodeJS.ErrnoException).code as unknown;
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 28 || /no space left|ENOSPC|MDB_MAP_FULL/i.test(error.message)) return true;
+    return this.options.logs.diskFull();
   }
 
   /** One store checkpoint at a time, for every partition: what each had applied when it began is durable once it ends. */

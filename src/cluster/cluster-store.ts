@@ -45,6 +45,8 @@ export interface ReplicatedOps {
   deleteStream(partition: number, bucket: string, stream: string): Promise<void>;
   /** Runs a read here if this node leads within its lease, with everything committed applied. */
   serve<T>(partition: number, read: () => Promise<T>): Promise<T>;
+  /** Why replicated appends are refused here now (a partition log met a full disk), or undefined. */
+  writeRefusal(): string | undefined;
 }
 
 export interface ClusterStoreOptions {
@@ -228,7 +230,9 @@ export class ClusterStore implements Store {
   // The rest is this node's own
 
   stats(): StoreStats {
-    return this.local.stats();
+    const stats = this.local.stats();
+    const refused = stats.writesRefused ?? this.options.replicated?.writeRefusal() ?? null;
+    return refused === stats.writesRefused ? stats : { ...stats, writesRefused: refused };
   }
 
   partitionStreams(partition: number): StreamPosition[] {

@@ -156,6 +156,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
             append: (partition: number, requests: readonly AppendRequest[]) => replication.host.append(partition, requests),
             deleteStream: (partition: number, bucket: string, stream: string) => replication.host.deleteStream(partition, bucket, stream),
             serve: <T>(partition: number, read: () => Promise<T>) => replication.host.serve(partition, read),
+            writeRefusal: () => replication.host.writeRefusal(),
           },
         }),
   });

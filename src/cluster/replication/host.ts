@@ -281,7 +281,12 @@ export class ReplicaHost {
   async serve<T>(partition: number, read: () => Promise<T>): Promise<T> {
     const hosted = this.hostedOrThrow(partition);
     const check = hosted.replica.serveCheck();
-    if (!check.ok) throw this.notServing(partition, check.code, check.leader);
+    if (!check.ok) {
+      // The only voter of its group (a single node) that cannot lead now (its log met a full disk): no one else can have taken a write, so its store is the truth.
+      const config = hosted.replica.config;
+      if (config.old === undefined && config.voters.length === 1 && config.voters[0] === this.options.self && !hosted.replica.recovering) return read();
+      throw this.notServing(partition, check.code, check.leader);
+    }
     await this.appliedThrough(hosted, check.commit);
     return read();
   }
@@ -545,6 +550,11 @@ export class ReplicaHost {
       if (hosted.durable < hosted.applied - keep) wantCheckpoint = true;
     }
     if (wantCheckpoint) this.checkpointStore();
+  }
+
+  /** Why appends are refused up front now (a partition log met a full disk), or undefined. */
+  writeRefusal(): string | undefined {
+    return this.options.clock.monotonic() < this.noSpaceUntil ? noSpaceError().message : undefined;
   }
 
   /** A failed replica, opened again from its partition log; clients waiting for its ops to apply wait on the new one. */

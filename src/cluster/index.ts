@@ -265,9 +265,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     join: async (seed) => {
       membership.checkJoin(seed);
       await metadata.lowerForJoin();
-      const joined = await membership.join(seed);
-      await metadata.syncNow(seed);
-      return joined;
+      await groups?.suspendForJoin();
+      try {
+        const joined = await membership.join(seed);
+        await metadata.syncNow(seed);
+        return joined;
+      } finally {
+        groups?.resume();
+      }
     },
     metadataSettled: () => metadata.settled(),
     stage: (change) => membership.stage(stagedChange(ring.current, name, change, config['cluster.port'])),

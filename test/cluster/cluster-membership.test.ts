@@ -10,7 +10,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { TestCluster, waitFor } from './cluster-harness.js';
 
-const cluster = new TestCluster();
+// Ownership as request.n = 1 has it (one owner per partition, handoff, 503 naming a down owner); replica groups: cluster-replication.test.ts.
+const cluster = new TestCluster({ 'request.n': '1' });
 const written = new Map<string, { id: number; t: number; data: unknown }[]>();
 
 beforeAll(async () => {

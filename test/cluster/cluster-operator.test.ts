@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { TestCluster } from './cluster-harness.js';
 
-const cluster = new TestCluster({ 'metrics.enabled': 'yes' });
+// request.n = 1: the figures below name each partition's one owner (replica groups: cluster-replication.test.ts).
+const cluster = new TestCluster({ 'metrics.enabled': 'yes', 'request.n': '1' });
 
 beforeAll(async () => {
   await Promise.all([1, 2].map((index) => cluster.start(index)));

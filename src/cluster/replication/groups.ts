@@ -58,6 +58,24 @@ export class ReplicationGroups {
   private readonly changing = new Set<number>();
   private readonly completing = new Set<number>();
   private readonly dropping = new Set<number>();
+  private suspended = false;
+
+  /**
+   * Around a join: this node's groups of one are let go (the node joins
+   * empty: no streams, so nothing of theirs is lost) and none is opened
+   * until `resume`, once the ring is the cluster's. Without it a node that
+   * led its own groups of one would go on leading them beside the
+   * cluster's groups of the same partitions.
+   */
+  async suspendForJoin(): Promise<void> {
+    this.suspended = true;
+    for (const partition of this.options.host.partitions()) await this.options.host.drop(partition);
+  }
+
+  resume(): void {
+    this.suspended = false;
+    this.settle();
+  }
   private readonly logger: Logger;
 
   constructor(private readonly options: ReplicationGroupsOptions) {
@@ -76,6 +94,7 @@ export class ReplicationGroups {
 
   /** Opens replicas, drives group changes, reports transfers done; on every ring change and every tick. */
   settle(): void {
+    if (this.suspended) return;
     const ring = this.options.ring();
     const { self, n, host } = this.options;
     for (let partition = 0; partition < ring.size; partition++) {

@@ -502,10 +502,10 @@ export const configSpec = {
   },
   'request.n': {
     kind: 'integer',
-    default: '1',
+    default: '3',
     min: 1,
     max: 7,
-    doc: 'Replicas of each partition (IorioDB request.n; DESIGN 7b). Default 1 in this build (3 is withheld: a join under load lost acknowledged entries once in CI; see issue 9). More than 1: each partition is a replica group with a leader per epoch; a write is acknowledged once request.w replicas hold it. With fewer members than n, n is the number of members (a single node: groups of one). 1: one copy per partition, moved between nodes by handoff (no failover: a dead node makes its partitions unavailable).',
+    doc: 'Replicas of each partition (IorioDB request.n; DESIGN 7b). Each partition is a replica group with a leader per epoch; a write is acknowledged once request.w replicas hold it. With fewer members than n, n is the number of members (a single node: groups of one). 1: one copy per partition, moved between nodes by handoff (no failover: a dead node makes its partitions unavailable).',
   },
   'request.w': {
     kind: 'integer',

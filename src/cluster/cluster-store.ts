@@ -90,7 +90,13 @@ export class ClusterStore implements Store {
     // A sealed partition (the last moment of a handoff) holds reads too: its next server is about to take over.
     await this.options.routes.whenOpen(partition);
     const route = this.options.routes.route(partition);
-    if (route.node === this.options.self) return this.options.routes.withLocal(partition, local);
+    if (route.node === this.options.self) {
+      // With replica groups the stream store is only ever written (and read) through a replica: a node that routes a partition
+      // to itself without one (its group is changing, or it has not opened it yet) refuses rather than act as a copy of its own.
+      const replicated = this.options.replicated;
+      if (replicated !== undefined && !replicated.hosts(partition)) throw new IorioError('unavailable', `partition ${partition}: this node holds no replica of it now (its group is changing); retry`);
+      return this.options.routes.withLocal(partition, local);
+    }
     if (hops >= hopsMax) throw new IorioError('unavailable', `partition ${partition} is moving between nodes; retry`);
     const forwarded = this.options.onForward?.(type);
     try {
@@ -110,21 +116,27 @@ export class ClusterStore implements Store {
 
   /** A read here: through the group's leader check when the partition is replicated. */
   private served<T>(partition: number, read: () => Promise<T>): () => Promise<T> {
-    const group = this.group(partition);
-    return group === undefined ? read : () => group.serve(partition, read);
+    return () => {
+      const group = this.group(partition);
+      return group === undefined ? read() : group.serve(partition, read);
+    };
   }
 
   append(request: AppendRequest, hops = 0): Promise<AppendMeta[]> {
     const partition = this.partition(request.bucket, request.stream);
-    const group = this.group(partition);
-    return this.routed(partition, hops, MessageType.streamAppend, { request }, () => (group === undefined ? this.local.append(request) : group.append(partition, [request]).then((metas) => metas[0]!)), true);
+    return this.routed(partition, hops, MessageType.streamAppend, { request }, () => {
+      const group = this.group(partition);
+      return group === undefined ? this.local.append(request) : group.append(partition, [request]).then((metas) => metas[0]!);
+    }, true);
   }
 
   appendAtomic(requests: readonly AppendRequest[], hops = 0): Promise<AppendMeta[][]> {
     const first = requests[0]!;
     const partition = this.partition(first.bucket, first.stream);
-    const group = this.group(partition);
-    return this.routed(partition, hops, MessageType.streamAppendAtomic, { requests }, () => (group === undefined ? this.local.appendAtomic(requests) : group.append(partition, requests)), true);
+    return this.routed(partition, hops, MessageType.streamAppendAtomic, { requests }, () => {
+      const group = this.group(partition);
+      return group === undefined ? this.local.appendAtomic(requests) : group.append(partition, requests);
+    }, true);
   }
 
   read(bucket: string, stream: string, options: ReadOptions, hops = 0): Promise<ReadResult> {
@@ -154,8 +166,10 @@ export class ClusterStore implements Store {
 
   deleteStream(bucket: string, stream: string, hops = 0): Promise<void> {
     const partition = this.partition(bucket, stream);
-    const group = this.group(partition);
-    return this.routed(partition, hops, MessageType.streamDelete, { bucket, stream }, () => (group === undefined ? this.local.deleteStream(bucket, stream) : group.deleteStream(partition, bucket, stream)), true);
+    return this.routed(partition, hops, MessageType.streamDelete, { bucket, stream }, () => {
+      const group = this.group(partition);
+      return group === undefined ? this.local.deleteStream(bucket, stream) : group.deleteStream(partition, bucket, stream);
+    }, true);
   }
 
   subscribe(bucket: string, stream: string, listener: StreamListener): () => void {

@@ -173,6 +173,12 @@ export class PartitionLogs {
     }
   }
 
+  /** Records the voters a new group starts with (a partition with no state yet), synchronously: before the replica says anything. */
+  recordFirstConfig(partition: number, config: GroupConfig): void {
+    if (this.state.get(partition) !== undefined) return;
+    this.state.putSync(partition, { ...emptyState, baseConfig: config });
+  }
+
   /** The partitions this log holds a replica's state for. */
   partitions(): number[] {
     return [...this.state.getKeys({})].filter((key): key is number => typeof key === 'number');

@@ -372,12 +372,13 @@ describe('status', () => {
     }
   });
 
-  test('verify with request.n = 1: one copy per partition, nothing to compare, exit 0; --repair goes with verify only', async (context) => {
+  test('verify on a single node (groups of one, request.n = 3 by default): nothing diverges, exit 0; --repair goes with verify only', async (context) => {
     if (!clusterRoutes) context.skip();
-    const nothing = 'request.n = 1: each partition has one copy, so there is nothing to compare\n';
-    expect(await admin('verify')).toEqual({ code: 0, stdout: nothing, stderr: '' });
-    expect(await admin('verify', 'b/s', '--repair')).toEqual({ code: 0, stdout: nothing, stderr: '' });
-    expect(JSON.parse((await admin('--json', 'verify', 'b')).stdout)).toMatchObject({ n: 1, bucket: 'b', stream: null, repair: false, rows: [], unreachable: [] });
+    const report = await admin('verify');
+    expect(report.code, report.stdout + report.stderr).toBe(0);
+    expect(report.stdout).toMatch(/Diverged:0 \/ Unreachable:0/);
+    expect((await admin('verify', 'b/s', '--repair')).code).toBe(0);
+    expect(JSON.parse((await admin('--json', 'verify', 'b')).stdout)).toMatchObject({ n: 3, bucket: 'b', stream: null, repair: false, unreachable: [] });
     // The routes: admin only; a stream needs its bucket; a GET never repairs.
     const secret = { 'x-iorio-cluster-secret': 'iorio' };
     expect((await fetch(`${url}/admin/cluster/verify`)).status).toBe(401);
@@ -385,7 +386,7 @@ describe('status', () => {
     expect((await fetch(`${url}/admin/cluster/verify?repair=true`, { headers: secret })).status).toBe(400);
     expect((await fetch(`${url}/admin/cluster/verify?bucket=..`, { headers: secret })).status).toBe(400);
     const posted = await fetch(`${url}/admin/cluster/verify?repair=true`, { method: 'POST', headers: secret });
-    expect(await posted.json()).toMatchObject({ n: 1, repair: true, rows: [] });
+    expect(await posted.json()).toMatchObject({ n: 3, repair: true, unreachable: [] });
     const misplaced = await admin('status', '--repair');
     expect(misplaced.code).toBe(2);
     expect(misplaced.stderr).toMatch(/^iorio-admin: --repair goes with verify only\n/);

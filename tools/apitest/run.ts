@@ -6,7 +6,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
-import { IorioClient, isRecord, streamPath } from '../common/client.js';
+import { ApiError, IorioClient, isRecord, streamPath, type HttpReply } from '../common/client.js';
 import { mapLimit } from '../common/stats.js';
 import { Prng } from '../common/prng.js';
 import { patchStreamOf, planStreams, type StreamRef } from './generator.js';
@@ -224,7 +224,7 @@ async function readRange(run: RunState, ref: StreamRef, first: number, last: num
   for (let page = 0; from <= last && page <= Math.ceil((last - first + 1) / readBackPageCount) + 1; page += 1) {
     const path = `${streamPath(ref.bucket, ref.stream)}?from=${from}&limit=${readBackPageCount}`;
     try {
-      const reply = await run.client.expect([200], 'GET', path);
+      const reply = await readPage(run, path);
       const firstKept = reply.headers['x-iorio-first-seqnum'];
       if (firstKept !== undefined) run.fail(Check.insertsReadBack, `${ref.key}: entries from ${from} were evicted (first kept ${String(firstKept)})`);
       const entries = Array.isArray(reply.body) ? (reply.body as { meta?: { id?: unknown }; data?: unknown }[]) : [];
@@ -243,6 +243,22 @@ async function readRange(run: RunState, ref: StreamRef, first: number, last: num
     }
   }
   return found;
+}
+
+/** Read-back waits out a retriable 503 (a partition between leaders: a client retries), a bounded number of times; it is still noted as an error. */
+const readBackRetries = 100;
+const readBackRetryMs = 100;
+
+async function readPage(run: RunState, path: string): Promise<HttpReply> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await run.client.expect([200], 'GET', path);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 503 || attempt >= readBackRetries) throw error;
+      run.noteError(Role.requesters, `read-back GET ${path}: ${error.message} (retried)`);
+      await new Promise((resolve) => setTimeout(resolve, readBackRetryMs));
+    }
+  }
 }
 
 /** Each patch stream's final document holds every acknowledged patch exactly once. */

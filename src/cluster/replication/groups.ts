@@ -100,8 +100,11 @@ export class ReplicationGroups {
     for (let partition = 0; partition < ring.size; partition++) {
       const now = groupNow(ring, partition, n);
       const after = groupAfterTransfers(ring, partition, n);
-      if (now.includes(self)) host.open(partition, now);
-      else if (after.includes(self)) host.open(partition, []);
+      // A group starts only as a group of one (a cluster's first node): every other replica starts as a learner, with no
+      // voters of its own, and becomes a voter only through the group's configuration ops. Opened with the ring's preflist
+      // instead, fresh replicas of nodes that joined could elect one of themselves with an empty log beside the real group
+      // (the preflist of a partition changes as its neighbours' transfers complete).
+      if (now.includes(self) || after.includes(self)) host.open(partition, now.length === 1 && now[0] === self ? now : []);
       const status = host.status(partition);
       if (status === undefined) continue;
       if (status.role === 'leader' && status.config.old === undefined && !sameMembers(status.config.voters, after) && !this.changing.has(partition)) {

@@ -169,7 +169,12 @@ export class ReplicaHost {
   /** Starts (or keeps) the replica of a partition; `members` is the group to start with when its log names none. */
   open(partition: number, members: readonly string[]): void {
     if (this.closed || this.hosted.has(partition)) return;
-    const durable = this.options.logs.recover(partition);
+    let durable = this.options.logs.recover(partition);
+    // A new group's first members are recorded with its log: after a restart the log, not the ring, says who the voters are.
+    if (members.length > 0 && durable.baseConfig === undefined && durable.entries.length === 0 && durable.meta.promised === 0 && durable.base === 0) {
+      this.options.logs.recordFirstConfig(partition, { voters: [...members] });
+      durable = this.options.logs.recover(partition);
+    }
     if (durable.damaged !== undefined) this.logger.warn({ partition, damaged: durable.damaged }, 'replication: damaged ops set aside; the replica repairs from its leader before it votes or leads');
     const hosted: Hosted = { partition, members: [...members], applyFailures: 0, applied: durable.base ?? 0, durable: durable.base ?? 0, applying: Promise.resolve(), queue: [], appliedWaiters: [], leader: undefined, replica: undefined as unknown as Replica<OpPayload> };
     const replica = new Replica<OpPayload>({

@@ -201,6 +201,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
           ring: () => ring.current,
           complete: (partition, target) => membership.transferComplete(partition, target),
           leftGroup: (partition) => leaderLeftMeOut(partition),
+          reachable: (node) => membership.reachable(node),
           logger: options.logger,
         });
   if (replication !== undefined && groups !== undefined) {

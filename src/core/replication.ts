@@ -208,6 +208,19 @@ export interface VoteRequest {
   readonly lastOp: number;
   /** The epoch of the candidate's last entry: informational (choosing by it is Raft's Figure 8). */
   readonly lastEpoch: number;
+  /**
+   * A leader transfer: the leader of the candidate's epoch told it to
+   * campaign now (and gave up its lease first), so a voter that hears that
+   * leader still grants the vote. Set only after a `timeout-now`.
+   */
+  readonly transfer?: boolean;
+}
+
+/** From a leader handing its leadership to an up-to-date voter: campaign now (Raft's TimeoutNow). */
+export interface TimeoutNowMessage {
+  readonly type: 'timeout-now';
+  readonly from: ReplicaId;
+  readonly epoch: number;
 }
 
 export interface VoteReply {
@@ -236,7 +249,7 @@ export interface InstallMessage {
   readonly sentAt: number;
 }
 
-export type ReplicationMessage<P> = AppendMessage<P> | AppendReply | VoteRequest | VoteReply | InstallMessage;
+export type ReplicationMessage<P> = AppendMessage<P> | AppendReply | VoteRequest | VoteReply | InstallMessage | TimeoutNowMessage;
 
 /** What an idempotency key was used for. */
 export interface KeyRecord {

@@ -86,6 +86,17 @@ describe('request.n = 3 on real processes', () => {
     const table = formatPartitions(partitions);
     expect(table).toContain('64 partitions: 64 with a leader, 0 without; 0 changing their group; unreachable: none');
 
+    // Leadership balancing: the cluster grew from node 1, which led every partition; leaders move to each partition's owner.
+    const spread = await waitFor('leaders spread over the three nodes', 60_000, async () => {
+      const answer = await cluster!.admin(1, 'GET', 'partitions');
+      const rows = answer.body.rows as { partition: number; node: string; role: string; leader: string | null }[];
+      const counts = new Map<string, number>();
+      for (const row of rows) if (row.role === 'leader' && row.leader === row.node) counts.set(row.node, (counts.get(row.node) ?? 0) + 1);
+      const total = [...counts.values()].reduce((sum, count) => sum + count, 0);
+      return total === 64 && [1, 2, 3].every((index) => (counts.get(cluster!.nameOf(index)) ?? 0) >= 16) ? counts : undefined;
+    });
+    console.log(`leaders after balancing: ${[...spread.values()].join(' / ')}`);
+
     // The node that serves the stream now is its partition's leader.
     const info = await cluster.call(1, 'GET', '/streams/rep/s/info');
     expect(info.status).toBe(200);

@@ -57,6 +57,13 @@ describe('scripted histories', () => {
     expect(run.failovers).toHaveLength(20);
   });
 
+  test('a leader transfer whose old leader hears nothing after it: the target leads and writes, the old leader serves nothing', () => {
+    expect(failingSeeds(1, 20, { scenario: 'transfer-cut-off', replicas: 3 })).toEqual([]);
+    const run = runSeed(1, { scenario: 'transfer-cut-off', replicas: 3 });
+    expect(run.reads).toBe(0);
+    expect(run.appends.ok, "before and after the transfer").toBe(2);
+  });
+
   test('KurrentDB #3472 / SIGSTOP: a deposed leader, awake and cut off, neither reads nor acknowledges', () => {
     expect(failingSeeds(1, 20, { scenario: 'deposed-leader', replicas: 3 })).toEqual([]);
     const run = runSeed(1, { scenario: 'deposed-leader', replicas: 3 });
@@ -73,6 +80,7 @@ describe('the checker catches planted bugs', () => {
     { bug: 'no-lease', how: { scenario: 'deposed-leader', replicas: 3 }, within: 5 },
     { bug: 'normal-with-short-log', how: { scenario: 'short-catch-up', replicas: 3 }, within: 5 },
     { bug: 'no-joint-consensus', how: { scenario: 'swap-cut-short', replicas: 5, voters: 3 }, within: 10 },
+    { bug: 'serve-during-transfer', how: { scenario: 'transfer-cut-off', replicas: 3 }, within: 5 },
   ];
   test('every planted bug has a case', () => {
     expect(cases.map((entry) => entry.bug).sort()).toEqual(Object.keys(plantedBugs).sort());

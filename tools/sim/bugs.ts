@@ -51,6 +51,13 @@ class NoJointConsensus extends Replica<SimPayload> {
   }
 }
 
+/** Goes on serving while it hands its leadership over (keeps its lease through a transfer). */
+class ServeDuringTransfer extends Replica<SimPayload> {
+  protected override servesDuringTransfer(): boolean {
+    return true;
+  }
+}
+
 /** Grants any vote for a higher epoch, whatever its log. */
 class VoteForAnyLog extends Replica<SimPayload> {
   protected override logAtLeastAsGood(): boolean {
@@ -66,4 +73,5 @@ export const plantedBugs: Record<string, ReplicaClass> = {
   'no-lease': NoLease,
   'normal-with-short-log': NormalWithShortLog,
   'no-joint-consensus': NoJointConsensus,
+  'serve-during-transfer': ServeDuringTransfer,
 };

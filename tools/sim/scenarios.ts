@@ -127,6 +127,32 @@ export function deposedLeader(sim: Simulation): void {
 }
 
 /**
+ * A leader transfer (leadership balancing) whose old leader hears nothing
+ * after it told the target to campaign: the target leads and takes a
+ * write; the old leader, asked to read straight after, must not answer
+ * from its own state (it gave up its lease when the transfer began).
+ */
+export function transferCutOff(sim: Simulation): void {
+  if (!quietStart(sim)) return;
+  const a = sim.servingLeader()!.id;
+  const before = sim.appendAt(a, 's1', 'before');
+  sim.runUntilTrue(() => before.outcome !== 'pending', 1_000);
+  sim.runUntil(sim.time + 50);
+  const b = sim.node(a).replica!.config.voters.find((id) => id !== a)!;
+  const started = sim.node(a).replica!.transferLeadership(b);
+  sim.note(`script: ${a} hands its leadership to ${b} (${started ? 'started' : 'refused'}), then hears nothing`);
+  sim.isolate(a, 'in');
+  if (!sim.runUntilTrue(() => sim.servingLeader([b]) !== undefined, 2_000)) return;
+  const after = sim.appendAt(b, 's1', 'after');
+  sim.runUntilTrue(() => after.outcome !== 'pending', 500);
+  sim.readAt(a, 's1');
+  sim.appendAt(a, 's1', 'to-the-old-leader');
+  sim.runUntil(sim.time + 300);
+  sim.heal();
+  sim.runUntil(sim.time + 3_000);
+}
+
+/**
  * A follower part-way through catching up to a new leader (two ops per
  * message here) is cut off, the new leader dies, the old one comes back.
  * The follower must not count as normal in the new epoch with a log shorter
@@ -227,6 +253,7 @@ export const scenarios: Record<string, (sim: Simulation) => void> = {
   'swap-cut-short': swapCutShort,
   'short-catch-up': shortCatchUp,
   'deposed-leader': deposedLeader,
+  'transfer-cut-off': transferCutOff,
   'figure-8': figure8,
   'double-failover': doubleFailover,
 };

@@ -740,7 +740,8 @@ export class Simulation {
         if (leader.replica!.serveCheck().ok && this.cut.size === 0) this.failoverFrom = { leader: leader.id, at: this.time };
         this.crash(leader);
         this.at(rng.int(100, 2_000), () => this.restart(leader));
-      } else if (what < 0.7) this.pause(leader, rng.int(500, 3_000));
+      } else if (what < 0.6) this.pause(leader, rng.int(500, 3_000));
+      else if (what < 0.8) this.transferLeader(leader);
       else {
         // Cut off while clients still reach it: it must not show them what it cannot commit.
         this.heal();
@@ -760,6 +761,15 @@ export class Simulation {
     if (leader === undefined) return;
     this.failoverFrom = { leader: leader.id, at: this.time };
     this.crash(leader);
+  }
+
+  /** Asks the leader to hand its leadership to another voter (as leadership balancing does). */
+  transferLeader(leader: SimNode): void {
+    const others = leader.replica!.config.voters.filter((id) => id !== leader.id);
+    if (others.length === 0) return;
+    const target = this.rng.pick(others);
+    const started = leader.replica!.transferLeadership(target);
+    this.note(`leader transfer asked of ${leader.id} to ${target}: ${started ? 'started' : 'refused'}`);
   }
 
   /** Asks the leader to swap one voter for a spare (as a ring change moves a partition's replica). */

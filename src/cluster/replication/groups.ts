@@ -36,6 +36,8 @@ export interface ReplicationGroupsOptions {
   readonly complete: (partition: number, target: string) => Promise<unknown>;
   /** Whether the partition's leader reports a committed group without this node (its copy may go). */
   readonly leftGroup: (partition: number) => Promise<boolean>;
+  /** Whether a member answers the failure detector (a leader hands over only to a live one). */
+  readonly reachable?: (node: string) => boolean;
   readonly logger: Logger;
   readonly tickMs?: number;
 }
@@ -53,11 +55,17 @@ export function groupAfterTransfers(ring: Ring, partition: number, n: number): s
 }
 
 
+/** Leader hand-overs a node starts per tick, at most, and how long before the same partition may be handed over again. */
+const handOversPerTick = 2;
+const handOverBackoffMs = 30_000;
+
 export class ReplicationGroups {
   private readonly timer: NodeJS.Timeout;
   private readonly changing = new Set<number>();
   private readonly completing = new Set<number>();
   private readonly dropping = new Set<number>();
+  /** When each partition's leadership was last handed over from here (no ping-pong). */
+  private readonly handedOver = new Map<number, number>();
   private suspended = false;
 
   /**
@@ -126,6 +134,37 @@ export class ReplicationGroups {
       }
     }
     this.dropLeft(ring);
+    this.balance(ring);
+  }
+
+  /**
+   * Leadership balancing: a partition's preferred leader is the first of
+   * its preflist that is a voter and answers (the partition's owner when
+   * it is up), so leaders spread as ownership does instead of staying on
+   * the node a cluster grew from, and come back to a node after a failover.
+   * A leader of a settled group hands over to the preferred one once it
+   * holds everything committed; a few partitions a tick, and not the same
+   * partition again within a while.
+   */
+  private balance(ring: Ring): void {
+    const { self, n, host } = this.options;
+    const reachable = this.options.reachable ?? (() => true);
+    const now = Date.now();
+    let started = 0;
+    for (const partition of host.partitions()) {
+      if (started >= handOversPerTick) return;
+      if (this.changing.has(partition) || (this.handedOver.get(partition) ?? -Infinity) + handOverBackoffMs > now) continue;
+      const status = host.status(partition);
+      if (status === undefined || status.role !== 'leader' || status.config.old !== undefined || !status.configCommitted) continue;
+      const preferred = groupNow(ring, partition, n).find((node) => status.config.voters.includes(node) && (node === self || reachable(node)));
+      if (preferred === undefined || preferred === self) continue;
+      const follower = status.followers.find((entry) => entry.replica === preferred);
+      if (follower === undefined || follower.match < status.commit) continue;
+      if (!host.transferLeadership(partition, preferred)) continue;
+      started++;
+      this.handedOver.set(partition, now);
+      this.logger.info({ partition, to: preferred }, 'replication: handing a partition\'s leadership to its preferred leader');
+    }
   }
 
   /** Drops the copies of partitions whose groups no longer have this node, once their leaders confirm it. */

@@ -307,6 +307,11 @@ export class ReplicaHost {
     return run;
   }
 
+  /** Hands the partition's leadership to `target` (leader only; see Replica.transferLeadership); false when it cannot start now. */
+  transferLeadership(partition: number, target: string): boolean {
+    return this.hosted.get(partition)?.replica.transferLeadership(target) ?? false;
+  }
+
   /** Changes the partition's group (leader only): learners catch up, then joint, then the new group. */
   reconfigure(partition: number, voters: readonly string[]): Promise<void> {
     const hosted = this.hostedOrThrow(partition);

@@ -62,6 +62,7 @@ import {
   type ReplicaStorage,
   type ReplicaTiming,
   type ReplicationMessage,
+  type TimeoutNowMessage,
   type VoteReply,
   type VoteRequest,
 } from './types.js';
@@ -128,6 +129,8 @@ export class Replica<P> {
   private leaderId: ReplicaId | undefined;
   private lastLeaderContact: number;
   private electionDeadline = 0;
+  /** A leader handing over (transferLeadership): to whom, until when, and whether the target was told to campaign. */
+  private transfer: { readonly target: ReplicaId; readonly deadline: number; told: boolean } | undefined;
   private highestSeen: number;
   private votes = new Set<ReplicaId>();
   private recoverTo = 0;
@@ -306,6 +309,7 @@ export class Replica<P> {
   serveCheck(): { ok: true; commit: number } | { ok: false; code: 'not-leader' | 'unavailable'; leader?: ReplicaId } {
     if (this.failedWith !== undefined) return { ok: false, code: 'unavailable' };
     if (this.roleNow !== 'leader') return this.leaderId === undefined || this.leaderId === this.self ? { ok: false, code: 'unavailable' } : { ok: false, code: 'not-leader', leader: this.leaderId };
+    if (!this.servesDuringTransfer() && this.transfer !== undefined) return { ok: false, code: 'unavailable' };
     if (!this.leaseValid() || this.commitOp < this.epochStartOp) return { ok: false, code: 'unavailable' };
     return { ok: true, commit: this.readableOp() };
   }
@@ -327,7 +331,7 @@ export class Replica<P> {
     if (this.roleNow !== 'leader') {
       return done(this.leaderId !== undefined && this.leaderId !== this.self ? { ok: false, code: 'not-leader', leader: this.leaderId } : { ok: false, code: 'unavailable' });
     }
-    if (!this.leaseValid()) return done({ ok: false, code: 'unavailable' });
+    if (!this.leaseValid() || (this.transfer !== undefined && !this.servesDuringTransfer())) return done({ ok: false, code: 'unavailable' });
     if (request.key !== undefined) {
       const known = this.keyIndex.get(request.key) ?? this.env.committedKey?.(request.key);
       if (known !== undefined) {
@@ -365,6 +369,8 @@ export class Replica<P> {
     if (this.failedWith !== undefined) return;
     const now = this.env.monotonic();
     if (this.roleNow === 'leader') {
+      // A transfer that did not end within its time: step down rather than serve again in this epoch.
+      if (this.transfer !== undefined && now >= this.transfer.deadline) return this.stepDown();
       if (now - this.lastHeartbeat >= this.timing.heartbeatMs) this.heartbeat(now);
       return;
     }
@@ -390,6 +396,8 @@ export class Replica<P> {
       case 'pre-vote-reply':
       case 'vote-reply':
         return this.onVoteReply(message);
+      case 'timeout-now':
+        return this.onTimeoutNow(message);
     }
   }
 
@@ -536,6 +544,7 @@ export class Replica<P> {
 
   private becomeFollower(epoch: number): void {
     const wasLeader = this.roleNow === 'leader';
+    this.transfer = undefined;
     this.promisedEpoch = epoch;
     this.highestSeen = Math.max(this.highestSeen, epoch);
     this.roleNow = 'follower';
@@ -595,14 +604,14 @@ export class Replica<P> {
     for (const other of this.peers()) this.env.send(other, request);
   }
 
-  private startElection(): void {
+  private startElection(transfer = false): void {
     this.roleNow = 'candidate';
     this.leaderId = undefined;
     const epoch = this.highestSeen + 1;
     this.promisedEpoch = epoch;
     this.highestSeen = epoch;
     this.votes = new Set([this.self]);
-    const request: VoteRequest = { type: 'vote', from: this.self, epoch, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch() };
+    const request: VoteRequest = { type: 'vote', from: this.self, epoch, normalEpoch: this.normal, lastOp: this.lastOp, lastEpoch: this.lastEntryEpoch(), ...(transfer ? { transfer: true } : {}) };
     this.persist({ entries: [] }, () => {
       if (this.roleNow !== 'candidate' || this.promisedEpoch !== epoch) return;
       if (this.quorumAmong(this.votes)) return this.becomeLeader();
@@ -613,7 +622,8 @@ export class Replica<P> {
   private onVoteRequest(request: VoteRequest): void {
     const now = this.env.monotonic();
     const logOk = this.logAtLeastAsGood(request);
-    const free = this.roleNow !== 'leader' && !this.heardFromLeaderRecently(now);
+    // A transfer's vote is granted though the leader was heard: that leader sent the candidate (and stopped serving first).
+    const free = request.transfer === true ? this.roleNow !== 'leader' || this.transfer?.target === request.from : this.roleNow !== 'leader' && !this.heardFromLeaderRecently(now);
     const granted = request.epoch > this.promisedEpoch && logOk && free;
     const better = !logOk && this.recoverTo === 0;
     const replyType = request.type === 'pre-vote' ? 'pre-vote-reply' : 'vote-reply';
@@ -775,6 +785,7 @@ export class Replica<P> {
     if (follower.next <= reply.matchOp) follower.next = reply.matchOp + 1;
     this.advanceCommit();
     if (this.roleNow !== 'leader') return;
+    this.maybeTimeoutNow();
     if (follower.next <= this.lastOp) this.sendAppend(reply.from, follower, now, false);
   }
 
@@ -848,14 +859,14 @@ export class Replica<P> {
     }
     const change = this.change;
     if (change === undefined) {
-      if (!config.voters.includes(this.self) && configOp <= this.commitOp) this.stepDown();
+      if (!config.voters.includes(this.self) && configOp <= this.commitOp) this.handOver();
       return;
     }
     if (sameMembers(config.voters, change.voters)) {
       if (configOp > this.commitOp) return;
       this.change = undefined;
       change.done({ ok: true });
-      if (!config.voters.includes(this.self)) this.stepDown();
+      if (!config.voters.includes(this.self)) this.handOver();
       return;
     }
     const learners = change.voters.filter((id) => !config.voters.includes(id) && id !== this.self);
@@ -869,6 +880,62 @@ export class Replica<P> {
     this.addFollowers(this.env.monotonic());
     this.persist({ entries: [entry] });
     this.replicate();
+  }
+
+  // --- Leader transfer ----------------------------------------------------------
+
+  /**
+   * Hands leadership to `target`, an up-to-date voter (Raft's leadership
+   * transfer): this leader stops serving reads and writes at once (it gives
+   * up its lease), brings the target up to date, then tells it to campaign
+   * now; the voters grant that vote though they hear this leader. If the
+   * target is not leader within an election timeout, this leader steps down
+   * (it never serves again in this epoch: a vote for the target may still
+   * be on its way) and an ordinary election follows. False when it cannot
+   * start now (not leader, a group change or a transfer under way, not a
+   * voter).
+   */
+  transferLeadership(target: ReplicaId): boolean {
+    if (this.failedWith !== undefined || this.roleNow !== 'leader' || this.transfer !== undefined || this.change !== undefined) return false;
+    const config = this.config;
+    if (config.old !== undefined || target === this.self || !config.voters.includes(target) || !this.followers.has(target)) return false;
+    this.transfer = { target, deadline: this.env.monotonic() + this.timing.electionTimeoutMs, told: false };
+    this.maybeTimeoutNow();
+    if (this.transfer !== undefined && !this.transfer.told) this.replicate();
+    return true;
+  }
+
+  /** Whether a leader serves while it transfers (never; a planted bug says otherwise). */
+  protected servesDuringTransfer(): boolean {
+    return false;
+  }
+
+  private maybeTimeoutNow(): void {
+    const transfer = this.transfer;
+    if (transfer === undefined || transfer.told) return;
+    const follower = this.followers.get(transfer.target);
+    if (follower === undefined || follower.match < this.lastOp) return;
+    transfer.told = true;
+    this.env.send(transfer.target, { type: 'timeout-now', from: this.self, epoch: this.promisedEpoch });
+  }
+
+  private onTimeoutNow(message: TimeoutNowMessage): void {
+    if (message.epoch !== this.promisedEpoch || message.from !== this.leaderId || this.roleNow !== 'follower') return;
+    if (this.recoverTo > 0 || !this.isVoter(this.self)) return;
+    this.startElection(true);
+  }
+
+  /**
+   * This leader is not in the group any more: it hands leadership to a new
+   * voter that holds its whole log (no election timeout without a leader),
+   * else steps down; either way it never campaigns again (it is no voter).
+   */
+  private handOver(): void {
+    if (this.transfer !== undefined) return;
+    const voters = this.config.voters;
+    const target = voters.find((id) => (this.followers.get(id)?.match ?? 0) >= this.lastOp) ?? voters[0];
+    if (target !== undefined && this.transferLeadership(target)) return;
+    this.stepDown();
   }
 
   /** This leader is not in the group any more: it stops leading, and never campaigns (it is no voter). */

@@ -20,9 +20,17 @@
  *                the stream's leader and the time until an append through
  *                another node is acknowledged (p50 / max; target < 2 s).
  *
- * Options (--key value): groups (handoff,forwarding,replication), mb (1024),
- * streams (256), concurrency (handoff.concurrency, 2), connections (64),
- * kills (20).
+ *   catchup      three nodes, request.n = 3: one follower of a stream's
+ *                partition is stopped, <catchup-mb> MB of 64 KB entries are
+ *                appended through the leader, the follower is started again,
+ *                and the time until it has applied everything is measured
+ *                (it is behind the leader's compaction point, so it takes the
+ *                leader's state, then the log), beside the rate at which the
+ *                leader took the same bytes in the same run.
+ *
+ * Options (--key value): groups (handoff,forwarding,replication,catchup),
+ * mb (1024), streams (256), concurrency (handoff.concurrency, 2),
+ * connections (64), kills (20), catchup-mb (1024).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -332,9 +340,79 @@ async function ownersOf(url: string, size: number): Promise<string[]> {
   return owners;
 }
 
+/** A replica far behind catches up: stopped, <catchup-mb> MB appended without it, started, timed until it applied everything. */
+async function catchupRows(context: BenchContext): Promise<BenchRow[]> {
+  const megabytes = option(context, 'catchup-mb', 1024);
+  const entryBytes = 64 * 1024;
+  const entries = Math.ceil((megabytes * 1024 * 1024) / entryBytes);
+  const suffix = randomBytes(3).toString('hex');
+  const flags = { 'storage.sync': 'always', 'request.n': '3' };
+  const names = ['c1', 'c2', 'c3'].map((tag) => `bench${suffix}${tag}@127.0.0.1`);
+  const nodes: BenchNode[] = [];
+  for (const name of names) nodes.push(await startNode(context, name, flags));
+  try {
+    for (const node of nodes.slice(1)) {
+      const joined = await call(node.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: nodes[0]!.name }) });
+      if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
+    }
+    await call(nodes[0]!.url, 'GET', '/admin/cluster/plan', { secret: true });
+    await call(nodes[0]!.url, 'POST', '/admin/cluster/commit', { secret: true });
+    await waitSettled(nodes[0]!.url, 120_000);
+    const tokens = await Promise.all(nodes.map((node) => login(node.url)));
+    const small = jsonOfBytes(100);
+    await appendUntilAcknowledged(nodes[0]!.url, tokens[0]!, '/streams/catch/up', small, performance.now() + 60_000);
+    const partition = partitionOf('catch', 'up', 64);
+    // Balancing may move the stream's leadership first: wait until it stays put for a second.
+    let leaderName = await servingNode(nodes[0]!.url, tokens[0]!, 'catch', 'up');
+    for (let round = 0; round < 60; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const now = await servingNode(nodes[0]!.url, tokens[0]!, 'catch', 'up');
+      if (now === leaderName) break;
+      leaderName = now;
+    }
+    const leader = nodes.findIndex((node) => node.name === leaderName);
+    const behind = (leader + 1) % 3;
+    context.log(`catchup: ${nodes[behind]!.name} stopped; ${megabytes} MB of 64 KB entries go to ${leaderName}`);
+    await stopNode(nodes[behind]!);
+    const body = jsonOfBytes(entryBytes);
+    let next = 0;
+    const writeStart = performance.now();
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < entries) {
+          next++;
+          await appendUntilAcknowledged(nodes[leader]!.url, tokens[leader]!, '/streams/catch/up', body, performance.now() + 60_000);
+        }
+      }),
+    );
+    const writeSecs = (performance.now() - writeStart) / 1000;
+    const target = (await call(nodes[leader]!.url, 'GET', '/admin/cluster/partitions', { secret: true })).body.rows.find((row: { partition: number; node: string }) => row.partition === partition && row.node === leaderName).commit as number;
+    context.log(`catchup: written in ${writeSecs.toFixed(1)} s; ${nodes[behind]!.name} starts again and must apply op ${target}`);
+    const restartAt = performance.now();
+    nodes[behind] = await startNode(context, nodes[behind]!.name, flags);
+    for (;;) {
+      const answer = await call(nodes[behind]!.url, 'GET', '/admin/cluster/partitions', { secret: true }).catch(() => undefined);
+      const row = answer?.body?.rows?.find((candidate: { partition: number; node: string }) => candidate.partition === partition && candidate.node === nodes[behind]!.name);
+      if (row !== undefined && row.applied >= target) break;
+      if (performance.now() - restartAt > 1_800_000) throw new Error('the replica did not catch up within 30 minutes');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const catchSecs = (performance.now() - restartAt) / 1000;
+    const mb = (entries * entryBytes) / (1024 * 1024);
+    context.log(`catchup: caught up in ${catchSecs.toFixed(1)} s`);
+    return [
+      { variant: `leader takes ${mb.toFixed(0)} MB (64 KB appends, W = 2, baseline)`, group: 'catch-up', baseline: true, opsPerSec: mb / writeSecs, unit: 'MB/s', p50Ms: 0, p99Ms: 0, notes: `${writeSecs.toFixed(1)} s` },
+      { variant: `a replica ${mb.toFixed(0)} MB behind catches up (restart to applied)`, group: 'catch-up', opsPerSec: mb / catchSecs, unit: 'MB/s', p50Ms: 0, p99Ms: 0, notes: `${catchSecs.toFixed(1)} s` },
+    ];
+  } finally {
+    await Promise.all(nodes.map((node) => stopNode(node)));
+  }
+}
+
 /** What `npm run bench -- cluster` accepts, checked before anything runs. */
 export const options: Readonly<Record<string, BenchOption>> = {
-  groups: listOption('which groups run (forwarding,handoff,replication)', ['forwarding', 'handoff', 'replication']),
+  groups: listOption('which groups run (forwarding,handoff,replication,catchup)', ['forwarding', 'handoff', 'replication', 'catchup']),
+  'catchup-mb': positiveOption('megabytes a stopped replica falls behind in the catchup group (1024)'),
   mb: positiveOption('megabytes written before the handoff (1024)'),
   streams: positiveOption('streams they are spread over (256)'),
   concurrency: positiveOption('handoff.concurrency of the nodes (2)'),
@@ -344,5 +422,7 @@ export const options: Readonly<Record<string, BenchOption>> = {
 
 export async function run(context: BenchContext): Promise<BenchRow[]> {
   const groups = (context.options['groups'] ?? 'forwarding,handoff,replication').split(',');
-  return runGroups(context, groups, (group) => (group === 'forwarding' ? forwardingRows(context) : group === 'replication' ? replicationRows(context) : handoffRows(context)));
+  return runGroups(context, groups, (group) =>
+    group === 'forwarding' ? forwardingRows(context) : group === 'replication' ? replicationRows(context) : group === 'catchup' ? catchupRows(context) : handoffRows(context),
+  );
 }

@@ -442,6 +442,16 @@ export class FaultCluster {
     for (const other of this.nodes.keys()) if (other !== index) await this.cut(index, other, action);
   }
 
+  /**
+   * Splits the cluster in two: every link between a node of `side` and a
+   * started node outside it is cut, both ways; links within each side stay.
+   */
+  async split(side: readonly number[], action: LinkAction = LinkAction.drop): Promise<void> {
+    for (const index of side) this.node(index);
+    const others = [...this.nodes.keys()].filter((index) => !side.includes(index));
+    for (const index of side) for (const other of others) await this.cut(index, other, action);
+  }
+
   /** Loses each packet between a and b, both ways, with this probability (namespace only). */
   async loss(a: number, b: number, probability: number): Promise<void> {
     await this.faults.loss(this.hostOf(a), this.hostOf(b), probability);
@@ -494,6 +504,37 @@ export class FaultCluster {
     });
   }
 
+  /**
+   * A GET whose answer is read as it arrives (a Server-Sent Events listen):
+   * resolves with the response once its head is in, within `timeoutMs`; the
+   * caller reads the body and calls `close()` (or sees it end when the node does).
+   */
+  stream(index: number, route: string, headers: Record<string, string>, timeoutMs = answerTimeoutMs): Promise<{ response: http.IncomingMessage; close: () => void }> {
+    const node = this.node(index);
+    const namespace = this.namespace;
+    return new Promise((resolve, reject) => {
+      const request = http.request({
+        host: node.host,
+        port: node.httpPort,
+        method: 'GET',
+        path: route,
+        headers,
+        createConnection: () => (namespace === undefined ? net.connect({ host: node.host, port: node.httpPort }) : namespace.connect(node.host, node.httpPort)),
+      });
+      const timer = setTimeout(() => request.destroy(new Error(`GET ${route} on node ${index}: no answer head within ${timeoutMs} ms`)), timeoutMs);
+      // Kept after the head: a connection lost later errors here too (the response sees it as well).
+      request.on('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      request.once('response', (response) => {
+        clearTimeout(timer);
+        resolve({ response, close: () => request.destroy() });
+      });
+      request.end();
+    });
+  }
+
   /** An admin session token (sessions are cluster-wide: one login serves every node). */
   async login(index = 1): Promise<string> {
     if (this.token !== undefined) return this.token;
@@ -503,15 +544,31 @@ export class FaultCluster {
     return this.token;
   }
 
-  /** An API call as admin. */
-  async call(index: number, method: string, route: string, body?: unknown): Promise<Answer> {
+  /** An API call as admin; no answer within `timeoutMs` (default answerTimeoutMs) rejects. */
+  async call(index: number, method: string, route: string, body?: unknown, timeoutMs?: number): Promise<Answer> {
     const token = this.token ?? (await this.login(index));
-    return this.http(index, method, route, { headers: { 'x-session': token }, body });
+    return this.http(index, method, route, { headers: { 'x-session': token }, body, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
   }
 
   /** The cluster admin API of node `index`, with the cluster secret. */
   admin(index: number, method: string, route: string, body?: unknown): Promise<Answer> {
     return this.http(index, method, `/admin/cluster/${route}`, { headers: { 'x-iorio-cluster-secret': this.options.flags?.['cluster.secret'] ?? 'iorio' }, body });
+  }
+
+  /**
+   * With request.n > 1, waits until node `index`, not joined yet, leads each
+   * of its own one-node replica groups. Joined before that, a node can leave
+   * the ring unsettled for good (transfers pending, a partition led at epoch
+   * 1 by a joiner with a group of its own making), so replicated clusters
+   * wait for this before joinAll.
+   */
+  async ownGroupsLed(index: number, timeoutMs = 30_000): Promise<void> {
+    const name = this.nameOf(index);
+    await waitFor(`${name} to lead its own replica groups`, timeoutMs, async () => {
+      const answer = await this.admin(index, 'GET', 'partitions');
+      const rows = answer.status === 200 ? (answer.body.rows as { node: string; role: string }[]) : [];
+      return rows.length > 0 && rows.every((row) => row.node === name && row.role === 'leader') ? true : undefined;
+    }, 200);
   }
 
   /** Joins nodes to node 1, plans, commits, and waits until no transfer is pending and every member agrees. */

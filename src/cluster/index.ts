@@ -210,7 +210,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     routes.replicateWith((partition) => {
       const leader = host.leaderOf(partition);
       if (leader !== undefined) return { node: leader, reason: 'leader' };
-      if (host.holds(partition)) return { node: name, reason: 'replica' };
+      // A voter that knows no leader answers 503 (an election); a learner or a copy of a group this node left asks the group.
+      if (host.holds(partition) && host.votesIn(partition)) return { node: name, reason: 'replica' };
       const members = groups.members(partition);
       return { node: members.find((member) => member !== name && membership.reachable(member)) ?? members[0] ?? name, reason: 'replica' };
     });

@@ -24,7 +24,6 @@ describe('request.n = 3 under faults', () => {
   beforeAll(async () => {
     await cluster.open();
     await Promise.all([1, 2, 3].map((index) => cluster.start(index)));
-    for (const index of [1, 2, 3]) await cluster.ownGroupsLed(index);
     await cluster.joinAll([2, 3]);
   }, 120_000);
   afterAll(async () => {

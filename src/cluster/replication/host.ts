@@ -54,6 +54,8 @@ export interface ReplicatedStateMachine {
 
 /** Ops a replica keeps in memory (and in its partition log) behind what it applied; older ones are compacted. */
 const keepOpsDefault = 10_000;
+/** A client's write not committed within this is answered 503 (unknown outcome). */
+const proposeTimeoutMs = 5_000;
 /** How long a failed apply, or a replica whose log write failed, waits before it is tried again. */
 const applyRetryMs = 1_000;
 /** A state-transfer batch, at most. */
@@ -229,6 +231,12 @@ export class ReplicaHost {
     return [...this.hosted.keys()].sort((a, b) => a - b);
   }
 
+  /** Whether this node's replica of the partition is one of its group's voters (a learner, or a copy of a group it left, is not). */
+  votesIn(partition: number): boolean {
+    const config = this.hosted.get(partition)?.replica.config;
+    return config !== undefined && (config.voters.includes(this.options.self) || (config.old?.includes(this.options.self) ?? false));
+  }
+
   /** Whether this node runs a replica of the partition (asked on every request: no allocation). */
   holds(partition: number): boolean {
     return this.hosted.has(partition);
@@ -330,7 +338,11 @@ export class ReplicaHost {
     if (refusal !== undefined) return Promise.reject(refusal);
     if (this.options.clock.monotonic() < this.noSpaceUntil) return Promise.reject(noSpaceError());
     return new Promise((resolve, reject) => {
+      // Bounded: a leader cut off from its group (its lease ran out with the op in flight) would otherwise hold the client until the cut heals.
+      const timer = setTimeout(() => reject(new IorioError('unavailable', `partition ${partition}: the write was not committed within ${proposeTimeoutMs / 1000} s (its leader may be cut off from the group): it may or may not have been written; retry (with the same idempotency key)`)), proposeTimeoutMs);
+      timer.unref();
       hosted.replica.propose({ writes, payload, ...(idempotency === undefined ? {} : { key: idempotency.key, keyDigest: idempotency.digest }) }, (result: ProposeResult) => {
+        clearTimeout(timer);
         if (!result.ok) return reject(this.refusal(partition, result));
         const t = result.t ?? hosted.replica.entry(result.op)?.t ?? this.options.clock.now();
         // Answered once applied here: a read that follows the answer sees it.

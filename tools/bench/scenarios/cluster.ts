@@ -40,6 +40,7 @@ import { fileURLToPath } from 'node:url';
 import { partitionOf } from '../../../src/core/hash.js';
 import { listOption, positiveOption, runGroups, type BenchContext, type BenchOption, type BenchRow } from '../harness.js';
 import { runLoad } from '../load/spawn.js';
+import type { AutocannonOutcome } from '../load/tasks.js';
 import { jsonOfBytes } from './http.js';
 
 const mainScript = fileURLToPath(new URL('../../../src/main.js', import.meta.url));
@@ -257,12 +258,17 @@ async function replicationRows(context: BenchContext): Promise<BenchRow[]> {
   const notes = (outcome: { non2xx: number; errors: number }) => [outcome.non2xx > 0 ? `non2xx=${outcome.non2xx}` : '', outcome.errors > 0 ? `errors=${outcome.errors}` : ''].filter(Boolean).join(' ');
 
   // Baseline: one node, one copy.
-  const single = await startNode(context, `bench${suffix}s@127.0.0.1`, { 'storage.sync': 'always' });
+  const single = await startNode(context, `bench${suffix}s@127.0.0.1`, { 'storage.sync': 'always', 'request.n': '1' });
   let baseline;
+  let singleSpread: AutocannonOutcome[] = [];
   try {
     const token = await login(single.url);
     context.log('replication: POST to one node, request.n = 1');
     baseline = await runLoad({ kind: 'autocannon', method: 'POST', url: `${single.url}/streams/rep/s`, headers: { ...json, 'x-session': token }, body, ...common });
+    context.log('replication: three streams to one node, request.n = 1');
+    singleSpread = await Promise.all(
+      spreadNames.slice(0, 3).map((stream) => runLoad({ kind: 'autocannon', method: 'POST', url: `${single.url}/streams/rep/${stream}`, headers: { ...json, 'x-session': token }, body, connections: Math.max(1, Math.floor(connections / 3)), durationSecs: context.seconds })),
+    );
   } finally {
     await stopNode(single);
   }
@@ -318,6 +324,13 @@ async function replicationRows(context: BenchContext): Promise<BenchRow[]> {
       nodes[index] = await startNode(context, nodes[index]!.name, flags);
       tokens[index] = await login(nodes[index]!.url);
     }
+    // Three streams whose leaders are the three nodes (leaders balanced), each driven at its leader as a Kafka client
+    // drives each partition's leader; beside the same three streams on the single node, measured first.
+    const spread = await spreadStreams(nodes, tokens, body);
+    context.log(`replication: three streams, each POSTed to its own leader (${spread.map((entry) => entry.stream).join(', ')})`);
+    const spreadLoad = await Promise.all(
+      spread.map((entry) => runLoad({ kind: 'autocannon', method: 'POST', url: `${nodes[entry.leader]!.url}/streams/rep/${entry.stream}`, headers: { ...json, 'x-session': tokens[entry.leader]! }, body, connections: Math.max(1, Math.floor(connections / 3)), durationSecs: context.seconds })),
+    );
     const sorted = [...failovers].sort((a, b) => a - b);
     const p50 = sorted[Math.floor(sorted.length / 2)] ?? 0;
     const max = sorted[sorted.length - 1] ?? 0;
@@ -325,11 +338,41 @@ async function replicationRows(context: BenchContext): Promise<BenchRow[]> {
       { variant: '1 node, request.n = 1 (baseline)', group: 'replicated POST', baseline: true, opsPerSec: baseline.requestsPerSec, unit: 'req/s', p50Ms: baseline.p50Ms, p99Ms: baseline.p99Ms, notes: notes(baseline) },
       { variant: '1 node, request.n = 3 (a group of one)', group: 'replicated POST', opsPerSec: groupOfOne.requestsPerSec, unit: 'req/s', p50Ms: groupOfOne.p50Ms, p99Ms: groupOfOne.p99Ms, notes: notes(groupOfOne) },
       { variant: '3 nodes, request.n = 3, W = 2, to the leader', group: 'replicated POST', opsPerSec: replicated.requestsPerSec, unit: 'req/s', p50Ms: replicated.p50Ms, p99Ms: replicated.p99Ms, target: { ratioMin: 0.54 }, notes: notes(replicated) },
+      { variant: '1 node, request.n = 1, three streams (baseline)', group: 'replicated POST, three streams', baseline: true, opsPerSec: sum(singleSpread.map((load) => load.requestsPerSec)), unit: 'req/s', p50Ms: Math.max(...singleSpread.map((load) => load.p50Ms)), p99Ms: Math.max(...singleSpread.map((load) => load.p99Ms)), notes: notes(mergedOutcome(singleSpread)) },
+      { variant: '3 nodes, request.n = 3, W = 2, three streams, each to its leader', group: 'replicated POST, three streams', opsPerSec: sum(spreadLoad.map((load) => load.requestsPerSec)), unit: 'req/s', p50Ms: Math.max(...spreadLoad.map((load) => load.p50Ms)), p99Ms: Math.max(...spreadLoad.map((load) => load.p99Ms)), target: { ratioMin: 0.54 }, notes: notes(mergedOutcome(spreadLoad)) },
       { variant: `failover after kill -9 of the leader (${failovers.length} kills)`, group: 'failover', opsPerSec: failovers.length, unit: 'kills', p50Ms: p50, p99Ms: max, target: { p99MsMax: 2000 }, notes: `p50 ${(p50 / 1000).toFixed(2)} s, max ${(max / 1000).toFixed(2)} s (p99 column: max); target < 2 s` },
     ];
   } finally {
     await Promise.all(nodes.map((node) => stopNode(node)));
   }
+}
+
+/** Candidate stream names for the three-stream rows: the same names on the single node and on the three. */
+const spreadNames = Array.from({ length: 64 }, (_, index) => `spread${index}`);
+
+function sum(values: readonly number[]): number {
+  return values.reduce((total, value) => total + value, 0);
+}
+
+function mergedOutcome(loads: readonly { non2xx: number; errors: number }[]): { non2xx: number; errors: number } {
+  return { non2xx: sum(loads.map((load) => load.non2xx)), errors: sum(loads.map((load) => load.errors)) };
+}
+
+/** Once leaders are balanced: three of spreadNames whose partitions are led by three different nodes (index into nodes). */
+async function spreadStreams(nodes: readonly BenchNode[], tokens: readonly string[], body: string): Promise<{ stream: string; leader: number }[]> {
+  const deadline = performance.now() + 90_000;
+  while (performance.now() < deadline) {
+    const chosen = new Map<number, string>();
+    for (const stream of spreadNames) {
+      await appendUntilAcknowledged(nodes[0]!.url, tokens[0]!, `/streams/rep/${stream}`, body, performance.now() + 30_000);
+      const serving = await servingNode(nodes[0]!.url, tokens[0]!, 'rep', stream);
+      const index = nodes.findIndex((node) => node.name === serving);
+      if (index >= 0 && !chosen.has(index)) chosen.set(index, stream);
+      if (chosen.size === 3) return [...chosen].map(([index, stream]) => ({ stream, leader: index }));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+  }
+  throw new Error('leaders did not spread over the three nodes in time');
 }
 
 /** Owner of every partition, from the nodes' own answers (a read on a node reports nothing of ownership, so ask the ring). */

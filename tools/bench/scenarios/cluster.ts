@@ -290,14 +290,7 @@ async function replicationRows(context: BenchContext): Promise<BenchRow[]> {
   const nodes: BenchNode[] = [];
   for (const name of names) nodes.push(await startNode(context, name, flags));
   try {
-    for (const node of nodes.slice(1)) {
-      const joined = await call(node.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: nodes[0]!.name }) });
-      if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
-    }
-    await call(nodes[0]!.url, 'GET', '/admin/cluster/plan', { secret: true });
-    await call(nodes[0]!.url, 'POST', '/admin/cluster/commit', { secret: true });
-    await waitSettled(nodes[0]!.url, 120_000);
-    const tokens = await Promise.all(nodes.map((node) => login(node.url)));
+    const tokens = await formCluster(nodes);
     // Stream info knows a stream once it holds an entry.
     await appendUntilAcknowledged(nodes[0]!.url, tokens[0]!, '/streams/rep/s', body, performance.now() + 30_000);
     const leaderName = await servingNode(nodes[0]!.url, tokens[0]!, 'rep', 's');
@@ -383,6 +376,18 @@ async function ownersOf(url: string, size: number): Promise<string[]> {
   return owners;
 }
 
+/** Nodes 2.. join node 1, the plan is committed and the ring settles; each node's session token. */
+async function formCluster(nodes: readonly BenchNode[]): Promise<string[]> {
+  for (const node of nodes.slice(1)) {
+    const joined = await call(node.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: nodes[0]!.name }) });
+    if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
+  }
+  await call(nodes[0]!.url, 'GET', '/admin/cluster/plan', { secret: true });
+  await call(nodes[0]!.url, 'POST', '/admin/cluster/commit', { secret: true });
+  await waitSettled(nodes[0]!.url, 120_000);
+  return Promise.all(nodes.map((node) => login(node.url)));
+}
+
 /** A replica far behind catches up: stopped, <catchup-mb> MB appended without it, started, timed until it applied everything. */
 async function catchupRows(context: BenchContext): Promise<BenchRow[]> {
   const megabytes = option(context, 'catchup-mb', 1024);
@@ -394,14 +399,7 @@ async function catchupRows(context: BenchContext): Promise<BenchRow[]> {
   const nodes: BenchNode[] = [];
   for (const name of names) nodes.push(await startNode(context, name, flags));
   try {
-    for (const node of nodes.slice(1)) {
-      const joined = await call(node.url, 'POST', '/admin/cluster/join', { secret: true, body: JSON.stringify({ node: nodes[0]!.name }) });
-      if (joined.status !== 200) throw new Error(`join: ${JSON.stringify(joined.body)}`);
-    }
-    await call(nodes[0]!.url, 'GET', '/admin/cluster/plan', { secret: true });
-    await call(nodes[0]!.url, 'POST', '/admin/cluster/commit', { secret: true });
-    await waitSettled(nodes[0]!.url, 120_000);
-    const tokens = await Promise.all(nodes.map((node) => login(node.url)));
+    const tokens = await formCluster(nodes);
     const small = jsonOfBytes(100);
     await appendUntilAcknowledged(nodes[0]!.url, tokens[0]!, '/streams/catch/up', small, performance.now() + 60_000);
     const partition = partitionOf('catch', 'up', 64);

@@ -260,6 +260,24 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   }
   let unregister = registerNode(self);
 
+  /** This node's rows beside every other member's answer to `type` (a list of rows each), and the members that did not answer. */
+  const askEveryMember = async <T>(type: number, own: readonly T[]): Promise<{ rows: T[]; unreachable: string[] }> => {
+    const rows = [...own];
+    const unreachable: string[] = [];
+    await Promise.all(
+      ring.current.members
+        .filter((member) => member.name !== name)
+        .map(async (member) => {
+          try {
+            rows.push(...(await transport.request<T[]>(member.name, type, null, { timeoutMs: 3_000 })));
+          } catch {
+            unreachable.push(member.name);
+          }
+        }),
+    );
+    return { rows, unreachable: unreachable.sort() };
+  };
+
   const admin: ClusterAdmin = {
     members: () => membersAnswer(ring.current, name, (node) => membership.reachable(node)),
     ringStatus: () => ringAnswer(ring.current, name, membership.unreachableMembers()),
@@ -283,36 +301,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     clear: () => membership.clear(),
     down: (node) => membership.markDown(node),
     transfers: async () => {
-      const rows = [...handoff.rows()];
-      const unreachable: string[] = [];
-      await Promise.all(
-        ring.current.members
-          .filter((member) => member.name !== name)
-          .map(async (member) => {
-            try {
-              rows.push(...(await transport.request<TransfersAnswer['transfers']>(member.name, MessageType.handoffStatus, null, { timeoutMs: 3_000 })));
-            } catch {
-              unreachable.push(member.name);
-            }
-          }),
-      );
-      return { transfers: rows.sort((a, b) => a.partition - b.partition), limits: handoff.transferLimits, unreachable: unreachable.sort(), received: { ...receiver.stats } };
+      const { rows, unreachable } = await askEveryMember<TransfersAnswer['transfers'][number]>(MessageType.handoffStatus, handoff.rows());
+      return { transfers: rows.sort((a, b) => a.partition - b.partition), limits: handoff.transferLimits, unreachable, received: { ...receiver.stats } };
     },
     partitions: async () => {
-      const rows = partitionRows();
-      const unreachable: string[] = [];
-      await Promise.all(
-        ring.current.members
-          .filter((member) => member.name !== name)
-          .map(async (member) => {
-            try {
-              rows.push(...(await transport.request<PartitionRow[]>(member.name, MessageType.replicationStatus, null, { timeoutMs: 3_000 })));
-            } catch {
-              unreachable.push(member.name);
-            }
-          }),
-      );
-      return { n, rows: rows.sort((a, b) => a.partition - b.partition || (a.node < b.node ? -1 : 1)), unreachable: unreachable.sort() };
+      const { rows, unreachable } = await askEveryMember<PartitionRow>(MessageType.replicationStatus, partitionRows());
+      return { n, rows: rows.sort((a, b) => a.partition - b.partition || (a.node < b.node ? -1 : 1)), unreachable };
     },
     verify: (request) => (verifier === undefined ? Promise.resolve(singleCopyAnswer(request)) : verifier.verify(request)),
     transferLimit: (change) => handoff.setLimits(change),

@@ -31,6 +31,7 @@ import { IorioError } from '../../core/errors.js';
 import { encodeRecord } from '../../core/record.js';
 import type { GroupConfig, LogEntry, ProposeResult, ReplicaTiming, ReplicationMessage, WriteRequest } from '../../core/replication.js';
 import { MessageType } from '../../core/wire.js';
+import { isNoSpaceError } from '../../store/commit-log.js';
 import type { OpPayload, PartitionLogs, StoredKeyRow } from '../../store/partition-log.js';
 import type { AppendMeta, AppendRequest, ExportedRecords, ImportBatch, StreamPosition } from '../../store/types.js';
 import type { ClusterTransport } from '../transport.js';
@@ -591,8 +592,8 @@ export class ReplicaHost {
 
   /** A full disk, as the OS or lmdb reports it, or an I/O error while the partition log's file system has no room left. */
   private noSpace(error: Error): boolean {
-    const code = (error as NodeJS.ErrnoException).code as unknown;
-    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 28 || /no space left|ENOSPC|MDB_MAP_FULL/i.test(error.message)) return true;
+    // lmdb reports ENOSPC as errno 28 with its own message.
+    if (isNoSpaceError(error) || (error as { code?: unknown }).code === 28 || /no space left|MDB_MAP_FULL/i.test(error.message)) return true;
     return this.options.logs.diskFull();
   }
 
